@@ -102,7 +102,7 @@ class BuildContext:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.create_system = 3  # unix, so the mode bits below are honoured
                 if f.mode == MODE_LINK:
-                    info.external_attr = (0o120777 << 16)
+                    info.external_attr = 0o120777 << 16
                 else:
                     perm = 0o100755 if f.mode == MODE_EXEC else 0o100644
                     info.external_attr = perm << 16

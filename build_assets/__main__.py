@@ -1,0 +1,7 @@
+"""`python -m build_assets` runs the CLI."""
+
+import sys
+
+from build_assets.cli import main
+
+sys.exit(main())

@@ -1,0 +1,115 @@
+"""The `build-assets` command line. Imports stay lazy so `plan` starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable
+
+from build_assets.errors import UserError
+
+# Modules that register their own subcommands with `add_cli(subparsers)`, by command name.
+# Only the module of the command being run is imported (plus all of them for --help).
+_PLUGIN_COMMANDS = {
+    "stack": "build_assets.stack",
+    "bootstrap": "build_assets.bootstrap",
+    "status": "build_assets.commands",
+    "materialize": "build_assets.commands",
+    "demo": "build_assets.demo",
+}
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from build_assets.plan import compare, plan_since
+    from build_assets.records import BuildRecords
+    from build_assets.settings import Settings
+    from build_assets.versioning import commit_versions, worktree_versions
+
+    settings = Settings.from_env(repo=args.repo or _default_repo(), manifest=args.manifest)
+    current = worktree_versions(settings.repo, settings.manifest)
+    note = None
+    if args.since:
+        previous = commit_versions(settings.repo, args.since, settings.manifest)
+        entries = plan_since(current, previous)
+        against = f"{args.since} ({previous.commit[:12] if previous.commit else ''})"
+    else:
+        registry = settings.registry or "default"
+        states = BuildRecords().built_states(registry)
+        entries = compare(current, states, "not built yet")
+        against = f"last builds in {registry}"
+        if not states:
+            note = "Nothing is built yet: every image would be built."
+    if args.json:
+        json.dump({"images": [e.to_dict() for e in entries]}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    from build_assets.render import print_plan
+
+    print_plan(entries, against=against, note=note)
+    return 0
+
+
+def _default_repo() -> str | None:
+    import os
+
+    from build_assets.settings import ENV_REPO
+
+    if os.environ.get(ENV_REPO):
+        return None
+    from build_assets.gitrepo import repo_root
+
+    return str(repo_root("."))
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with `command`, only that command's plugin module is imported."""
+    parser = argparse.ArgumentParser(
+        prog="build-assets",
+        description="Incremental, content-addressed image builds as Dagster assets.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    plan = sub.add_parser("plan", help="show which images would be rebuilt, and why")
+    plan.add_argument("--repo", help="monorepo folder (default: git top level of the cwd)")
+    plan.add_argument("--manifest", help="manifest file (default: <repo>/images.yaml)")
+    plan.add_argument("--since", metavar="REF", help="compare the working tree with git REF")
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.set_defaults(func=_cmd_plan)
+
+    wanted = {_PLUGIN_COMMANDS[command]} if command in _PLUGIN_COMMANDS else set()
+    if command is None or (command not in _PLUGIN_COMMANDS and command != "plan"):
+        wanted = set(_PLUGIN_COMMANDS.values())
+    for name in sorted(wanted):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        add_cli: Callable[[argparse._SubParsersAction], None] = module.add_cli
+        add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; user errors print one line each and exit 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        for line in exc.lines:
+            print(f"build-assets: error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("build-assets: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""`plan`: which images would be rebuilt, and why, in words a person acts on."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from build_assets.context import ContextFile
+from build_assets.versioning import ImageVersion, VersionSet
+
+
+@dataclass(frozen=True)
+class BuiltState:
+    """What an image was last built from (from a VersionSet at a ref, or a build record)."""
+
+    version: str
+    identity: dict
+    files: tuple[ContextFile, ...]
+    base_version: str | None
+
+    @classmethod
+    def of(cls, image: ImageVersion) -> BuiltState:
+        return cls(image.version, image.spec.identity(), image.files, image.base_version)
+
+
+@dataclass
+class PlanEntry:
+    """One image of a plan."""
+
+    name: str
+    version: str
+    tag: str
+    base: str | None
+    lambdas: list[str]
+    changed: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def file_reasons(old: tuple[ContextFile, ...], new: tuple[ContextFile, ...], dockerfile: str):
+    """Per-file reasons between two context file sets ('x modified', 'new file y', ...)."""
+    before = {f.path: f for f in old}
+    after = {f.path: f for f in new}
+    reasons = []
+    for path in sorted(before.keys() | after.keys()):
+        a, b = before.get(path), after.get(path)
+        if a == b:
+            continue
+        if path == dockerfile and a is not None and b is not None:
+            reasons.append("Dockerfile changed")
+        elif a is None:
+            reasons.append(f"new file {path}")
+        elif b is None:
+            reasons.append(f"{path} deleted")
+        else:
+            if a.blob != b.blob:
+                reasons.append(f"{path} modified")
+            if a.mode != b.mode:
+                reasons.append(f"mode of {path} changed")
+    return reasons
+
+
+def entry_reasons(old: dict, new: dict) -> list[str]:
+    """Reasons from the image's own manifest entry."""
+    reasons = []
+    if old.get("dockerfile") != new.get("dockerfile"):
+        reasons.append(f"dockerfile path changed to {new.get('dockerfile')}")
+    if old.get("source_paths") != new.get("source_paths"):
+        reasons.append("source_paths changed")
+    if old.get("build_args") != new.get("build_args"):
+        reasons.append("build_args changed")
+    if old.get("base") != new.get("base"):
+        reasons.append(
+            f"base changed from {old.get('base') or 'none'} to {new.get('base') or 'none'}"
+        )
+    return reasons
+
+
+def compare(
+    current: VersionSet, previous: dict[str, BuiltState], missing_reason: str
+) -> list[PlanEntry]:
+    """Plan entries for every image of `current`, compared with `previous` states by name."""
+    entries = []
+    changed_names: set[str] = set()
+    for img in current:
+        old = previous.get(img.name)
+        if old is None:
+            reasons = [missing_reason]
+        elif old.version == img.version:
+            reasons = []
+        else:
+            identity = img.spec.identity()
+            reasons = entry_reasons(old.identity, identity)
+            reasons += file_reasons(old.files, img.files, img.spec.dockerfile)
+            if (
+                img.base
+                and old.identity.get("base") == img.base
+                and old.base_version != img.base_version
+            ):
+                reasons.append(f"base {img.base} changed")
+            if not reasons:
+                reasons.append("build inputs changed")
+        changed = old is None or old.version != img.version
+        if changed:
+            changed_names.add(img.name)
+        entries.append(
+            PlanEntry(
+                name=img.name,
+                version=img.version,
+                tag=img.tag,
+                base=img.base,
+                lambdas=list(img.lambdas),
+                changed=changed,
+                reasons=reasons,
+            )
+        )
+    return entries
+
+
+def plan_since(current: VersionSet, previous: VersionSet) -> list[PlanEntry]:
+    """Compare the working tree's versions with those at an earlier ref."""
+    states = {img.name: BuiltState.of(img) for img in previous}
+    return compare(current, states, "new image")
