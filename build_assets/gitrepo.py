@@ -14,6 +14,7 @@ size of the images' contexts rather than of the whole monorepo.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import stat
 import subprocess
@@ -157,10 +158,8 @@ class GitObjectReader:
             self._proc.wait()
 
     def __del__(self) -> None:  # pragma: no cover - best effort
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
 
 def _pathspec(paths: Iterable[str] | None) -> list[str]:

@@ -268,7 +268,9 @@ def load_manifest(path: str | Path, repo: str | Path | None = None) -> Manifest:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ManifestError(f"{path}: manifest not found (create images.yaml or pass --manifest)")
+        raise ManifestError(
+            f"{path}: manifest not found (create images.yaml or pass --manifest)"
+        ) from None
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read manifest: {exc.strerror}") from None
     return parse_manifest(text, str(path), lambda p: (root / p).exists())
