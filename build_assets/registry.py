@@ -1,0 +1,190 @@
+"""A tiny client for the OCI distribution HTTP API (the local registry, or any plain registry).
+
+Only what the builders need: does a tag exist and with which digest, which tags a repository has,
+and reading a manifest. Plain HTTP for loopback hosts, HTTPS otherwise. Uses only `urllib`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+from build_assets.errors import UserError
+from build_assets.settings import ENV_REGISTRY
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+ACCEPT = ", ".join(MANIFEST_TYPES)
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
+DEFAULT_TIMEOUT = 10.0
+
+
+class RegistryError(UserError):
+    """The registry cannot be reached or answered something unexpected."""
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    """A repository split into registry host and repository name."""
+
+    host: str  # "127.0.0.1:5000", "123.dkr.ecr.us-east-1.amazonaws.com"
+    name: str  # "team/image"
+
+    @property
+    def base_url(self) -> str:
+        hostname = self.host.rsplit(":", 1)[0] if not self.host.endswith("]") else self.host
+        scheme = "http" if hostname in _LOOPBACK or hostname.startswith("127.") else "https"
+        return f"{scheme}://{self.host}/v2/{self.name}"
+
+
+def _looks_like_host(part: str) -> bool:
+    return "." in part or ":" in part or part == "localhost" or part.startswith("[")
+
+
+def parse_repository(repository: str, registry: str | None = None) -> RepoRef:
+    """Split "host[:port]/name" (or a bare "name" + `registry`/BUILD_ASSETS_REGISTRY).
+
+    A trailing ":tag" or "@digest" is ignored.
+    """
+    repo = repository.strip()
+    for scheme in ("http://", "https://"):
+        if repo.startswith(scheme):
+            repo = repo[len(scheme) :]
+    repo = repo.split("@", 1)[0]
+    head, _, rest = repo.partition("/")
+    if rest and _looks_like_host(head):
+        host, name = head, rest
+    else:
+        host = (registry or os.environ.get(ENV_REGISTRY) or "").strip().rstrip("/")
+        if not host:
+            raise RegistryError(
+                f"no registry host in {repository!r}: set {ENV_REGISTRY} (e.g. 127.0.0.1:5000)"
+            )
+        if "/" in host:  # a registry given with a prefix: "host/prefix"
+            host, _, prefix = host.partition("/")
+            repo = f"{prefix}/{repo}"
+        name = repo
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:  # name:tag
+        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+    if not name:
+        raise RegistryError(f"no repository name in {repository!r}")
+    return RepoRef(host=host, name=name)
+
+
+def _request(
+    method: str, url: str, *, accept: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, method=method)
+    if accept:
+        req.add_header("Accept", accept)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers.items()), resp.read()
+    except urllib.error.HTTPError as e:
+        body = e.read() if method != "HEAD" else b""
+        return e.code, dict(e.headers.items()) if e.headers else {}, body
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        host = urllib.parse.urlsplit(url).netloc
+        raise RegistryError(f"registry {host} not reachable: {reason}") from None
+
+
+def _check(status: int, url: str) -> None:
+    if status in (401, 403):
+        raise RegistryError(f"registry refused access ({status}) to {url}: log in first")
+    if status >= 400:
+        raise RegistryError(f"registry answered {status} for {url}")
+
+
+def manifest_digest(
+    repository: str, tag: str, *, registry: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> str | None:
+    """Digest (sha256:...) of the manifest `repository:tag`, or None if the tag is absent."""
+    ref = parse_repository(repository, registry)
+    url = f"{ref.base_url}/manifests/{tag}"
+    status, headers, _ = _request("HEAD", url, accept=ACCEPT, timeout=timeout)
+    if status == 404:
+        return None
+    _check(status, url)
+    digest = {k.lower(): v for k, v in headers.items()}.get("docker-content-digest")
+    if not digest:
+        # Some registries omit the header on HEAD: fall back to GET and hash the body.
+        status, headers, body = _request("GET", url, accept=ACCEPT, timeout=timeout)
+        _check(status, url)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    return digest
+
+
+def get_manifest(
+    repository: str,
+    reference: str,
+    *,
+    registry: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> dict | None:
+    """The manifest (parsed JSON) for a tag or digest, or None if absent."""
+    ref = parse_repository(repository, registry)
+    url = f"{ref.base_url}/manifests/{reference}"
+    status, _, body = _request("GET", url, accept=ACCEPT, timeout=timeout)
+    if status == 404:
+        return None
+    _check(status, url)
+    return json.loads(body)
+
+
+def list_tags(
+    repository: str, *, registry: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> list[str]:
+    """All tags of a repository (sorted); [] when the repository does not exist."""
+    ref = parse_repository(repository, registry)
+    url: str | None = f"{ref.base_url}/tags/list?n=1000"
+    tags: list[str] = []
+    while url:
+        status, headers, body = _request("GET", url, timeout=timeout)
+        if status == 404:
+            return []
+        _check(status, url)
+        tags.extend(json.loads(body).get("tags") or [])
+        link = {k.lower(): v for k, v in headers.items()}.get("link", "")
+        # Link: </v2/name/tags/list?last=x&n=1000>; rel="next"
+        url = None
+        if 'rel="next"' in link and "<" in link:
+            path = link[link.index("<") + 1 : link.index(">")]
+            url = urllib.parse.urljoin(ref.base_url, path)
+    return sorted(set(tags))
+
+
+def delete_tag(
+    repository: str, tag: str, *, registry: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> bool:
+    """Delete the manifest a tag points to (registry needs delete enabled); False if absent."""
+    digest = manifest_digest(repository, tag, registry=registry, timeout=timeout)
+    if digest is None:
+        return False
+    ref = parse_repository(repository, registry)
+    url = f"{ref.base_url}/manifests/{digest}"
+    status, _, _ = _request("DELETE", url, timeout=timeout)
+    if status == 404:
+        return False
+    _check(status, url)
+    return True
+
+
+def ping(host: str, *, timeout: float = 2.0) -> bool:
+    """True when `host` answers the distribution API base endpoint (GET /v2/)."""
+    try:
+        url = RepoRef(host, "x").base_url[: -len("x")]
+        status, _, _ = _request("GET", url, timeout=timeout)
+    except RegistryError:
+        return False
+    return status in (200, 401)
