@@ -1,0 +1,172 @@
+"""boto3 sessions and clients, and AWS errors turned into one-line `UserError`s.
+
+Endpoints: boto3 (>= 1.28.57) honours `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>` natively,
+so pointing every client at moto or LocalStack needs nothing here beyond path-style S3 addressing
+(virtual hosts such as `bucket.127.0.0.1` do not resolve). Credentials and region come from the
+usual chain (env, profile, SSO, instance role); `AWS_PROFILE` selects a profile.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    TokenRetrievalError,
+)
+
+from build_assets.errors import UserError
+
+ENV_BUCKET = "BUILD_ASSETS_BUCKET"
+
+# adaptive = standard retries (throttling, 5xx, transient network) + client-side rate limiting
+RETRY_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10})
+
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "SlowDown",
+    }
+)
+_ACCESS_DENIED = frozenset(
+    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"}
+)
+_BAD_CREDENTIALS = frozenset(
+    {
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+    }
+)
+_ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
+
+
+def make_session(region: str | None = None, profile: str | None = None) -> boto3.Session:
+    """A boto3 session from the default chain; `region`/`profile` override the environment."""
+    try:
+        return boto3.Session(region_name=region, profile_name=profile)
+    except Exception as exc:  # ProfileNotFound and friends
+        raise UserError(f"AWS session: {exc}") from None
+
+
+def region_of(session: boto3.Session) -> str:
+    """The session's region, or a UserError saying how to set one."""
+    if not session.region_name:
+        raise UserError("no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION)")
+    return session.region_name
+
+
+def partition_of(session: boto3.Session) -> str:
+    """ARN partition of the session's region ("aws", "aws-cn", "aws-us-gov")."""
+    try:
+        return session.get_partition_for_region(region_of(session))
+    except Exception:
+        return "aws"
+
+
+def make_client(service: str, session: boto3.Session | None = None, **kwargs: Any) -> Any:
+    """A client with adaptive retries; AWS_ENDPOINT_URL* and region come from the environment."""
+    session = session or make_session()
+    region_of(session)
+    config = RETRY_CONFIG
+    if service == "s3" and (os.environ.get("AWS_ENDPOINT_URL") or kwargs.get("endpoint_url")):
+        config = config.merge(Config(s3={"addressing_style": "path"}))
+    try:
+        return session.client(service, config=config, **kwargs)
+    except NoRegionError:
+        raise UserError("no AWS region configured: set AWS_REGION") from None
+
+
+def account_id(session: boto3.Session) -> str:
+    """The caller's AWS account id (STS GetCallerIdentity)."""
+    with aws_errors("read caller identity", "sts"):
+        return make_client("sts", session).get_caller_identity()["Account"]
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ClientError ('' for anything else)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def is_throttling(exc: BaseException) -> bool:
+    """True when `exc` is an AWS throttling error."""
+    return error_code(exc) in THROTTLING_CODES
+
+
+def ecr_registry_parts(repository: str) -> tuple[str | None, str, str | None]:
+    """Split "host/path/name" into (ECR registry host or None, repository name, account id)."""
+    host, _, name = repository.partition("/")
+    if not name or not ("." in host or ":" in host or host == "localhost"):
+        return None, repository, None  # no registry host: the whole string is the name
+    match = _ECR_HOST.match(host)
+    return (host if match else None), name, (match.group(1) if match else None)
+
+
+def describe_error(exc: BaseException, action: str, resource: str) -> str:
+    """One line telling the user what failed, on what, and (when known) what to do."""
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError, TokenRetrievalError)):
+        return (
+            f"cannot {action} ({resource}): no usable AWS credentials"
+            " (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run `aws sso login`)"
+        )
+    if isinstance(exc, EndpointConnectionError):
+        return f"cannot {action} ({resource}): cannot reach {exc.kwargs.get('endpoint_url')}"
+    if isinstance(exc, NoRegionError):
+        return f"cannot {action} ({resource}): no AWS region configured (set AWS_REGION)"
+    if not isinstance(exc, ClientError):
+        return f"cannot {action} ({resource}): {exc}"
+    code = error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", "")).strip() or code
+    hint = ""
+    if code in _ACCESS_DENIED:
+        hint = " — check the IAM permissions of the caller"
+    elif code in _BAD_CREDENTIALS:
+        hint = " — AWS credentials are invalid or expired"
+    elif code in ("NoSuchBucket", "RepositoryNotFoundException") or (
+        code == "ResourceNotFoundException" and "project" in message.lower()
+    ):
+        hint = " — run `build-assets bootstrap` first"
+    elif code in THROTTLING_CODES:
+        hint = " — AWS kept throttling after retries; try again later"
+    return f"cannot {action} ({resource}): {code}: {message}{hint}"
+
+
+def user_error(exc: BaseException, action: str, resource: str) -> UserError:
+    """The UserError for an AWS/botocore exception."""
+    return UserError(describe_error(exc, action, resource))
+
+
+@contextmanager
+def aws_errors(action: str, resource: str) -> Iterator[None]:
+    """Turn botocore errors raised inside the block into a one-line UserError."""
+    try:
+        yield
+    except (
+        ClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        TokenRetrievalError,
+        EndpointConnectionError,
+        NoRegionError,
+    ) as exc:
+        raise user_error(exc, action, resource) from exc
