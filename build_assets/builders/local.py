@@ -1,0 +1,328 @@
+"""The local builder: runs `scripts/build_image.sh` against a real Docker engine and registry.
+
+Each build gets its own thread: it writes the request's context (exactly the hashed files) to a
+tar, extracts it safely into a private temp folder and runs the build script there, with output
+to a log file under `work_dir/logs`. The engine comes from DOCKER_HOST (see `build-assets stack
+up`); the registry is whatever `request.repository` names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from build_assets import registry
+from build_assets.builders.base import BuildHandle, BuildRequest, BuildResult
+from build_assets.errors import BuildError, UserError
+from build_assets.settings import state_home
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build_image.sh"
+LOG_TAIL_LINES = 50
+CANCEL_GRACE_S = 10.0
+DIGEST_RE = re.compile(r"^BUILD_ASSETS_DIGEST=(sha256:[0-9a-f]{64})\s*$", re.M)
+PHASE_RE = re.compile(r"^BUILD_ASSETS_PHASE=([A-Z_]+)\s*$", re.M)
+_ARG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_counter = itertools.count(1)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of a (possibly large) log file."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 256 * 1024))
+            data = fh.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class _Run:
+    """One execution of the build script (shared by handles attached to the same image)."""
+
+    build_id: str
+    request: BuildRequest
+    log_path: Path
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    proc: subprocess.Popen | None = None
+    returncode: int | None = None
+    error: str | None = None  # a failure before or around the script (context, extraction)
+    cancelled: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class LocalDockerBuilder:
+    """`Builder` that builds and pushes with the local Docker engine (thread per build)."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        work_dir: Path | str | None = None,
+        *,
+        registry_host: str | None = None,
+        max_parallel: int | None = None,
+        network: str | None = None,
+        env: Mapping[str, str] | None = None,
+        poll_timeout: float = 1.0,
+        script: Path | str = SCRIPT,
+    ) -> None:
+        """
+        work_dir: logs and temporary contexts (default: state_home()/local-builds).
+        registry_host: used when a request's repository has no host (else BUILD_ASSETS_REGISTRY).
+        max_parallel: builds running at once (default: $BUILD_ASSETS_LOCAL_PARALLEL or 4).
+        network: network for RUN steps (e.g. "host"); the engine default otherwise.
+        env: extra environment for the build script (DOCKER_HOST etc. come from os.environ).
+        """
+        self.work_dir = Path(work_dir) if work_dir else state_home() / "local-builds"
+        self.registry_host = registry_host
+        parallel = max_parallel or int(os.environ.get("BUILD_ASSETS_LOCAL_PARALLEL") or 4)
+        self._slots = threading.BoundedSemaphore(max(1, parallel))
+        self.network = network
+        self.env = dict(env or {})
+        self.poll_timeout = poll_timeout
+        self.script = Path(script)
+        self._cond = threading.Condition()
+        self._inflight: dict[str, _Run] = {}
+        self._engine_checked = False
+
+    # -- protocol -------------------------------------------------------------------------
+
+    def existing_digest(self, request: BuildRequest) -> str | None:
+        """Digest of `request.image_uri` in the registry, or None if the tag is absent."""
+        return registry.manifest_digest(
+            request.repository, request.tag, registry=self.registry_host
+        )
+
+    def start(self, request: BuildRequest) -> BuildHandle:
+        """Start building in a background thread; attach to an identical build in flight."""
+        self._validate(request)
+        with self._cond:
+            run = self._inflight.get(request.image_uri)
+            if run is None or run.done.is_set():
+                run = self._new_run(request)
+                self._inflight[request.image_uri] = run
+                threading.Thread(
+                    target=self._execute, args=(run,), name=run.build_id, daemon=True
+                ).start()
+        return BuildHandle(
+            request=request, build_id=run.build_id, started_at=time.time(), state={"run": run}
+        )
+
+    def poll(
+        self, handles: Sequence[BuildHandle], timeout: float | None = None
+    ) -> list[BuildHandle]:
+        """Handles whose builds are over, waiting up to `timeout` s for at least one."""
+        deadline = time.monotonic() + (self.poll_timeout if timeout is None else timeout)
+        with self._cond:
+            while True:
+                done = [h for h in handles if self._run(h).done.is_set()]
+                remaining = deadline - time.monotonic()
+                if done or not handles or remaining <= 0:
+                    return done
+                self._cond.wait(remaining)
+
+    def finish(self, handle: BuildHandle) -> BuildResult:
+        """The pushed image of a finished build (waits if still running); else BuildError."""
+        run = self._run(handle)
+        run.done.wait()
+        req = handle.request
+        tail = log_tail(run.log_path)
+        log_url = run.log_path.resolve().as_uri()
+        duration = (run.finished or time.monotonic()) - run.started
+        text = run.log_path.read_text(errors="replace") if run.log_path.exists() else ""
+        phases = PHASE_RE.findall(text)
+
+        def fail(message: str, status: str = "FAILED", phase: str | None = None) -> BuildError:
+            return BuildError(
+                req.image,
+                message,
+                status=status,
+                phase=phase,
+                log_tail=tail,
+                log_url=log_url,
+                build_id=run.build_id,
+            )
+
+        if run.cancelled:
+            raise fail("build cancelled", status="STOPPED", phase=phases[-1] if phases else None)
+        if run.error:
+            raise fail(run.error, phase="PREPARE")
+        if run.returncode != 0:
+            phase = phases[-1] if phases else "PREPARE"
+            raise fail(
+                f"build script failed (exit {run.returncode}) in {phase}; log: {run.log_path}",
+                phase=phase,
+            )
+        found = DIGEST_RE.findall(text)
+        try:
+            digest = registry.manifest_digest(req.repository, req.tag, registry=self.registry_host)
+        except registry.RegistryError as e:
+            raise fail(f"pushed, but cannot read the digest back: {e}", phase="PUSH") from None
+        if digest is None:
+            raise fail(
+                f"the script succeeded but {req.image_uri} is not in the registry", phase="PUSH"
+            )
+        extra: dict = {"log_path": str(run.log_path)}
+        if found and found[-1] != digest:
+            extra["script_digest"] = found[-1]
+        return BuildResult(
+            image=req.image,
+            tag=req.tag,
+            image_uri=req.image_uri,
+            digest=digest,
+            cached=False,
+            builder=self.name,
+            build_id=run.build_id,
+            log_url=log_url,
+            duration_s=round(duration, 3),
+            log_tail=tail,
+            extra=extra,
+        )
+
+    def cancel(self, handle: BuildHandle) -> None:
+        """Stop the build: SIGTERM its process group, SIGKILL after a grace period."""
+        run = self._run(handle)
+        with self._cond:
+            if run.done.is_set():
+                return
+            run.cancelled = True
+            proc = run.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            threading.Thread(target=self._escalate, args=(proc,), daemon=True).start()
+
+    # -- internals ------------------------------------------------------------------------
+
+    @staticmethod
+    def _run(handle: BuildHandle) -> _Run:
+        run = handle.state.get("run")
+        if not isinstance(run, _Run):
+            raise ValueError(f"{handle.build_id} is not a handle of the local builder")
+        return run
+
+    def _validate(self, request: BuildRequest) -> None:
+        if not shutil.which("docker"):
+            raise UserError("docker not found: apt-get install docker.io")
+        if not self.script.is_file():
+            raise UserError(f"build script missing: {self.script} (reinstall build-assets)")
+        for key, value in request.build_args.items():
+            if not _ARG_KEY_RE.match(key):
+                raise UserError(f"{request.image}: build arg name {key!r} is not valid")
+            if "\n" in value or "\r" in value:
+                raise UserError(f"{request.image}: build arg {key} must be a single line")
+        if not self._engine_checked:
+            from build_assets.stack import docker_ping
+
+            host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+            if not docker_ping(host, timeout=5.0):
+                raise UserError(
+                    f'no Docker engine answers at {host}: run eval "$(build-assets stack up)"'
+                    " or set DOCKER_HOST"
+                )
+            self._engine_checked = True
+
+    def _new_run(self, request: BuildRequest) -> _Run:
+        logs = self.work_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        while True:
+            build_id = f"local-{request.image}-{request.tag}-{next(_counter)}"
+            path = logs / f"{_safe_name(build_id)}.log"
+            try:
+                with open(path, "x") as fh:
+                    now = time.strftime("%Y-%m-%d %H:%M:%S")
+                    fh.write(f"# {build_id}: {request.image_uri} ({now})\n")
+            except FileExistsError:
+                continue
+            return _Run(build_id=build_id, request=request, log_path=path)
+
+    def _script_env(self, request: BuildRequest) -> dict[str, str]:
+        env = {**os.environ, **self.env}
+        for key in ("BASE_IMAGE", "BUILD_ARGS", "CACHE_FROM", "ECR_REGISTRY", "DOCKER_NETWORK"):
+            env.pop(key, None)
+        env.update(
+            IMAGE_REPO=request.repository,
+            IMAGE_TAG=request.tag,
+            DOCKERFILE=request.dockerfile,
+            BUILD_ARGS="\n".join(f"{k}={v}" for k, v in sorted(request.build_args.items())),
+        )
+        if request.base_image:
+            env["BASE_IMAGE"] = request.base_image
+        if request.previous_tag and request.previous_tag != request.tag:
+            env["CACHE_FROM"] = f"{request.repository}:{request.previous_tag}"
+        if self.network:
+            env["DOCKER_NETWORK"] = self.network
+        return env
+
+    def _execute(self, run: _Run) -> None:
+        """Thread body: prepare the context, run the script, record the outcome."""
+        tmp_root = self.work_dir / "tmp"
+        try:
+            with self._slots:
+                if run.cancelled:
+                    return
+                tmp_root.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=_safe_name(run.build_id) + "-", dir=tmp_root))
+                try:
+                    context = tmp / "context"
+                    archive = tmp / "context.tar"
+                    with open(archive, "wb") as fh:
+                        run.request.context.write_tar(fh)
+                    with tarfile.open(archive) as tar:
+                        tar.extractall(context, filter="data")
+                    archive.unlink()
+                    with open(run.log_path, "ab") as log:
+                        with self._cond:
+                            if run.cancelled:
+                                return
+                            run.proc = subprocess.Popen(
+                                ["bash", str(self.script)],
+                                cwd=context,
+                                env=self._script_env(run.request),
+                                stdin=subprocess.DEVNULL,
+                                stdout=log,
+                                stderr=subprocess.STDOUT,
+                                start_new_session=True,
+                            )
+                        run.returncode = run.proc.wait()
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        except Exception as e:  # reported through finish() as a BuildError
+            run.error = str(e) or type(e).__name__
+            with contextlib.suppress(OSError), open(run.log_path, "a") as fh:
+                fh.write(f"build_assets: {run.error}\n")
+        finally:
+            with self._cond:
+                run.finished = time.monotonic()
+                run.done.set()
+                if self._inflight.get(run.request.image_uri) is run:
+                    del self._inflight[run.request.image_uri]
+                self._cond.notify_all()
+
+    @staticmethod
+    def _escalate(proc: subprocess.Popen) -> None:
+        try:
+            proc.wait(timeout=CANCEL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
