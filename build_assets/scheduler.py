@@ -1,0 +1,231 @@
+"""Runs the builds of a selection of images from one process, bases first, many at once.
+
+A build is submitted the moment its base is done (never earlier: no builder sits idle
+retrying `docker pull` of a base that does not exist yet), independent builds run
+concurrently up to a limit, and outcomes are yielded in topological order as they finish:
+an image is yielded only after its base. A failed build blocks its dependents, never its
+siblings. An image whose tag is already in the registry is not built again (`cached`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from build_assets.builders.base import Builder, BuildHandle, BuildRequest, BuildResult
+from build_assets.errors import BuildError
+from build_assets.records import FAILED, SUCCEEDED, BuildRecord, BuildRecords
+from build_assets.versioning import ImageVersion, VersionSet
+
+log = logging.getLogger(__name__)
+
+BUILT, CACHED, FAILED_STATUS, BLOCKED = "built", "cached", "failed", "blocked"
+
+
+@dataclass
+class Outcome:
+    """What happened to one selected image."""
+
+    name: str
+    status: str  # built | cached | failed | blocked
+    image: ImageVersion
+    result: BuildResult | None = None
+    error: BuildError | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (BUILT, CACHED)
+
+
+def repository_for(registry: str, image: str) -> str:
+    """Repository of an image in a registry prefix ('host[:port][/namespace]')."""
+    return f"{registry.rstrip('/')}/{image}"
+
+
+class BuildScheduler:
+    """Drives a `Builder` over a selection of images of one `VersionSet`."""
+
+    def __init__(
+        self,
+        builder: Builder,
+        registry: str,
+        *,
+        max_concurrent: int = 4,
+        records: BuildRecords | None = None,
+        run_id: str | None = None,
+        on_event: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self.builder = builder
+        self.registry = registry
+        self.max_concurrent = max_concurrent
+        self.records = records
+        self.run_id = run_id
+        self.on_event = on_event or (lambda msg: log.info(msg))
+        self.clock = clock
+
+    def request_for(
+        self, image: ImageVersion, base_uri: str | None, previous_tag: str | None = None
+    ) -> BuildRequest:
+        return BuildRequest(
+            image=image.name,
+            version=image.version,
+            tag=image.tag,
+            repository=repository_for(self.registry, image.name),
+            dockerfile=image.spec.dockerfile,
+            build_args=dict(image.spec.build_args),
+            base_image=base_uri,
+            context=image.context,
+            previous_tag=previous_tag,
+        )
+
+    def run(self, versions: VersionSet, selected: Iterable[str]) -> Iterator[Outcome]:
+        """Build the selected images; yield one Outcome per image, bases before dependents."""
+        order = [n for n in versions.manifest.order() if n in set(selected)]
+        chosen = set(order)
+        previous = self.records.latest_success(self.registry) if self.records else {}
+        outcomes: dict[str, Outcome] = {}
+        pinned: dict[str, str] = {}  # image -> repository@digest, for dependents' BASE_IMAGE
+        in_flight: list[BuildHandle] = []
+        waiting = list(order)
+        emitted: set[str] = set()
+
+        def settle(outcome: Outcome) -> None:
+            outcomes[outcome.name] = outcome
+            if outcome.result is not None:
+                pinned[outcome.name] = outcome.result.pinned_uri
+            self._record(outcome, versions)
+
+        def external_base(name: str) -> tuple[str | None, str | None]:
+            """(pinned uri, problem) of an unselected base, looked up in the registry."""
+            base = versions[name].base
+            assert base is not None
+            if base not in pinned:
+                req = self.request_for(versions[base], None)
+                digest = self.builder.existing_digest(req)
+                if digest is None:
+                    return None, (
+                        f"base {base} ({req.image_uri}) is not in the registry; select it too"
+                    )
+                pinned[base] = f"{req.repository}@{digest}"
+            return pinned[base], None
+
+        try:
+            while waiting or in_flight:
+                # 1. submit everything whose base is ready, up to the concurrency limit
+                for name in list(waiting):
+                    image = versions[name]
+                    base = image.base
+                    if base in chosen and base not in outcomes:
+                        continue  # base still building
+                    waiting.remove(name)
+                    if base in chosen and not outcomes[base].ok:
+                        settle(Outcome(name, BLOCKED, image, reason=f"base {base} failed"))
+                        continue
+                    base_uri, problem = (None, None)
+                    if base:
+                        base_uri, problem = (
+                            (pinned[base], None) if base in pinned else external_base(name)
+                        )
+                    if problem:
+                        settle(Outcome(name, BLOCKED, image, reason=problem))
+                        continue
+                    prev = previous.get(name)
+                    req = self.request_for(image, base_uri, prev.tag if prev else None)
+                    digest = self.builder.existing_digest(req)
+                    if digest is not None:
+                        self.on_event(f"{name}: {req.image_uri} already built, not rebuilding")
+                        settle(
+                            Outcome(
+                                name,
+                                CACHED,
+                                image,
+                                result=BuildResult(
+                                    image=name,
+                                    tag=image.tag,
+                                    image_uri=req.image_uri,
+                                    digest=digest,
+                                    cached=True,
+                                    builder=self.builder.name,
+                                ),
+                            )
+                        )
+                        continue
+                    if len(in_flight) >= self.max_concurrent:
+                        waiting.insert(0, name)
+                        break
+                    handle = self.builder.start(req)
+                    self.on_event(f"{name}: building {req.image_uri} ({handle.build_id})")
+                    in_flight.append(handle)
+
+                # 2. hand out whatever can be yielded in topological order
+                yield from self._emit(order, outcomes, emitted, versions)
+
+                # 3. wait for builds in flight
+                if in_flight:
+                    for handle in self.builder.poll(in_flight):
+                        in_flight.remove(handle)
+                        settle(self._finish(handle, versions))
+            yield from self._emit(order, outcomes, emitted, versions)
+        finally:
+            for handle in in_flight:
+                self.on_event(f"{handle.request.image}: cancelling build {handle.build_id}")
+                try:
+                    self.builder.cancel(handle)
+                except Exception as exc:  # noqa: BLE001 - cancelling is best effort
+                    log.warning("could not cancel %s: %s", handle.build_id, exc)
+
+    def _finish(self, handle: BuildHandle, versions: VersionSet) -> Outcome:
+        image = versions[handle.request.image]
+        try:
+            result = self.builder.finish(handle)
+        except BuildError as exc:
+            self.on_event(f"{image.name}: build failed ({exc.status}): {exc}")
+            return Outcome(image.name, FAILED_STATUS, image, error=exc)
+        self.on_event(f"{image.name}: built {result.image_uri} {result.digest}")
+        return Outcome(image.name, BUILT, image, result=result)
+
+    @staticmethod
+    def _emit(
+        order: list[str], outcomes: dict[str, Outcome], emitted: set[str], versions: VersionSet
+    ) -> Iterator[Outcome]:
+        progress = True
+        while progress:
+            progress = False
+            for name in order:
+                if name in emitted or name not in outcomes:
+                    continue
+                base = versions[name].base
+                if base in outcomes and base not in emitted:
+                    continue
+                emitted.add(name)
+                progress = True
+                yield outcomes[name]
+
+    def _record(self, outcome: Outcome, versions: VersionSet) -> None:
+        if self.records is None or outcome.status == BLOCKED:
+            return
+        r = outcome.result
+        err = outcome.error
+        self.records.add(
+            BuildRecord.for_image(
+                outcome.image,
+                self.registry,
+                SUCCEEDED if outcome.ok else FAILED,
+                cached=outcome.status == CACHED,
+                digest=r.digest if r else None,
+                builder=self.builder.name,
+                build_id=(r.build_id if r else err.build_id if err else None),
+                log_url=(r.log_url if r else err.log_url if err else None),
+                duration_s=(r.duration_s if r else None),
+                git_commit=versions.commit,
+                run_id=self.run_id,
+                error=str(err) if err else None,
+                started_at=self.clock(),
+            )
+        )
