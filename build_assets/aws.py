@@ -170,3 +170,11 @@ def aws_errors(action: str, resource: str) -> Iterator[None]:
         NoRegionError,
     ) as exc:
         raise user_error(exc, action, resource) from exc
+
+
+def bucket_name(session: boto3.Session, env: str, explicit: str | None = None) -> str:
+    """Bucket: `explicit`, else $BUILD_ASSETS_BUCKET, else build-assets-<acct>-<region>-<env>."""
+    name = explicit or os.environ.get(ENV_BUCKET)
+    if name:
+        return name
+    return f"build-assets-{account_id(session)}-{region_of(session)}-{env}"

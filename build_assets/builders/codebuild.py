@@ -1,0 +1,501 @@
+"""AWS CodeBuild builder: context zip in S3, one CodeBuild build per image version, digest from ECR.
+
+Flow per image version (see `builders.base` for how a scheduler drives it):
+
+1. the deterministic context zip goes to `s3://<bucket>/contexts/<image>/<version>.zip`, once:
+   the key is content-addressed, so an existing object is reused as is;
+2. a build already IN_PROGRESS for the same image version is attached to (a killed and
+   restarted run never starts a duplicate); otherwise `start_build` runs on the project
+   `<image>-<env>-img-builder` with the S3 source, the buildspec (which embeds the shared build
+   script) and the script's environment. Its idempotency token is derived from image, version and
+   the number of earlier failed attempts, so concurrent starters (other processes included) get
+   the same build while a retry after a failure gets a new one;
+3. one `batch_get_builds` call per poll covers every build in flight, with backoff;
+4. success is confirmed by reading the tag's digest back from ECR; failure raises `BuildError`
+   with status, failed phase, the CloudWatch log tail and console links.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+
+from build_assets.aws import (
+    aws_errors,
+    ecr_registry_parts,
+    error_code,
+    is_throttling,
+    make_client,
+    make_session,
+    region_of,
+    user_error,
+)
+from build_assets.builders.base import BuildHandle, BuildRequest, BuildResult
+from build_assets.buildspec import DIGEST_VARIABLE, render_buildspec
+from build_assets.errors import BuildError, UserError
+
+log = logging.getLogger(__name__)
+
+TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "FAULT", "TIMED_OUT", "STOPPED"})
+LOG_TAIL_LINES = 50
+BATCH_LIMIT = 100  # batch_get_builds accepts at most 100 ids
+RECENT_BUILDS_SCANNED = 50  # how far back start() looks for a build of the same version
+MULTIPART_CHUNK = 16 * 1024 * 1024
+VERSION_VARIABLE = "BUILD_ASSETS_VERSION"
+IMAGE_VARIABLE = "BUILD_ASSETS_IMAGE"
+_SECRET_TYPES = {"ssm": "PARAMETER_STORE", "secretsmanager": "SECRETS_MANAGER"}
+
+# one lock per (project, version) for this process: two threads starting the same build serialise,
+# and the second attaches to the first one's build
+_START_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_START_LOCKS_GUARD = threading.Lock()
+
+
+def project_name(image: str, env: str) -> str:
+    """CodeBuild project of an image (created by `build-assets bootstrap`)."""
+    return f"{image}-{env}-img-builder"
+
+
+def context_key(image: str, version: str) -> str:
+    """S3 key of an image version's context zip."""
+    return f"contexts/{image}/{version}.zip"
+
+
+def console_url(region: str, project: str, build_id: str) -> str:
+    """CodeBuild console page of a build."""
+    return (
+        f"https://{region}.console.aws.amazon.com/codesuite/codebuild/projects/{project}"
+        f"/build/{quote(build_id, safe='')}/?region={region}"
+    )
+
+
+def idempotency_token(image: str, version: str, attempt: int) -> str:
+    """StartBuild token: same image version and attempt number -> same build (for 5 minutes)."""
+    return hashlib.sha256(f"{image}\0{version}\0{attempt}".encode()).hexdigest()[:48]
+
+
+def parse_secrets(secrets: Mapping[str, str] | None) -> list[dict[str, str]]:
+    """`{NAME: "ssm:/param" | "secretsmanager:arn-or-name"}` -> CodeBuild env var overrides."""
+    out = []
+    for name, ref in sorted((secrets or {}).items()):
+        kind, sep, value = ref.partition(":")
+        if not sep or kind not in _SECRET_TYPES or not value:
+            raise UserError(
+                f"secret {name}: reference {ref!r} must be 'ssm:<parameter name>' or"
+                " 'secretsmanager:<secret arn or name>'"
+            )
+        out.append({"name": name, "value": value, "type": _SECRET_TYPES[kind]})
+    return out
+
+
+def _env_value(build: Mapping[str, Any], name: str) -> str | None:
+    for var in build.get("environment", {}).get("environmentVariables", []) or []:
+        if var.get("name") == name:
+            return var.get("value")
+    return None
+
+
+def _seconds(start: Any, end: Any) -> float | None:
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        return round((end - start).total_seconds(), 3)
+    return None
+
+
+def failed_phase(build: Mapping[str, Any]) -> tuple[str | None, str]:
+    """(phase type, context message) of the first phase that did not succeed."""
+    for phase in build.get("phases", []) or []:
+        status = phase.get("phaseStatus")
+        if status and status != "SUCCEEDED":
+            messages = [
+                f"{c.get('statusCode', '')}: {c.get('message', '')}".strip(": ")
+                for c in phase.get("contexts", []) or []
+                if c.get("message") or c.get("statusCode")
+            ]
+            return phase.get("phaseType"), "; ".join(messages)
+    return None, ""
+
+
+def build_metadata(build: Mapping[str, Any], region: str) -> dict[str, Any]:
+    """Build id, links, durations and phase timings for BuildResult.extra / BuildError."""
+    project = build.get("projectName", "")
+    phases = build.get("phases", []) or []
+    queued = next(
+        (p.get("durationInSeconds") for p in phases if p.get("phaseType") == "QUEUED"), None
+    )
+    meta: dict[str, Any] = {
+        "build_id": build.get("id"),
+        "console_url": console_url(region, project, build.get("id", "")),
+        "log_deep_link": (build.get("logs") or {}).get("deepLink"),
+        "status": build.get("buildStatus"),
+        "queued_s": queued,
+        "build_s": _seconds(build.get("startTime"), build.get("endTime")),
+        "phases": {
+            p["phaseType"]: p.get("durationInSeconds")
+            for p in phases
+            if p.get("phaseType") and p.get("durationInSeconds") is not None
+        },
+    }
+    exported = {
+        v.get("name"): v.get("value") for v in build.get("exportedEnvironmentVariables", []) or []
+    }
+    if exported.get(DIGEST_VARIABLE):
+        meta["reported_digest"] = exported[DIGEST_VARIABLE]
+    return meta
+
+
+class CodeBuildBuilder:
+    """Builds images on AWS CodeBuild (S3 context, ECR registry). See the module docstring."""
+
+    name = "codebuild"
+
+    def __init__(
+        self,
+        bucket: str,
+        env: str = "dev",
+        *,
+        session: boto3.Session | None = None,
+        s3: Any = None,
+        codebuild: Any = None,
+        ecr: Any = None,
+        logs: Any = None,
+        secrets: Mapping[str, str] | None = None,
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        buildspec: str | None = None,
+        multipart_chunk: int = MULTIPART_CHUNK,
+    ) -> None:
+        self.bucket = bucket
+        self.env = env
+        self._session = session or make_session()
+        self.region = region_of(self._session)
+        self.s3 = s3 or make_client("s3", self._session)
+        self.codebuild = codebuild or make_client("codebuild", self._session)
+        self.ecr = ecr or make_client("ecr", self._session)
+        self.logs = logs or make_client("logs", self._session)
+        self._secret_vars = parse_secrets(secrets)
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self._interval = poll_interval
+        self._sleep = sleep
+        self._clock = clock
+        self._buildspec = buildspec
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_chunk, multipart_chunksize=multipart_chunk
+        )
+
+    # -- registry ---------------------------------------------------------------------------
+
+    def _describe_tag(self, request: BuildRequest) -> str | None:
+        _, repo, registry_id = ecr_registry_parts(request.repository)
+        kwargs: dict[str, Any] = {"repositoryName": repo, "imageIds": [{"imageTag": request.tag}]}
+        if registry_id:
+            kwargs["registryId"] = registry_id
+        with aws_errors("read image tag from ECR", request.image_uri):
+            try:
+                details = self.ecr.describe_images(**kwargs)["imageDetails"]
+            except ClientError as exc:
+                if error_code(exc) == "ImageNotFoundException":
+                    return None
+                raise
+        return details[0]["imageDigest"] if details else None
+
+    def existing_digest(self, request: BuildRequest) -> str | None:
+        """Digest of the tag in ECR, or None when it has not been pushed."""
+        return self._describe_tag(request)
+
+    # -- context ----------------------------------------------------------------------------
+
+    def upload_context(self, request: BuildRequest) -> tuple[str, bool]:
+        """Upload the context zip unless its content key exists; return (key, uploaded)."""
+        key = context_key(request.image, request.version)
+        where = f"s3://{self.bucket}/{key}"
+        with aws_errors("check build context", where):
+            try:
+                self.s3.head_object(Bucket=self.bucket, Key=key)
+                log.info("%s: context %s already uploaded", request.image, where)
+                return key, False
+            except ClientError as exc:
+                if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+        with tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024) as buf:
+            request.context.write_zip(buf)  # type: ignore[arg-type]
+            size = buf.tell()
+            buf.seek(0)
+            log.info(
+                "%s: uploading context (%d files, %.1f MiB) to %s",
+                request.image,
+                request.context.file_count,
+                size / 2**20,
+                where,
+            )
+            with aws_errors("upload build context", where):
+                try:
+                    self.s3.upload_fileobj(
+                        buf,
+                        self.bucket,
+                        key,
+                        ExtraArgs={
+                            "ContentType": "application/zip",
+                            "Metadata": {"image": request.image, "version": request.version},
+                        },
+                        Config=self._transfer,
+                        Callback=_Progress(request.image, size),
+                    )
+                except S3UploadFailedError as exc:  # wraps the ClientError in its message only
+                    hint = (
+                        " — run `build-assets bootstrap` first"
+                        if "NoSuchBucket" in str(exc)
+                        else ""
+                    )
+                    raise UserError(f"cannot upload build context ({where}): {exc}{hint}") from exc
+        return key, True
+
+    # -- start ------------------------------------------------------------------------------
+
+    def _start_lock(self, project: str, version: str) -> threading.Lock:
+        with _START_LOCKS_GUARD:
+            return _START_LOCKS.setdefault((project, version), threading.Lock())
+
+    def _recent_builds(self, project: str) -> list[dict[str, Any]]:
+        with aws_errors("list CodeBuild builds", project):
+            ids = self.codebuild.list_builds_for_project(
+                projectName=project, sortOrder="DESCENDING"
+            ).get("ids", [])[:RECENT_BUILDS_SCANNED]
+            if not ids:
+                return []
+            return self.codebuild.batch_get_builds(ids=ids).get("builds", [])
+
+    def _environment(self, request: BuildRequest) -> list[dict[str, str]]:
+        registry, _, _ = ecr_registry_parts(request.repository)
+        plain = {
+            "IMAGE_REPO": request.repository,
+            "IMAGE_TAG": request.tag,
+            "DOCKERFILE": request.dockerfile,
+            "BASE_IMAGE": request.base_image or "",
+            "BUILD_ARGS": "\n".join(f"{k}={v}" for k, v in sorted(request.build_args.items())),
+            "CACHE_FROM": (
+                f"{request.repository}:{request.previous_tag}" if request.previous_tag else ""
+            ),
+            "ECR_REGISTRY": registry or "",
+            VERSION_VARIABLE: request.version,
+            IMAGE_VARIABLE: request.image,
+        }
+        taken = {v["name"] for v in self._secret_vars} & set(plain)
+        if taken:
+            raise UserError(f"secret names clash with build variables: {', '.join(sorted(taken))}")
+        return [
+            {"name": k, "value": v, "type": "PLAINTEXT"} for k, v in plain.items() if v
+        ] + self._secret_vars
+
+    def _is_same_version(self, build: Mapping[str, Any], request: BuildRequest, key: str) -> bool:
+        if _env_value(build, VERSION_VARIABLE) == request.version:
+            return True
+        location = (build.get("source") or {}).get("location", "")
+        return _env_value(build, "IMAGE_TAG") == request.tag and location.endswith(key)
+
+    def start(self, request: BuildRequest) -> BuildHandle:
+        """Upload the context, then attach to an in-flight build of this version or start one."""
+        project = project_name(request.image, self.env)
+        with self._start_lock(project, request.version):
+            key, _ = self.upload_context(request)
+            same = [
+                b for b in self._recent_builds(project) if self._is_same_version(b, request, key)
+            ]
+            running = [b for b in same if b.get("buildStatus") == "IN_PROGRESS"]
+            if running:
+                build = running[0]
+                log.info(
+                    "%s: attaching to build %s already in progress", request.image, build["id"]
+                )
+                return self._handle(request, build, attached=True)
+            attempt = sum(1 for b in same if b.get("buildStatus") in TERMINAL_STATUSES)
+            with aws_errors("start CodeBuild build", project):
+                build = self.codebuild.start_build(
+                    projectName=project,
+                    sourceTypeOverride="S3",
+                    sourceLocationOverride=f"{self.bucket}/{key}",
+                    buildspecOverride=self._buildspec or render_buildspec(),
+                    environmentVariablesOverride=self._environment(request),
+                    idempotencyToken=idempotency_token(request.image, request.version, attempt),
+                )["build"]
+        log.info(
+            "%s: started %s (%s)",
+            request.image,
+            build["id"],
+            console_url(self.region, project, build["id"]),
+        )
+        return self._handle(request, build, attached=False)
+
+    def _handle(self, request: BuildRequest, build: dict[str, Any], attached: bool) -> BuildHandle:
+        return BuildHandle(
+            request=request,
+            build_id=build["id"],
+            started_at=self._clock(),
+            state={"build": build, "attached": attached, "project": build.get("projectName")},
+        )
+
+    # -- poll -------------------------------------------------------------------------------
+
+    def poll(self, handles: Sequence[BuildHandle]) -> list[BuildHandle]:
+        """Wait the current backoff, then refresh every handle with one batch_get_builds call.
+
+        The interval grows x1.5 while nothing finishes and doubles on throttling (capped at
+        `max_poll_interval`); it resets when a build finishes.
+        """
+        if not handles:
+            return []
+        self._sleep(self._interval)
+        ids = list(dict.fromkeys(h.build_id for h in handles))
+        builds: dict[str, dict[str, Any]] = {}
+        missing: set[str] = set()
+        try:
+            for i in range(0, len(ids), BATCH_LIMIT):
+                resp = self.codebuild.batch_get_builds(ids=ids[i : i + BATCH_LIMIT])
+                builds.update({b["id"]: b for b in resp.get("builds", [])})
+                missing.update(resp.get("buildsNotFound", []))
+        except ClientError as exc:
+            if not is_throttling(exc):
+                raise user_error(exc, "read CodeBuild build status", ", ".join(ids)) from exc
+            self._interval = min(self.max_poll_interval, self._interval * 2)
+            log.warning("CodeBuild throttled status polling; next poll in %.0fs", self._interval)
+            return []
+        done = []
+        for h in handles:
+            if h.build_id in builds:
+                h.state["build"] = builds[h.build_id]
+            elif h.build_id in missing:
+                h.state["not_found"] = True
+            if h.state.get("not_found") or h.state["build"].get("buildStatus") in TERMINAL_STATUSES:
+                done.append(h)
+        if done:
+            self._interval = self.poll_interval
+        else:
+            self._interval = min(self.max_poll_interval, self._interval * 1.5)
+        return done
+
+    # -- finish -----------------------------------------------------------------------------
+
+    def log_tail(self, build: Mapping[str, Any], lines: int = LOG_TAIL_LINES) -> str:
+        """Last `lines` lines of the build's CloudWatch log ('' when unavailable)."""
+        logs = build.get("logs") or {}
+        group, stream = logs.get("groupName"), logs.get("streamName")
+        if not group or not stream:
+            return ""
+        try:
+            events = self.logs.get_log_events(
+                logGroupName=group, logStreamName=stream, limit=lines, startFromHead=False
+            )["events"]
+        except ClientError as exc:
+            log.warning("cannot read CodeBuild log %s/%s: %s", group, stream, error_code(exc))
+            return ""
+        return "\n".join(e["message"].rstrip("\n") for e in events[-lines:])
+
+    def finish(self, handle: BuildHandle) -> BuildResult:
+        """BuildResult for a SUCCEEDED build (digest read from ECR); BuildError otherwise."""
+        request = handle.request
+        build: dict[str, Any] = handle.state.get("build") or {}
+        if not handle.state.get("not_found") and build.get("buildStatus") not in TERMINAL_STATUSES:
+            with aws_errors("read CodeBuild build status", handle.build_id):
+                resp = self.codebuild.batch_get_builds(ids=[handle.build_id])
+            if resp.get("builds"):
+                build = handle.state["build"] = resp["builds"][0]
+            else:
+                handle.state["not_found"] = True
+        if handle.state.get("not_found"):
+            raise BuildError(
+                request.image,
+                f"CodeBuild build {handle.build_id} no longer exists",
+                status="NOT_FOUND",
+                build_id=handle.build_id,
+            )
+        meta = build_metadata(build, self.region)
+        meta["attached"] = bool(handle.state.get("attached"))
+        status = build.get("buildStatus")
+        links = f"console: {meta['console_url']}" + (
+            f" | logs: {meta['log_deep_link']}" if meta["log_deep_link"] else ""
+        )
+        if status != "SUCCEEDED":
+            phase, context = failed_phase(build)
+            where = f" in phase {phase}" if phase else ""
+            detail = f": {context}" if context else ""
+            raise BuildError(
+                request.image,
+                f"CodeBuild build {status}{where}{detail} ({links})",
+                status=str(status),
+                phase=phase,
+                log_tail=self.log_tail(build),
+                log_url=meta["console_url"],
+                build_id=handle.build_id,
+            )
+        digest = self._describe_tag(request)
+        if not digest:
+            raise BuildError(
+                request.image,
+                f"CodeBuild build SUCCEEDED but {request.image_uri} is not in ECR"
+                f" (did the build script push it?) ({links})",
+                status="SUCCEEDED",
+                log_tail=self.log_tail(build),
+                log_url=meta["console_url"],
+                build_id=handle.build_id,
+            )
+        reported = meta.get("reported_digest")
+        if reported and reported != digest:
+            log.warning(
+                "%s: build reported %s but ECR has %s for %s",
+                request.image,
+                reported,
+                digest,
+                request.tag,
+            )
+        return BuildResult(
+            image=request.image,
+            tag=request.tag,
+            image_uri=request.image_uri,
+            digest=digest,
+            cached=False,
+            builder=self.name,
+            build_id=handle.build_id,
+            log_url=meta["console_url"],
+            duration_s=meta["build_s"] or round(self._clock() - handle.started_at, 3),
+            extra=meta,
+        )
+
+    # -- cancel -----------------------------------------------------------------------------
+
+    def cancel(self, handle: BuildHandle) -> None:
+        """Stop the build (best effort: a build that already ended is left as is)."""
+        try:
+            self.codebuild.stop_build(id=handle.build_id)
+            log.info("%s: stopped CodeBuild build %s", handle.request.image, handle.build_id)
+        except ClientError as exc:
+            log.warning("could not stop CodeBuild build %s: %s", handle.build_id, exc)
+
+
+class _Progress:
+    """boto3 transfer callback logging upload progress at every 25 %."""
+
+    def __init__(self, image: str, total: int) -> None:
+        self.image, self.total, self.sent, self.next_mark = image, max(total, 1), 0, 25
+        self._lock = threading.Lock()
+
+    def __call__(self, sent: int) -> None:
+        with self._lock:
+            self.sent += sent
+            pct = self.sent * 100 // self.total
+            while pct >= self.next_mark and self.next_mark <= 100:
+                log.info("%s: context upload %d%%", self.image, self.next_mark)
+                self.next_mark += 25
