@@ -1,0 +1,54 @@
+"""Pytest plugin: a session-wide local build stack (Docker engine, registry, moto).
+
+Register with `pytest_plugins = ["tests.stack_plugin"]` (or `-p tests.stack_plugin`). The
+`local_stack` fixture starts the stack under a temporary home, points the environment at it for
+the whole session and stops what it started at the end. Outside CI a missing binary skips the
+tests that need the stack; under CI (CI=true) it fails them, so a missing install step shows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from build_assets.builders.local import LocalDockerBuilder
+from build_assets.errors import UserError
+from build_assets.stack import StackInfo, stack_down, stack_up
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
+    """The running stack; os.environ carries its env() for the session, restored afterwards."""
+    home = tmp_path_factory.mktemp("stack")
+    try:
+        info = stack_up(home, log=_quiet)
+    except UserError as e:
+        stack_down(home, log=_quiet)
+        if os.environ.get("CI"):
+            pytest.fail(f"local stack did not start: {e}", pytrace=False)
+        pytest.skip(f"local stack unavailable: {e}")
+    env = info.env()
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield info
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        stack_down(home, log=_quiet)
+
+
+@pytest.fixture
+def local_builder(local_stack: StackInfo, tmp_path: Path) -> LocalDockerBuilder:
+    """A LocalDockerBuilder on the session stack, with logs under this test's tmp_path."""
+    return LocalDockerBuilder(tmp_path / "builder", registry_host=local_stack.registry)
