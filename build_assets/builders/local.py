@@ -222,15 +222,15 @@ class LocalDockerBuilder:
         return run
 
     def _validate(self, request: BuildRequest) -> None:
-        if not shutil.which("docker"):
-            raise UserError("docker not found: apt-get install docker.io")
-        if not self.script.is_file():
-            raise UserError(f"build script missing: {self.script} (reinstall build-assets)")
         for key, value in request.build_args.items():
             if not _ARG_KEY_RE.match(key):
                 raise UserError(f"{request.image}: build arg name {key!r} is not valid")
             if "\n" in value or "\r" in value:
                 raise UserError(f"{request.image}: build arg {key} must be a single line")
+        if not shutil.which("docker"):
+            raise UserError("docker not found: apt-get install docker.io")
+        if not self.script.is_file():
+            raise UserError(f"build script missing: {self.script} (reinstall build-assets)")
         if not self._engine_checked:
             from build_assets.stack import docker_ping
 
