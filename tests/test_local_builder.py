@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -323,9 +324,10 @@ def test_cancel_stops_a_running_build(
     handle = local_builder.start(req)
     log = Path(handle.state["run"].log_path)
     deadline = time.monotonic() + 60
-    while "RUN sleep 120" not in log.read_text(errors="replace"):
+    while not (found := re.search(r"Running in ([0-9a-f]+)", log.read_text(errors="replace"))):
         assert time.monotonic() < deadline, log.read_text()
         assert not local_builder.poll([handle], timeout=0.2), log.read_text()
+    container = found.group(1)
 
     local_builder.cancel(handle)
     wait_all(local_builder, [handle], timeout=30)
@@ -333,3 +335,12 @@ def test_cancel_stops_a_running_build(
         local_builder.finish(handle)
     assert err.value.status == "STOPPED"
     assert local_builder.existing_digest(req) is None
+
+    def running() -> str:
+        ps = ["docker", "ps", "-q", "--filter", f"id={container}"]
+        return subprocess.run(ps, capture_output=True, text=True, check=True).stdout.strip()
+
+    deadline = time.monotonic() + 30
+    while running():  # the engine drops the RUN container once its client is gone
+        assert time.monotonic() < deadline, f"container {container} still running"
+        time.sleep(0.2)
