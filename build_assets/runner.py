@@ -1,0 +1,122 @@
+"""Materialize images from Python or the CLI: find what is stale, run it, summarise it.
+
+Stale = the image's current version differs from the code version of its latest
+materialization in the Dagster instance (or it was never materialized); a Lambda function is
+stale with its image. Because versions are Merkle hashes along `base`, a base change makes
+the whole cascade stale at once, and one run builds it all.
+"""
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dagster import AssetKey, DagsterInstance, materialize
+
+from build_assets.assets import build_images_asset
+from build_assets.resources import ImageBuildResource
+from build_assets.settings import state_home
+from build_assets.translator import ImageAssetTranslator
+from build_assets.versioning import VersionSet
+
+
+def all_keys(versions: VersionSet, translator: ImageAssetTranslator) -> list[AssetKey]:
+    """Every image and function key, images in dependency order first."""
+    keys = [translator.get_image_key(img) for img in versions]
+    keys += [translator.get_lambda_key(fn, img) for img in versions for fn in img.lambdas]
+    return keys
+
+
+def stale_keys(
+    instance: DagsterInstance, versions: VersionSet, translator: ImageAssetTranslator
+) -> list[AssetKey]:
+    """Keys whose current code version differs from their latest materialization's."""
+    keys = all_keys(versions, translator)
+    latest = instance.get_latest_materialization_code_versions(keys)
+    wanted = {}
+    for img in versions:
+        wanted[translator.get_image_key(img)] = img.version
+        for fn in img.lambdas:
+            wanted[translator.get_lambda_key(fn, img)] = img.version
+    return [k for k in keys if latest.get(k) != wanted[k]]
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME, defaulting to $BUILD_ASSETS_HOME/dagster (created with an empty config)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or state_home() / "dagster")
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+@dataclass
+class RunSummary:
+    """What one materialization did."""
+
+    run_id: str | None
+    success: bool
+    seconds: float
+    built: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    functions_updated: list[str] = field(default_factory=list)
+    functions_unchanged: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)  # image -> tag materialized
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def run_materialization(
+    keys: Iterable[AssetKey],
+    *,
+    instance: DagsterInstance,
+    versions: VersionSet,
+    resource: ImageBuildResource,
+    translator: ImageAssetTranslator | None = None,
+    tags: dict[str, str] | None = None,
+    log_level: str = "INFO",
+) -> RunSummary:
+    """Materialize `keys` in this process (one step, many builds in flight) and summarise."""
+    translator = translator or ImageAssetTranslator()
+    keys = list(keys)
+    start = time.monotonic()
+    if not keys:
+        return RunSummary(run_id=None, success=True, seconds=0.0)
+    result = materialize(
+        [build_images_asset(versions, translator)],
+        instance=instance,
+        resources={"image_builds": resource},
+        selection=keys,
+        tags=tags,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+    )
+    summary = RunSummary(
+        run_id=result.run_id, success=result.success, seconds=time.monotonic() - start
+    )
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        meta = {k: v.value for k, v in mat.metadata.items()}
+        kind, name = mat.asset_key.path[0], mat.asset_key.path[-1]
+        if kind == "lambda" or "function_name" in meta:
+            target = (
+                summary.functions_updated if meta.get("changed") else summary.functions_unchanged
+            )
+            target.append(name)
+        else:
+            (summary.cached if meta.get("cached") else summary.built).append(name)
+            summary.tags[name] = str(meta.get("tag"))
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data:
+            err = event.step_failure_data.error
+            user = event.step_failure_data.user_failure_data
+            summary.problems.append(
+                (user.description if user and user.description else None)
+                or (err.message.strip() if err else "step failed")
+            )
+    return summary
