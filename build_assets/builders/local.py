@@ -54,6 +54,24 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 
+def _extract(archive: Path, dest: Path) -> None:
+    """Extract a context tar, refusing absolute paths, `..` and links leaving `dest`."""
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+            tar.extractall(dest, filter="data")
+            return
+        root = dest.resolve()
+        for member in tar.getmembers():
+            target = (root / member.name).resolve()
+            link = (target.parent / member.linkname).resolve() if member.issym() else target
+            for path in (target, link):
+                if path != root and root not in path.parents:
+                    raise tarfile.TarError(f"unsafe path in context: {member.name}")
+            if not (member.isfile() or member.isdir() or member.issym()):
+                raise tarfile.TarError(f"unsupported entry in context: {member.name}")
+        tar.extractall(dest)
+
+
 @dataclass
 class _Run:
     """One execution of the build script (shared by handles attached to the same image)."""
@@ -288,8 +306,7 @@ class LocalDockerBuilder:
                     archive = tmp / "context.tar"
                     with open(archive, "wb") as fh:
                         run.request.context.write_tar(fh)
-                    with tarfile.open(archive) as tar:
-                        tar.extractall(context, filter="data")
+                    _extract(archive, context)
                     archive.unlink()
                     with open(run.log_path, "ab") as log:
                         with self._cond:
