@@ -1,0 +1,244 @@
+"""`build-assets demo`: the seed's test plan, for real, on a copy of examples/receipts.
+
+Initial build of everything, then Test 1 (a handler edit), Test 2 (receipt_agent), Test 3
+(receipt_dynamo, in every base), then the revert — after each, what was built, what was found
+cached in the registry, which Lambda functions changed image, and how long it took.
+Images go to a fresh namespace of the local registry, so every demo starts from nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from build_assets.errors import UserError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "receipts"
+HANDLER = "infra/metadata_harmonizer_step_functions/lambdas/harmonize_metadata.py"
+AGENT = "receipt_agent/validate.py"
+DYNAMO = "receipt_dynamo/client.py"
+
+
+@dataclass
+class Step:
+    """One scenario of the seed's test plan."""
+
+    name: str
+    change: str
+    expect: str
+    apply: Callable[[Path], None]
+
+
+@dataclass
+class StepReport:
+    """What a step did."""
+
+    name: str
+    change: str
+    expect: str
+    built: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    functions_updated: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    success: bool = True
+    problems: list[str] = field(default_factory=list)
+
+
+def _prepend(path: str, line: str) -> Callable[[Path], None]:
+    def apply(repo: Path) -> None:
+        target = repo / path
+        target.write_text(f"{line}\n{target.read_text()}")
+
+    return apply
+
+
+def _revert(repo: Path) -> None:
+    subprocess.run(["git", "checkout", "--", "."], cwd=repo, check=True)
+
+
+SEED_STEPS = [
+    Step("Initial", "nothing built yet", "all images built, functions created", lambda _: None),
+    Step(
+        "Test 1",
+        "handler comment",
+        "1 Lambda image, no base",
+        _prepend(HANDLER, "# Testing async build system - handler change"),
+    ),
+    Step(
+        "Test 2",
+        "receipt_agent change",
+        "1 Lambda image, no base",
+        _prepend(AGENT, "# Testing async build - receipt_agent change"),
+    ),
+    Step(
+        "Test 3",
+        "receipt_dynamo change",
+        "3 bases + 2 Lambda images",
+        _prepend(DYNAMO, "# Testing async build - receipt_dynamo change"),
+    ),
+    Step("Revert", "git checkout -- .", "nothing built: original tags", _revert),
+]
+
+
+def _git(repo: Path, *args: str) -> None:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "demo",
+        "GIT_AUTHOR_EMAIL": "demo@example.com",
+        "GIT_COMMITTER_NAME": "demo",
+        "GIT_COMMITTER_EMAIL": "demo@example.com",
+    }
+    subprocess.run(["git", *args], cwd=repo, check=True, env=env, capture_output=True)
+
+
+def make_demo_repo(target: Path, example: Path = EXAMPLE) -> Path:
+    """Copy the example monorepo into `target` and commit it in a fresh git repository."""
+    if not (example / "images.yaml").exists():
+        raise UserError(f"{example}: example monorepo not found (images.yaml missing)")
+    shutil.copytree(example, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    _git(target, "init", "-q", "-b", "main")
+    _git(target, "add", "-A")
+    _git(target, "commit", "-q", "-m", "example monorepo")
+    return target
+
+
+def ensure_stack(home: Path | None = None) -> None:
+    """Point this process at the local stack, starting it when it is not configured."""
+    if os.environ.get("BUILD_ASSETS_REGISTRY") and os.environ.get("AWS_ENDPOINT_URL"):
+        return
+    from build_assets.stack import stack_up
+
+    info = stack_up(home)
+    os.environ.update(info.env())
+
+
+def run_demo(
+    workdir: Path,
+    *,
+    steps: list[Step] | None = None,
+    namespace: str | None = None,
+    on_step: Callable[[StepReport], None] | None = None,
+    example: Path = EXAMPLE,
+) -> list[StepReport]:
+    """Run the seed's scenarios in `workdir`; the environment must point at a stack."""
+    from dagster import DagsterInstance
+
+    from build_assets.definitions import load_versions
+    from build_assets.resources import ImageBuildResource
+    from build_assets.runner import run_materialization, stale_keys
+    from build_assets.translator import ImageAssetTranslator
+
+    repo = make_demo_repo(workdir / "monorepo", example)
+    namespace = namespace or f"demo-{int(time.time())}"
+    registry = f"{os.environ['BUILD_ASSETS_REGISTRY'].rstrip('/')}/{namespace}"
+    os.environ["BUILD_ASSETS_HOME"] = str(workdir / "state")
+    resource = ImageBuildResource(repo=str(repo), registry=registry, backend="local")
+    translator = ImageAssetTranslator()
+    reports = []
+    dagster_home = workdir / "dagster_home"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with DagsterInstance.local_temp(str(dagster_home)) as instance:
+        for step in steps or SEED_STEPS:
+            step.apply(repo)
+            versions = load_versions(resource)
+            keys = stale_keys(instance, versions, translator)
+            summary = run_materialization(
+                keys,
+                instance=instance,
+                versions=versions,
+                resource=resource,
+                translator=translator,
+                log_level="WARNING",
+            )
+            report = StepReport(
+                name=step.name,
+                change=step.change,
+                expect=step.expect,
+                built=summary.built,
+                cached=summary.cached,
+                functions_updated=summary.functions_updated,
+                tags=summary.tags,
+                seconds=summary.seconds,
+                success=summary.success,
+                problems=summary.problems,
+            )
+            reports.append(report)
+            if on_step:
+                on_step(report)
+    return reports
+
+
+def _print_step(report: StepReport) -> None:
+    from rich.console import Console
+
+    c = Console()
+    c.rule(f"{report.name}: {report.change}")
+    c.print(f"built   : {', '.join(report.built) or '-'}")
+    c.print(f"cached  : {', '.join(report.cached) or '-'}")
+    c.print(f"lambdas : {', '.join(report.functions_updated) or '-'}")
+    c.print(f"time    : {report.seconds:.1f}s   expected: {report.expect}")
+    for p in report.problems:
+        c.print(f"[red]{p}[/]")
+
+
+def print_summary_table(reports: list[StepReport]) -> None:
+    """The seed's summary table, with what really happened."""
+    from rich.console import Console
+    from rich.table import Table
+
+    bases = ("base-",)
+    t = Table(title="Summary", title_justify="left")
+    for col in (
+        "Test",
+        "Change",
+        "Images built",
+        "Cached",
+        "Lambdas updated",
+        "Time",
+        "Base rebuilt?",
+    ):
+        t.add_column(col)
+    for r in reports:
+        base_rebuilt = any(n.startswith(bases) for n in r.built)
+        t.add_row(
+            r.name,
+            r.change,
+            str(len(r.built)),
+            str(len(r.cached)),
+            str(len(r.functions_updated)),
+            f"{r.seconds:.1f}s",
+            "Yes" if base_rebuilt else "No",
+        )
+    Console().print(t)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    ensure_stack(Path(args.stack_home) if args.stack_home else None)
+    workdir = (
+        Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="build-assets-demo-"))
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"Demo monorepo and state in {workdir}")
+    reports = run_demo(workdir, on_step=_print_step, example=Path(args.example))
+    print_summary_table(reports)
+    return 0 if all(r.success for r in reports) else 1
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register `demo`."""
+    p = subparsers.add_parser(
+        "demo", help="run the seed's test plan on a copy of examples/receipts"
+    )
+    p.add_argument("--workdir", help="where to put the demo monorepo and state (default: temp)")
+    p.add_argument("--example", default=str(EXAMPLE), help="example monorepo to copy")
+    p.add_argument("--stack-home", help="local stack home (default: BUILD_ASSETS_HOME)")
+    p.set_defaults(func=cmd_demo)
