@@ -164,7 +164,7 @@ def run_image_builds(
         registry,
         max_concurrent=resource.concurrency(),
         records=records,
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         on_event=context.log.info,
     )
     deployer = _Deployer(resource) if functions else None

@@ -38,7 +38,7 @@ def _select(versions, translator, names: list[str]):
 def cmd_materialize(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
-    from build_assets.definitions import load_versions
+    from build_assets.location import load_versions
     from build_assets.runner import all_keys, ensure_dagster_home, run_materialization, stale_keys
     from build_assets.translator import ImageAssetTranslator
 
@@ -90,7 +90,7 @@ def _out(args: argparse.Namespace, obj: dict, text: str) -> None:
 
 def collect_status(args: argparse.Namespace, builds: int = 10) -> dict[str, Any]:
     """Images (tag, built?, digest), Lambda functions (image, up to date?), recent builds."""
-    from build_assets.definitions import load_versions
+    from build_assets.location import load_versions
     from build_assets.records import BuildRecords
     from build_assets.scheduler import BuildScheduler
 

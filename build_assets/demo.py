@@ -131,7 +131,7 @@ def run_demo(
     """Run the seed's scenarios in `workdir`; the environment must point at a stack."""
     from dagster import DagsterInstance
 
-    from build_assets.definitions import load_versions
+    from build_assets.location import load_versions
     from build_assets.resources import ImageBuildResource
     from build_assets.runner import run_materialization, stale_keys
     from build_assets.translator import ImageAssetTranslator

@@ -133,7 +133,7 @@ def _failing_repo(root: Path) -> Path:
 def test_failed_build_holds_back_dependents_not_siblings(stack_env, tmp_path: Path) -> None:
     from dagster import DagsterInstance
 
-    from build_assets.definitions import load_versions
+    from build_assets.location import load_versions
     from build_assets.resources import ImageBuildResource
     from build_assets.runner import all_keys, run_materialization, stale_keys
     from build_assets.translator import ImageAssetTranslator
@@ -154,7 +154,7 @@ def test_failed_build_holds_back_dependents_not_siblings(stack_env, tmp_path: Pa
         assert "bad: build FAILED" in problem and "no/such/file" in problem  # log tail shown
         assert "bad-child: not built: base bad failed" in problem
 
-        (repo / "d/bad/Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY pkg /y\n")
+        (repo / "d/bad/Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY d /y\n")
         versions = load_versions(resource)
         stale = stale_keys(instance, versions, tr)
         assert sorted(k.path[-1] for k in stale) == ["bad", "bad-child"]
