@@ -1,9 +1,10 @@
 """Pytest plugin: a session-wide local build stack (Docker engine, registry, moto).
 
 Register with `pytest_plugins = ["tests.stack_plugin"]` (or `-p tests.stack_plugin`). The
-`local_stack` fixture starts the stack under a temporary home, points the environment at it for
-the whole session and stops what it started at the end. Outside CI a missing binary skips the
-tests that need the stack; under CI (CI=true) it fails them, so a missing install step shows.
+`local_stack` fixture starts the stack under a temporary home, points DOCKER_HOST and the
+registry at it for the whole session (AWS_* only per test, through `stack_env`) and stops what
+it started at the end. Outside CI a missing binary skips the tests that need the stack; under
+CI (CI=true) it fails them, so a missing install step shows.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]
         if os.environ.get("CI"):
             pytest.fail(f"local stack did not start: {e}", pytrace=False)
         pytest.skip(f"local stack unavailable: {e}")
-    env = info.env()
+    # AWS_* stay per test (`stack_env`): the moto-only plugin owns them for the session.
+    env = {k: v for k, v in info.env().items() if not k.startswith("AWS_")}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
@@ -52,3 +54,14 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]
 def local_builder(local_stack: StackInfo, tmp_path: Path) -> LocalDockerBuilder:
     """A LocalDockerBuilder on the session stack, with logs under this test's tmp_path."""
     return LocalDockerBuilder(tmp_path / "builder", registry_host=local_stack.registry)
+
+
+@pytest.fixture
+def stack_env(
+    local_stack: StackInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> StackInfo:
+    """The stack's whole environment (AWS_* included) for one test, with its own state home."""
+    for key, value in local_stack.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("BUILD_ASSETS_HOME", str(tmp_path / "state"))
+    return local_stack

@@ -26,14 +26,6 @@ FN_HARMONIZE = "metadata-harmonizer-dev-harmonize-metadata"
 FN_CREATE = "create-labels-dev-create"
 
 
-@pytest.fixture
-def stack_env(local_stack, monkeypatch, tmp_path):
-    for key, value in local_stack.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("BUILD_ASSETS_HOME", str(tmp_path / "state"))
-    return local_stack
-
-
 def _function_image(name: str) -> str:
     client = boto3.client("lambda")
     return client.get_function(FunctionName=name)["Code"]["ImageUri"]
