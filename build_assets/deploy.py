@@ -1,0 +1,155 @@
+"""Point Lambda functions at a digest-pinned image and prove it took effect.
+
+`deploy_function` is idempotent: a function already on the URI is left alone. Otherwise it waits
+for any update in flight, calls `update_function_code(ImageUri=...)`, waits `function_updated_v2`
+and reads the function back (`Code.ImageUri`, `Code.ResolvedImageUri`). Creating a missing
+function is for the local stack only (production functions belong to infrastructure code).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError, WaiterError
+
+from build_assets.aws import aws_errors, error_code, user_error
+from build_assets.errors import UserError
+
+log = logging.getLogger(__name__)
+
+LOCAL_ROLE_NAME = "build-assets-local-lambda"
+_LAMBDA_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """Outcome of one function deploy."""
+
+    function: str
+    previous_image: str | None  # Code.ImageUri before (None when the function was created)
+    new_image: str  # Code.ImageUri after
+    changed: bool
+    resolved_image_uri: str | None  # Code.ResolvedImageUri after
+    created: bool = False
+
+
+def _digest_of(uri: str | None) -> str | None:
+    return uri.rsplit("@", 1)[1] if uri and "@" in uri else None
+
+
+def _wait(lambda_client: Any, waiter: str, function_name: str, max_attempts: int) -> None:
+    try:
+        lambda_client.get_waiter(waiter).wait(
+            FunctionName=function_name, WaiterConfig={"Delay": 2, "MaxAttempts": max_attempts}
+        )
+    except WaiterError as exc:
+        last = (exc.last_response or {}).get("Configuration", {})
+        reason = last.get("LastUpdateStatusReason") or last.get("StateReason") or str(exc)
+        raise UserError(f"Lambda {function_name}: update did not complete: {reason}") from exc
+
+
+def deploy_function(
+    lambda_client: Any,
+    function_name: str,
+    image_uri_pinned: str,
+    *,
+    create_if_missing: bool = False,
+    role_arn: str | None = None,
+    max_wait_attempts: int = 150,
+) -> DeployResult:
+    """Make `function_name` run `image_uri_pinned` (repository@sha256:...)."""
+    if "@sha256:" not in image_uri_pinned:
+        raise UserError(
+            f"Lambda {function_name}: image must be pinned by digest: {image_uri_pinned}"
+        )
+    with aws_errors("read Lambda function", function_name):
+        try:
+            current = lambda_client.get_function(FunctionName=function_name)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            current = None
+
+    if current is None:
+        if not create_if_missing:
+            raise UserError(
+                f"Lambda function {function_name} does not exist (create it with your"
+                " infrastructure code; only the local stack creates functions)"
+            )
+        if not role_arn:
+            raise UserError(f"Lambda {function_name}: creating a function needs an execution role")
+        with aws_errors("create Lambda function", function_name):
+            lambda_client.create_function(
+                FunctionName=function_name,
+                PackageType="Image",
+                Code={"ImageUri": image_uri_pinned},
+                Role=role_arn,
+                Publish=False,
+            )
+        _wait(lambda_client, "function_active_v2", function_name, max_wait_attempts)
+        return _verified(lambda_client, function_name, image_uri_pinned, None, created=True)
+
+    config = current.get("Configuration", {})
+    if config.get("PackageType") != "Image":
+        raise UserError(
+            f"Lambda {function_name} is a {config.get('PackageType', 'Zip')} function, not an"
+            " image function: it cannot run a container image"
+        )
+    previous = current.get("Code", {}).get("ImageUri")
+    if previous == image_uri_pinned:
+        log.info("%s already runs %s", function_name, image_uri_pinned)
+        return DeployResult(
+            function_name,
+            previous,
+            previous,
+            changed=False,
+            resolved_image_uri=current.get("Code", {}).get("ResolvedImageUri"),
+        )
+    if config.get("LastUpdateStatus") == "InProgress":
+        _wait(lambda_client, "function_updated_v2", function_name, max_wait_attempts)
+    with aws_errors("update Lambda function code", function_name):
+        lambda_client.update_function_code(FunctionName=function_name, ImageUri=image_uri_pinned)
+    _wait(lambda_client, "function_updated_v2", function_name, max_wait_attempts)
+    log.info("%s: %s -> %s", function_name, previous, image_uri_pinned)
+    return _verified(lambda_client, function_name, image_uri_pinned, previous, created=False)
+
+
+def _verified(
+    lambda_client: Any, function_name: str, wanted: str, previous: str | None, *, created: bool
+) -> DeployResult:
+    with aws_errors("read Lambda function", function_name):
+        code = lambda_client.get_function(FunctionName=function_name).get("Code", {})
+    now, resolved = code.get("ImageUri"), code.get("ResolvedImageUri")
+    if now != wanted:
+        raise UserError(f"Lambda {function_name} runs {now} after the update, not {wanted}")
+    if resolved and _digest_of(resolved) != _digest_of(wanted):
+        # real Lambda resolves a digest-pinned URI to itself; emulators may not
+        log.warning("%s: ResolvedImageUri %s differs from %s", function_name, resolved, wanted)
+    return DeployResult(function_name, previous, now, True, resolved, created)
+
+
+def ensure_local_execution_role(iam_client: Any, name: str = LOCAL_ROLE_NAME) -> str:
+    """ARN of a throwaway Lambda execution role (created when missing) for the local stack."""
+    try:
+        return iam_client.get_role(RoleName=name)["Role"]["Arn"]
+    except ClientError as exc:
+        if error_code(exc) != "NoSuchEntity":
+            raise user_error(exc, "read IAM role", name) from exc
+    with aws_errors("create IAM role", name):
+        return iam_client.create_role(
+            RoleName=name,
+            AssumeRolePolicyDocument=json.dumps(_LAMBDA_TRUST),
+            Description="build-assets local stack: throwaway Lambda execution role",
+        )["Role"]["Arn"]
