@@ -189,7 +189,13 @@ def parse_manifest(
     try:
         manifest = Manifest.model_validate({**data, "source": source})
     except ValidationError as exc:
-        raise ManifestError(f"{source}: invalid", lines=_pydantic_lines(source, exc)) from None
+        lines = _pydantic_lines(source, exc)
+        lenient = _lenient_manifest(data, source)
+        if lenient is not None:  # report the other problems too, all in one go
+            partial, invalid = lenient
+            more = _semantic_problems(partial, source, path_exists, skip=invalid)
+            lines += [p for p in more if p not in lines]
+        raise ManifestError(f"{source}: invalid", lines=lines) from None
 
     problems = _semantic_problems(manifest, source, path_exists)
     if problems:
@@ -197,12 +203,37 @@ def parse_manifest(
     return manifest
 
 
+def _lenient_manifest(data: dict, source: str) -> tuple[Manifest, set[str]] | None:
+    """The valid part of a manifest that failed validation (for reporting every problem)."""
+    images = {}
+    known = {f.alias or name for name, f in ImageSpec.model_fields.items()}
+    for name, entry in data.get("images", {}).items():
+        if not isinstance(entry, dict):
+            continue
+        try:
+            images[str(name)] = ImageSpec.model_validate(
+                {k: v for k, v in entry.items() if k in known}
+            )
+        except ValidationError:
+            continue
+    if not images:
+        return None
+    # bases that failed validation still exist as names: keep references to them quiet
+    stubs = {n: ImageSpec(dockerfile="-") for n in data["images"] if str(n) not in images}
+    return Manifest.model_construct(images={**images, **stubs}, source=source), set(stubs)
+
+
 def _semantic_problems(
-    manifest: Manifest, source: str, path_exists: Callable[[str], bool] | None
+    manifest: Manifest,
+    source: str,
+    path_exists: Callable[[str], bool] | None,
+    skip: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[str]:
     problems: list[str] = []
     functions: dict[str, str] = {}
     for name, spec in manifest.images.items():
+        if name in skip:
+            continue
         where = f"{source}: image '{name}'"
         if not NAME_RE.match(name):
             problems.append(
