@@ -186,7 +186,8 @@ def test_start_build_request(
     assert params["sourceTypeOverride"] == "S3"
     assert params["sourceLocationOverride"] == f"{BUCKET}/contexts/app/{VERSION}.zip"
     assert params["buildspecOverride"] == render_buildspec()
-    assert params["idempotencyToken"] == idempotency_token("app", VERSION, 0)
+    rest = {k: v for k, v in params.items() if k != "idempotencyToken"}
+    assert params["idempotencyToken"] == idempotency_token("app", VERSION, 0, rest)
     env = {v["name"]: (v["type"], v["value"]) for v in params["environmentVariablesOverride"]}
     assert env == {
         "IMAGE_REPO": ("PLAINTEXT", f"{REGISTRY}/app"),
@@ -641,8 +642,13 @@ def test_retry_after_failure_starts_a_new_build(
     overlay.end(first.build_id, "FAILED", phase="BUILD", message="exit 1")
     second = builder.start(make_request())
     assert second.build_id != first.build_id
-    tokens = [kw["idempotencyToken"] for op, kw in overlay.calls if op == "start_build"]
-    assert tokens == [idempotency_token("app", VERSION, 0), idempotency_token("app", VERSION, 1)]
+    starts = [kw for op, kw in overlay.calls if op == "start_build"]
+    rest = [{k: v for k, v in kw.items() if k != "idempotencyToken"} for kw in starts]
+    assert rest[0] == rest[1]
+    assert [kw["idempotencyToken"] for kw in starts] == [
+        idempotency_token("app", VERSION, 0, rest[0]),
+        idempotency_token("app", VERSION, 1, rest[1]),
+    ]
 
 
 def _start_together(builders: list[CodeBuildBuilder]) -> list[BuildHandle]:

@@ -18,6 +18,7 @@ Flow per image version (see `builders.base` for how a scheduler drives it):
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 import threading
@@ -81,9 +82,16 @@ def console_url(region: str, project: str, build_id: str) -> str:
     )
 
 
-def idempotency_token(image: str, version: str, attempt: int) -> str:
-    """StartBuild token: same image version and attempt number -> same build (for 5 minutes)."""
-    return hashlib.sha256(f"{image}\0{version}\0{attempt}".encode()).hexdigest()[:48]
+def idempotency_token(
+    image: str, version: str, attempt: int, params: Mapping[str, Any] | None = None
+) -> str:
+    """StartBuild token: same image version, attempt and parameters -> same build (5 minutes).
+
+    The parameters are part of it because CodeBuild rejects a reused token whose parameters
+    differ (e.g. two runs with different CACHE_FROM): those get two builds instead of an error.
+    """
+    blob = json.dumps([image, version, attempt, params], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:48]
 
 
 def parse_secrets(secrets: Mapping[str, str] | None) -> list[dict[str, str]]:
@@ -323,15 +331,16 @@ class CodeBuildBuilder:
                 )
                 return self._handle(request, build, attached=True)
             attempt = sum(1 for b in same if b.get("buildStatus") in TERMINAL_STATUSES)
+            params: dict[str, Any] = {
+                "projectName": project,
+                "sourceTypeOverride": "S3",
+                "sourceLocationOverride": f"{self.bucket}/{key}",
+                "buildspecOverride": self._buildspec or render_buildspec(),
+                "environmentVariablesOverride": self._environment(request),
+            }
+            token = idempotency_token(request.image, request.version, attempt, params)
             with aws_errors("start CodeBuild build", project):
-                build = self.codebuild.start_build(
-                    projectName=project,
-                    sourceTypeOverride="S3",
-                    sourceLocationOverride=f"{self.bucket}/{key}",
-                    buildspecOverride=self._buildspec or render_buildspec(),
-                    environmentVariablesOverride=self._environment(request),
-                    idempotencyToken=idempotency_token(request.image, request.version, attempt),
-                )["build"]
+                build = self.codebuild.start_build(**params, idempotencyToken=token)["build"]
         log.info(
             "%s: started %s (%s)",
             request.image,
@@ -341,10 +350,11 @@ class CodeBuildBuilder:
         return self._handle(request, build, attached=False)
 
     def _handle(self, request: BuildRequest, build: dict[str, Any], attached: bool) -> BuildHandle:
+        start = build.get("startTime")
         return BuildHandle(
             request=request,
             build_id=build["id"],
-            started_at=self._clock(),
+            started_at=start.timestamp() if isinstance(start, datetime) else self._clock(),
             state={"build": build, "attached": attached, "project": build.get("projectName")},
         )
 
