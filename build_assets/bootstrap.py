@@ -599,7 +599,7 @@ def images_from_manifest(
     except ImportError as exc:  # pragma: no cover - manifest support is optional here
         raise UserError(f"cannot read the manifest ({exc}); pass --image NAME instead") from exc
     settings = Settings.from_env(repo=repo, manifest=manifest)
-    model = load_manifest(settings.manifest)
+    model = load_manifest(settings.manifest, settings.repo)
     overrides: dict[str, dict[str, Any]] = {}
     for name, spec in model.images.items():
         options = getattr(spec, "codebuild", None)

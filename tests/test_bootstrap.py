@@ -276,3 +276,66 @@ def test_cli_registers_bootstrap_and_prints_actions(
     assert "would create codebuild-project app-qa-img-builder" in [" ".join(o.split()) for o in out]
     assert out[-1] == "dry run: 4 would create, 0 would update, 0 unchanged"
     assert aws.client("s3").list_buckets()["Buckets"] == []
+
+
+def test_cli_reads_images_and_overrides_from_the_manifest(
+    aws: boto3.Session, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("build_assets.manifest")
+    from build_assets.cli import main
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM $BASE_IMAGE\n")
+    (tmp_path / "images.yaml").write_text(
+        "images:\n"
+        "  base:\n"
+        "    dockerfile: base/Dockerfile\n"
+        "    codebuild: {compute_type: BUILD_GENERAL1_MEDIUM, timeout_minutes: 90}\n"
+        "  fn:\n"
+        "    dockerfile: fn/Dockerfile\n"
+        "    base: base\n"
+    )
+    argv = ["bootstrap", "--repo", str(tmp_path), "--bucket", BUCKET]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "6 created, 0 updated, 0 unchanged"
+    projects = aws.client("codebuild").batch_get_projects(
+        names=["base-dev-img-builder", "fn-dev-img-builder"]
+    )["projects"]
+    settings = {
+        p["name"]: (p["environment"]["computeType"], p["timeoutInMinutes"]) for p in projects
+    }
+    assert settings == {
+        "base-dev-img-builder": ("BUILD_GENERAL1_MEDIUM", 90),
+        "fn-dev-img-builder": ("BUILD_GENERAL1_SMALL", 60),
+    }
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "0 created, 0 updated, 6 unchanged"
+
+
+def test_cli_user_errors_are_one_line(
+    aws: boto3.Session, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from build_assets.cli import main
+
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    assert main(["bootstrap", "--image", "app", "--bucket", BUCKET]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "build-assets: error: no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION)\n"
+    )
+
+
+def test_missing_credentials_are_one_line(
+    aws: boto3.Session, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from build_assets.cli import main
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert main(["bootstrap", "--image", "app", "--bucket", BUCKET]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("build-assets: error: cannot read caller identity (sts): no usable AWS")
