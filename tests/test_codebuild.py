@@ -340,6 +340,23 @@ def test_buildspec_commands_run_the_script_in_the_context(tmp_path: Any) -> None
     assert proc.returncode != 0
 
 
+def test_buildspec_runs_the_real_script_far_enough_to_validate_inputs(tmp_path: Any) -> None:
+    """The packaged build_image.sh survives embedding: it runs and rejects a missing IMAGE_REPO
+    (a full build needs Docker, covered by the local builder's end-to-end tests)."""
+    commands = yaml.safe_load(render_buildspec(work_dir=str(tmp_path / "work")))["phases"]["build"][
+        "commands"
+    ]
+    proc = subprocess.run(
+        ["bash", "-c", "\n".join(["set -e", *commands])],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "IMAGE_TAG": "git-abc"},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert "IMAGE_REPO is required" in proc.stdout
+
+
 # -- what moto cannot do: CodeBuild overlay -----------------------------------------------
 
 
