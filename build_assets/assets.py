@@ -107,9 +107,9 @@ class _Deployer:
         self._create = resource.create_missing_functions()
         self._role = resource.lambda_role
         if self._create and not self._role:
-            from build_assets.deploy import ensure_local_role
+            from build_assets.deploy import ensure_local_execution_role
 
-            self._role = ensure_local_role(make_client("iam"))
+            self._role = ensure_local_execution_role(make_client("iam"))
 
     def deploy(self, function: str, image_uri: str):
         from build_assets.deploy import deploy_function

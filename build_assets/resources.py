@@ -15,7 +15,6 @@ from build_assets.builders.base import Builder
 from build_assets.errors import UserError
 from build_assets.settings import BACKENDS, Settings
 
-ENV_BUCKET = "BUILD_ASSETS_BUCKET"
 ENV_MAX_BUILDS = "BUILD_ASSETS_MAX_CONCURRENT_BUILDS"
 ENV_LAMBDA_ROLE = "BUILD_ASSETS_LAMBDA_ROLE"
 
@@ -67,12 +66,14 @@ class ImageBuildResource(ConfigurableResource):
         """The builder of the configured backend."""
         settings = self.settings()
         if settings.backend == "codebuild":
+            from build_assets.aws import aws_errors, bucket_name, make_session
             from build_assets.builders.codebuild import CodeBuildBuilder
 
-            bucket = self.bucket or os.environ.get(ENV_BUCKET)
-            if not bucket:
-                raise UserError("BUILD_ASSETS_BUCKET is not set (the S3 bucket for contexts)")
-            return CodeBuildBuilder(bucket=bucket, env=self.env or settings.env)
+            env = self.env or settings.env
+            session = make_session()
+            with aws_errors("resolve", "the context bucket"):
+                bucket = bucket_name(session, env, self.bucket)  # same default as bootstrap
+            return CodeBuildBuilder(bucket=bucket, env=env, session=session)
         from build_assets.builders.local import LocalDockerBuilder
 
         return LocalDockerBuilder(max_parallel=self.concurrency())

@@ -185,6 +185,23 @@ class BuildScheduler:
         try:
             result = self.builder.finish(handle)
         except BuildError as exc:
+            digest = self.builder.existing_digest(handle.request)
+            if digest is not None:
+                # a concurrent build of the same content pushed first (tags are immutable)
+                self.on_event(f"{image.name}: build {exc.status}, but the tag is in the registry")
+                return Outcome(
+                    image.name,
+                    CACHED,
+                    image,
+                    result=BuildResult(
+                        image=image.name,
+                        tag=image.tag,
+                        image_uri=handle.request.image_uri,
+                        digest=digest,
+                        cached=True,
+                        builder=self.builder.name,
+                    ),
+                )
             self.on_event(f"{image.name}: build failed ({exc.status}): {exc}")
             return Outcome(image.name, FAILED_STATUS, image, error=exc)
         self.on_event(f"{image.name}: built {result.image_uri} {result.digest}")
