@@ -1,0 +1,5 @@
+"""Validation of merchant metadata."""
+
+
+def validate(metadata: dict) -> bool:
+    return bool(metadata.get("merchant_name"))

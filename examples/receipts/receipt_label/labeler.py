@@ -1,0 +1,5 @@
+"""Assigns labels to receipt words."""
+
+
+def label(word: str) -> str:
+    return "TOTAL" if word.lower() == "total" else "OTHER"
