@@ -135,8 +135,10 @@ def _verified(
     if now != wanted:
         raise UserError(f"Lambda {function_name} runs {now} after the update, not {wanted}")
     if resolved and _digest_of(resolved) != _digest_of(wanted):
-        # real Lambda resolves a digest-pinned URI to itself; emulators may not
-        log.warning("%s: ResolvedImageUri %s differs from %s", function_name, resolved, wanted)
+        # real Lambda resolves a digest-pinned ECR URI to itself; emulators (moto, with a
+        # non-ECR local registry) may not, so only an ECR mismatch is worth a warning
+        level = logging.WARNING if ".dkr.ecr." in wanted else logging.DEBUG
+        log.log(level, "%s: ResolvedImageUri %s differs from %s", function_name, resolved, wanted)
     return DeployResult(function_name, previous, now, True, resolved, created)
 
 
