@@ -63,7 +63,7 @@ def image_metadata(
         "builder": r.builder,
         "cached": r.cached,
         "duration_s": round(r.duration_s, 2),
-        "context_files": len(outcome.image.files),
+        "context_files": outcome.image.file_count,
         "reasons": MetadataValue.md(_reasons_md(entry)),
     }
     if "context_bytes" in r.extra:

@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from build_assets.errors import UserError
 
@@ -22,13 +23,18 @@ _PLUGIN_COMMANDS = {
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from build_assets.plan import compare, plan_since
-    from build_assets.records import BuildRecords
+    from build_assets.gitrepo import WorktreeScan, repo_root
     from build_assets.settings import Settings
-    from build_assets.versioning import commit_versions, worktree_versions
 
     settings = Settings.from_env(repo=args.repo or _default_repo(), manifest=args.manifest)
-    current = worktree_versions(settings.repo, settings.manifest)
+    # start git first: the heavier imports below (pydantic, ...) then cost no wall time
+    scan = WorktreeScan(repo_root(settings.repo), _quick_paths(settings.manifest))
+
+    from build_assets.plan import compare, plan_since
+    from build_assets.records import BuildRecords
+    from build_assets.versioning import commit_versions, worktree_versions
+
+    current = worktree_versions(settings.repo, settings.manifest, scan=scan)
     note = None
     if args.since:
         previous = commit_versions(settings.repo, args.since, settings.manifest)
@@ -49,6 +55,22 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     print_plan(entries, against=against, note=note)
     return 0
+
+
+def _quick_paths(manifest: Path) -> list[str] | None:
+    """Top-level paths a manifest draws from, read without validation (None: scan all)."""
+    try:
+        import yaml
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        images = yaml.load(manifest.read_text(), Loader=loader)["images"]  # noqa: S506
+        paths = [".dockerignore"]
+        for spec in images.values():
+            paths.append(str(spec["dockerfile"]))
+            paths.extend(str(p) for p in spec.get("source_paths") or ())
+        return paths
+    except Exception:  # noqa: BLE001 - full validation reports problems later
+        return None
 
 
 def _default_repo() -> str | None:

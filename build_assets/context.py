@@ -13,7 +13,7 @@ import tarfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 MODE_FILE = "100644"
 MODE_EXEC = "100755"
@@ -23,9 +23,12 @@ MODE_LINK = "120000"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-@dataclass(frozen=True, order=True)
-class ContextFile:
-    """One file of a context: repo-relative POSIX path, git mode and git blob id."""
+class ContextFile(NamedTuple):
+    """One file of a context: repo-relative POSIX path, git mode and git blob id.
+
+    A named tuple (not a dataclass): a large monorepo has 100,000s of them and tuples are
+    created and sorted (by path first) several times faster.
+    """
 
     path: str
     mode: str

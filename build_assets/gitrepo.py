@@ -16,18 +16,24 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
+import re
 import stat
 import subprocess
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from build_assets.context import MODE_EXEC, MODE_FILE, MODE_LINK, ContextFile, git_blob_id
 from build_assets.errors import GitError
 
 _GIT = ("git", "-c", "core.quotepath=off", "--literal-pathspecs")
-_REGULAR_MODES = {MODE_FILE, MODE_EXEC, MODE_LINK}
+_MODES = f"({MODE_FILE}|{MODE_EXEC}|{MODE_LINK})"
+# `git ls-files --stage -z` records: "<mode> <blob> <stage>\t<path>"
+_INDEX_LINE_RE = re.compile(_MODES + r" [0-9a-f]{40,64} 0\t.*", re.S)
+# anything but a stage-0 regular file, executable or symlink (submodule, conflict, ...)
+_ODD_INDEX_RE = re.compile(r"(?:^|\0)(?!(?:100644|100755|120000) [0-9a-f]{40,64} 0\t|$)")
+# `git ls-tree -r -z`: "<mode> blob <blob>\t<path>\0"
+_TREE_RE = re.compile(_MODES + r" blob ([0-9a-f]{40,64})\t([^\0]*)\0")
 
 
 def _run(args: Sequence[str], cwd: Path, *, input: bytes | None = None) -> bytes:
@@ -64,45 +70,86 @@ def resolve_commit(root: Path, ref: str) -> str:
     return proc.stdout.decode().strip()
 
 
-@dataclass
+def record(path: str, mode: str, blob: str) -> str:
+    """A file as one canonical record: git's index line `<mode> <blob> 0\t<path>`."""
+    return f"{mode} {blob} 0\t{path}"
+
+
+def parse_record(rec: str) -> ContextFile:
+    """The ContextFile of a canonical record."""
+    meta, _, path = rec.partition("\t")
+    mode, blob, _ = meta.split(" ", 2)
+    return ContextFile(path, mode, blob)
+
+
 class Snapshot:
-    """Files of a repo at one moment, sorted by path, with a way to read their content."""
+    """Files of a repo at one moment, sorted by path, with a way to read their content.
 
-    root: Path
-    files: list[ContextFile]  # sorted by path
-    commit: str | None  # None for the working tree
-    reader: WorktreeReader | GitObjectReader
+    Files are kept as git's own index records (`<mode> <blob> 0\t<path>`): a large monorepo
+    has 100,000s of files, and versions are hashed straight from slices of this list, so no
+    per-file Python object is made unless a build or a plan reason needs one.
+    """
 
-    def __post_init__(self) -> None:
-        self._paths = [f.path for f in self.files]
-        self._index = {f.path: f for f in self.files}
+    def __init__(
+        self,
+        root: Path,
+        records: list[str],
+        commit: str | None,
+        reader: WorktreeReader | GitObjectReader,
+    ) -> None:
+        self.root = root
+        self.records = records  # sorted by path
+        self.commit = commit
+        self.reader = reader
+        skip = records[0].index("\t") + 1 if records else 0
+        if all(len(r) > skip and r[skip - 1] == "\t" for r in records[:1]):
+            self.paths = [r[skip:] for r in records]  # every record has the same prefix length
+        else:  # pragma: no cover - defensive
+            self.paths = [r.partition("\t")[2] for r in records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def index_of(self, path: str) -> int | None:
+        i = bisect.bisect_left(self.paths, path)
+        return i if i < len(self.paths) and self.paths[i] == path else None
 
     def get(self, path: str) -> ContextFile | None:
-        return self._index.get(path)
+        i = self.index_of(path)
+        return None if i is None else parse_record(self.records[i])
+
+    def file(self, i: int) -> ContextFile:
+        return parse_record(self.records[i])
+
+    @property
+    def files(self) -> list[ContextFile]:
+        return [parse_record(r) for r in self.records]
+
+    def range_of(self, path: str) -> tuple[int, int]:
+        """Index range of the file `path`, or of every file below the folder `path`."""
+        path = path.strip("/")
+        if path in ("", "."):
+            return 0, len(self.paths)
+        i = self.index_of(path)
+        if i is not None:
+            return i, i + 1
+        lo = bisect.bisect_left(self.paths, path + "/")
+        hi = bisect.bisect_left(self.paths, path + "0", lo)  # '0' sorts right after '/'
+        return lo, hi
 
     def exists(self, path: str) -> bool:
         """True if `path` is a file of the snapshot or a folder holding at least one."""
-        path = path.rstrip("/")
-        if path in self._index:
-            return True
-        prefix = path + "/"
-        i = bisect.bisect_left(self._paths, prefix)
-        return i < len(self._paths) and self._paths[i].startswith(prefix)
+        lo, hi = self.range_of(path)
+        return hi > lo
 
     def under(self, path: str) -> list[ContextFile]:
-        """The file `path` itself, or every file below the folder `path` (prefix range)."""
-        path = path.rstrip("/")
-        if path in ("", "."):
-            return list(self.files)
-        found = [self._index[path]] if path in self._index else []
-        prefix = path + "/"
-        lo = bisect.bisect_left(self._paths, prefix)
-        hi = bisect.bisect_left(self._paths, path + "0")  # '0' sorts right after '/'
-        return found + self.files[lo:hi]
+        """The file `path` itself, or every file below the folder `path`."""
+        lo, hi = self.range_of(path)
+        return [parse_record(r) for r in self.records[lo:hi]]
 
     def read_text(self, path: str) -> str | None:
         """Content of a file of the snapshot as text, or None when absent."""
-        f = self._index.get(path)
+        f = self.get(path)
         if f is None:
             return None
         return self.reader.read(f).decode("utf-8", errors="replace")
@@ -163,9 +210,14 @@ class GitObjectReader:
 
 
 def _pathspec(paths: Iterable[str] | None) -> list[str]:
+    """Limit git to the top-level folders of `paths`: git matches every file against every
+    pathspec, so hundreds of precise ones cost more than they save; callers filter exactly."""
     if paths is None:
         return []
-    return ["--", *sorted({p.rstrip("/") or "." for p in paths})]
+    tops = {p.strip("/").split("/", 1)[0] for p in paths}
+    if "" in tops or "." in tops:
+        return []
+    return ["--", *sorted(tops)]
 
 
 def _file_from_disk(root: Path, path: str) -> ContextFile | None:
@@ -183,71 +235,112 @@ def _file_from_disk(root: Path, path: str) -> ContextFile | None:
     return ContextFile(path, mode, git_blob_id(full.read_bytes()))
 
 
+class WorktreeScan:
+    """`git status` and `git ls-files` started in the background; `snapshot()` collects them.
+
+    Starting the scan first and importing/validating everything else while git walks the
+    tree hides most of the interpreter's start-up cost behind git's own.
+    """
+
+    def __init__(self, root: Path, paths: Iterable[str] | None = None) -> None:
+        self.root = root
+        spec = _pathspec(paths)
+        status_args = ["--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"]
+        self._status = subprocess.Popen(
+            [*_GIT, "status", *status_args, "--ignore-submodules=all", *spec],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self._ls = subprocess.Popen(
+            [*_GIT, "ls-files", "--stage", "-z", *spec],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        # drain status in a thread so a large dirty listing can never fill its pipe
+        self._status_out: tuple[bytes, bytes] | None = None
+        self._reader = threading.Thread(target=self._drain_status, daemon=True)
+        self._reader.start()
+
+    def _drain_status(self) -> None:
+        self._status_out = self._status.communicate()
+
+    def snapshot(self) -> Snapshot:
+        """The working tree's files (tracked + untracked-not-ignored), sorted by path."""
+        out, err = self._ls.communicate()
+        if self._ls.returncode != 0:
+            msg = err.decode(errors="replace").strip()
+            raise GitError(f"git ls-files failed in {self.root}: {msg}")
+        records = _index_records(out.decode("utf-8", errors="surrogateescape"))
+        self._reader.join()
+        assert self._status_out is not None
+        status, err = self._status_out
+        if self._status.returncode != 0:
+            msg = err.decode(errors="replace").strip().splitlines()
+            raise GitError(f"git status failed in {self.root}: {msg[-1] if msg else '?'}")
+        snap = Snapshot(self.root, records, None, WorktreeReader(self.root))
+        changed: dict[str, str | None] = {}  # path -> new record, None when gone
+        for rec in status.split(b"\0"):
+            if len(rec) < 4:
+                continue
+            xy, path = rec[:2], rec[3:].decode("utf-8", errors="surrogateescape")
+            if xy[1:2] == b" " and xy != b"??" and b"U" not in xy:
+                continue  # the index already holds the working tree's content
+            disk = _file_from_disk(self.root, path)
+            changed[path] = None if disk is None else record(*disk)
+        if not changed:
+            return snap
+        return _apply_changes(snap, changed)
+
+
+def _index_records(text: str) -> list[str]:
+    """Canonical records of `git ls-files --stage -z` output: regular files, executables and
+    symlinks at stage 0 (submodules are no part of a Docker context; conflicts come from
+    status). The common case, a clean index of such files, costs one split."""
+    records = text.split("\0")
+    records.pop()  # after the last NUL
+    if _ODD_INDEX_RE.search(text) is None:
+        return records
+    return [r for r in records if _INDEX_LINE_RE.fullmatch(r)]
+
+
+def _apply_changes(snap: Snapshot, changed: dict[str, str | None]) -> Snapshot:
+    """`snap` with dirty/untracked/deleted working-tree files applied, still sorted."""
+    records = list(snap.records)
+    added: list[tuple[str, str]] = []
+    removed: set[int] = set()
+    for path, rec in changed.items():
+        i = snap.index_of(path)
+        if i is None:
+            if rec is not None:
+                added.append((path, rec))
+        elif rec is None:
+            removed.add(i)
+        else:
+            records[i] = rec
+    if removed:
+        records = [r for i, r in enumerate(records) if i not in removed]
+    if added:
+        keep_paths = [p for i, p in enumerate(snap.paths) if i not in removed]
+        pairs = sorted([*zip(keep_paths, records, strict=True), *added])
+        records = [r for _, r in pairs]
+    return Snapshot(snap.root, records, None, snap.reader)
+
+
 def worktree_snapshot(root: Path, paths: Iterable[str] | None = None) -> Snapshot:
     """Files of the working tree (tracked + untracked-not-ignored) under `paths` (None = all)."""
-    spec = _pathspec(paths)
-    ls = subprocess.Popen(
-        [*_GIT, "ls-files", "--stage", "-z", *spec],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    status = _run(
-        [
-            "status",
-            "--porcelain=v1",
-            "-z",
-            "--untracked-files=all",
-            "--no-renames",
-            "--ignore-submodules=all",
-            *spec,
-        ],
-        root,
-    )
-    out, err = ls.communicate()
-    if ls.returncode != 0:
-        raise GitError(f"git ls-files failed in {root}: {err.decode(errors='replace').strip()}")
-
-    files: dict[str, ContextFile] = {}
-    for rec in out.split(b"\0"):
-        if not rec:
-            continue
-        meta, _, path_b = rec.partition(b"\t")
-        mode = meta[:6].decode()
-        if mode not in _REGULAR_MODES:
-            continue  # submodules (160000) are not part of a Docker context
-        path = path_b.decode("utf-8", errors="surrogateescape")
-        files[path] = ContextFile(path, mode, meta[7:47].decode())
-
-    for rec in status.split(b"\0"):
-        if len(rec) < 4:
-            continue
-        xy, path = rec[:2], rec[3:].decode("utf-8", errors="surrogateescape")
-        if xy[1:2] == b" " and xy != b"??" and b"U" not in xy:
-            continue  # the index already holds the working tree's content
-        disk = _file_from_disk(root, path)
-        if disk is None:
-            files.pop(path, None)
-        else:
-            files[path] = disk
-    ordered = sorted(files.values(), key=lambda f: f.path)
-    return Snapshot(root=root, files=ordered, commit=None, reader=WorktreeReader(root))
+    return WorktreeScan(root, paths).snapshot()
 
 
 def commit_snapshot(root: Path, commit: str, paths: Iterable[str] | None = None) -> Snapshot:
     """Files of `commit` under `paths` (None = all), read from git objects without a checkout."""
     out = _run(["ls-tree", "-r", "-z", "--full-tree", commit, *_pathspec(paths)], root)
-    files = []
-    for rec in out.split(b"\0"):
-        if not rec:
-            continue
-        meta, _, path_b = rec.partition(b"\t")
-        mode, kind, blob = meta.decode().split(" ")
-        if kind != "blob" or mode not in _REGULAR_MODES:
-            continue
-        files.append(ContextFile(path_b.decode("utf-8", errors="surrogateescape"), mode, blob))
-    files.sort(key=lambda f: f.path)
-    return Snapshot(root=root, files=files, commit=commit, reader=GitObjectReader(root))
+    text = out.decode("utf-8", errors="surrogateescape")
+    pairs = [(path, record(path, mode, blob)) for mode, blob, path in _TREE_RE.findall(text)]
+    if any(pairs[k][0] > pairs[k + 1][0] for k in range(len(pairs) - 1)):
+        pairs.sort()  # tree order can differ from path order around '/' in rare names
+    return Snapshot(root, [r for _, r in pairs], commit, GitObjectReader(root))
 
 
 def read_file_at(root: Path, commit: str, path: str) -> str | None:

@@ -117,7 +117,7 @@ class Manifest(BaseModel):
         return sorted({p for spec in self.images.values() for p in spec.context_roots()})
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present
     """A YAML loader that rejects duplicate keys instead of silently keeping the last."""
 
 

@@ -147,7 +147,9 @@ def _pid_alive(pid: int | None, start_time: int | None = None) -> bool:
     return start_time is None or current == start_time
 
 
-def _spawn(argv: list[str], log: Path, pidfile: Path | None) -> tuple[int, int | None]:
+def _spawn(
+    argv: list[str], log: Path, pidfile: Path | None, env: dict[str, str] | None = None
+) -> tuple[int, int | None]:
     """Start a detached process (own session) logging to `log`; return (pid, start_time)."""
     with open(log, "ab") as out:
         out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(argv)}\n".encode())
@@ -159,6 +161,7 @@ def _spawn(argv: list[str], log: Path, pidfile: Path | None) -> tuple[int, int |
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            env=env,
         )
     _CHILDREN[proc.pid] = proc
     if pidfile is not None:
@@ -412,7 +415,10 @@ def _start_moto(layout: _Layout, old: Service | None) -> Service:
     port = _free_port(old.port if old else None)
     argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     log = layout.log("moto")
-    pid, started = _spawn(argv, log, layout.pidfile("moto"))
+    # Lambda images live in our registry, not in moto's ECR: never let an inherited
+    # MOTO_LAMBDA_STUB_ECR=false make moto reject them
+    env = {**os.environ, "MOTO_LAMBDA_STUB_ECR": "TRUE"}
+    pid, started = _spawn(argv, log, layout.pidfile("moto"), env)
     return Service("moto", f"http://127.0.0.1:{port}", pid, True, started, port, str(log))
 
 

@@ -53,7 +53,7 @@ class ImageAssetTranslator:
                 "dockerfile": image.spec.dockerfile,
                 "source_paths": list(image.spec.source_paths),
                 "tag": image.tag,
-                "context_files": len(image.files),
+                "context_files": image.file_count,
             },
         )
 

@@ -4,15 +4,19 @@
 
 The context of an image is its Dockerfile plus every file under its `source_paths` that git
 tracks or sees as untracked-and-not-ignored, minus the root `.dockerignore` matches.
-`context_files` is the one function that decides this set; it is both hashed here and
+`select_context` is the one function that decides this set; it is both hashed here and
 shipped by every builder, so a build can never differ from its version.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
 import hashlib
+import itertools
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pathspec
@@ -21,11 +25,11 @@ from build_assets.context import BuildContext, ContextFile
 from build_assets.errors import ManifestError
 from build_assets.gitrepo import (
     Snapshot,
+    WorktreeScan,
     commit_snapshot,
     read_file_at,
     repo_root,
     resolve_commit,
-    worktree_snapshot,
 )
 from build_assets.manifest import ImageSpec, Manifest, load_manifest, parse_manifest
 
@@ -39,11 +43,15 @@ def tag_for(version: str) -> str:
     return TAG_PREFIX + version[:12]
 
 
+_GLOB_CHARS = re.compile(r"[*?\[\]\\]")
+
+
 class DockerIgnore:
     """Root `.dockerignore` rules with Docker's semantics (patterns anchored at the root)."""
 
     def __init__(self, text: str | None) -> None:
         lines = []
+        self._literals: list[str] | None = []  # None: some pattern has no usable literal
         for raw in (text or "").splitlines():
             line = raw.strip()
             if not line or line.startswith("#"):
@@ -53,43 +61,125 @@ class DockerIgnore:
             line = line.lstrip("/")
             while line.startswith("./"):
                 line = line[2:]
-            if line:
-                lines.append(("!" if negate else "") + "/" + line)
+            if not line:
+                continue
+            lines.append(("!" if negate else "") + "/" + line)
+            if not negate and self._literals is not None:
+                longest = max(_GLOB_CHARS.split(line.replace("**/", "/")), key=len).strip("/")
+                longest = max(longest.split("/"), key=len)
+                if len(longest) >= 2:
+                    self._literals.append(longest)
+                else:
+                    self._literals = None
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
-        self._cache: dict[str, bool] = {}
 
     def excludes(self, path: str) -> bool:
-        if self._spec is None:
-            return False
-        hit = self._cache.get(path)
-        if hit is None:
-            hit = self._cache[path] = self._spec.match_file(path)
-        return hit
+        return self._spec is not None and self._spec.match_file(path)
+
+    def excluded_indices(self, paths: list[str]) -> frozenset[int]:
+        """Indices of the excluded paths of a sorted path list.
+
+        A path can only be excluded by a pattern whose literal part it contains, so only the
+        paths holding such a literal (found by `str.find` over all paths at once) are matched
+        one by one; negated patterns can only re-include, never exclude.
+        """
+        if self._spec is None or not paths:
+            return frozenset()
+        if self._literals is None:
+            return frozenset(i for i, p in enumerate(paths) if self._spec.match_file(p))
+        text = "\n".join(paths)
+        starts = list(itertools.accumulate((len(p) + 1 for p in paths[:-1]), initial=0))
+        candidates: set[int] = set()
+        for literal in set(self._literals):
+            pos = text.find(literal)
+            while pos != -1:
+                line = bisect.bisect_right(starts, pos) - 1
+                candidates.add(line)
+                pos = text.find(literal, starts[line + 1] if line + 1 < len(starts) else len(text))
+        return frozenset(i for i in candidates if self._spec.match_file(paths[i]))
+
+
+@dataclass(frozen=True)
+class ContextSelection:
+    """Which records of a snapshot make up one image's context (no per-file objects)."""
+
+    ranges: tuple[tuple[int, int], ...]  # sorted, disjoint index ranges
+    excluded: frozenset[int]  # indices inside `ranges` that are .dockerignored
+
+    def indices(self):
+        for lo, hi in self.ranges:
+            for i in range(lo, hi):
+                if i not in self.excluded:
+                    yield i
+
+    def listing(self, records: list[str]) -> str:
+        """The canonical listing hashed into the version: one record per file, NUL-ended."""
+        parts = []
+        for lo, hi in self.ranges:
+            if self.excluded and any(lo <= i < hi for i in self.excluded):
+                parts.extend(records[i] for i in range(lo, hi) if i not in self.excluded)
+            else:
+                parts.extend(records[lo:hi])
+        return "\0".join(parts) + "\0" if parts else ""
+
+    def count(self) -> int:
+        n = sum(hi - lo for lo, hi in self.ranges)
+        return n - sum(1 for i in self.excluded if any(lo <= i < hi for lo, hi in self.ranges))
+
+
+def select_context(
+    spec: ImageSpec, snapshot: Snapshot, excluded: frozenset[int]
+) -> ContextSelection:
+    """Exactly the files of one image's build context: the Dockerfile (always, even when
+    .dockerignore matches it) and every not-ignored file under its `source_paths`."""
+    raw = sorted(
+        r
+        for r in (snapshot.range_of(p) for p in [spec.dockerfile, *spec.source_paths])
+        if r[1] > r[0]
+    )
+    merged: list[tuple[int, int]] = []
+    for lo, hi in raw:
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    dockerfile = snapshot.index_of(spec.dockerfile)
+    inside = frozenset(
+        i for i in excluded if i != dockerfile and any(lo <= i < hi for lo, hi in merged)
+    )
+    return ContextSelection(tuple(merged), inside)
 
 
 def context_files(spec: ImageSpec, snapshot: Snapshot, ignore: DockerIgnore) -> list[ContextFile]:
     """Exactly the files of one image's build context, sorted by path."""
-    chosen: dict[str, ContextFile] = {}
-    for root in spec.source_paths:
-        for f in snapshot.under(root):
-            if not ignore.excludes(f.path):
-                chosen[f.path] = f
-    dockerfile = snapshot.get(spec.dockerfile)
-    if dockerfile is not None:  # always shipped, even when .dockerignore matches it
-        chosen[dockerfile.path] = dockerfile
-    return sorted(chosen.values())
+    selection = select_context(spec, snapshot, ignore.excluded_indices(snapshot.paths))
+    return [snapshot.file(i) for i in selection.indices()]
 
 
-@dataclass(frozen=True)
 class ImageVersion:
-    """The computed version of one image and the context it was computed from."""
+    """The computed version of one image and the context it was computed from.
 
-    name: str
-    spec: ImageSpec
-    version: str
-    base_version: str | None
-    files: tuple[ContextFile, ...] = field(repr=False)
-    context: BuildContext = field(repr=False, compare=False)
+    `files` and `context` are made on first use: computing versions never needs them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        spec: ImageSpec,
+        version: str,
+        base_version: str | None,
+        snapshot: Snapshot,
+        selection: ContextSelection,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.version = version
+        self.base_version = base_version
+        self._snapshot = snapshot
+        self._selection = selection
+
+    def __repr__(self) -> str:
+        return f"ImageVersion({self.name!r}, {self.tag!r})"
 
     @property
     def tag(self) -> str:
@@ -103,15 +193,26 @@ class ImageVersion:
     def lambdas(self) -> tuple[str, ...]:
         return self.spec.lambdas
 
+    @property
+    def file_count(self) -> int:
+        return self._selection.count()
 
-def hash_image(spec: ImageSpec, files: list[ContextFile], base_version: str | None) -> str:
-    """The version of an image from its entry, its context files and its base's version."""
+    @functools.cached_property
+    def files(self) -> tuple[ContextFile, ...]:
+        return tuple(self._snapshot.file(i) for i in self._selection.indices())
+
+    @functools.cached_property
+    def context(self) -> BuildContext:
+        return BuildContext(files=self.files, reader=self._snapshot.reader)
+
+
+def hash_image(spec: ImageSpec, listing: str, base_version: str | None) -> str:
+    """The version of an image from its entry, its context listing and its base's version."""
     h = hashlib.sha256()
     h.update(SCHEME.encode() + b"\0")
     h.update(json.dumps(spec.identity(), sort_keys=True, separators=(",", ":")).encode() + b"\0")
     h.update(b"base\0" + (base_version or "-").encode() + b"\0")
-    for f in files:
-        h.update(f"{f.mode} {f.blob} ".encode() + f.path.encode("utf-8", "surrogateescape") + b"\0")
+    h.update(listing.encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -134,24 +235,18 @@ class VersionSet:
 def compute_versions(manifest: Manifest, snapshot: Snapshot, ignore: DockerIgnore) -> VersionSet:
     """Versions of all images of `manifest` in `snapshot`, bases first."""
     out: dict[str, ImageVersion] = {}
+    excluded = ignore.excluded_indices(snapshot.paths)
     for name in manifest.order():
         spec = manifest.images[name]
-        if snapshot.get(spec.dockerfile) is None:
+        if snapshot.index_of(spec.dockerfile) is None:
             raise ManifestError(
                 f"{manifest.source}: image '{name}', field 'dockerfile': '{spec.dockerfile}'"
                 " is not a file git tracks or sees (is it ignored?)"
             )
-        files = context_files(spec, snapshot, ignore)
+        selection = select_context(spec, snapshot, excluded)
         base_version = out[spec.base].version if spec.base else None
-        version = hash_image(spec, files, base_version)
-        out[name] = ImageVersion(
-            name=name,
-            spec=spec,
-            version=version,
-            base_version=base_version,
-            files=tuple(files),
-            context=BuildContext(files=tuple(files), reader=snapshot.reader),
-        )
+        version = hash_image(spec, selection.listing(snapshot.records), base_version)
+        out[name] = ImageVersion(name, spec, version, base_version, snapshot, selection)
     return VersionSet(manifest=manifest, images=out, commit=snapshot.commit, root=snapshot.root)
 
 
@@ -162,12 +257,19 @@ def _manifest_relpath(root: Path, manifest_path: Path) -> str:
         return ""
 
 
-def worktree_versions(repo: str | Path, manifest_path: str | Path | None = None) -> VersionSet:
-    """Versions of the working tree as it is now (staged, unstaged and untracked changes)."""
-    root = repo_root(repo)
+def worktree_versions(
+    repo: str | Path, manifest_path: str | Path | None = None, scan: WorktreeScan | None = None
+) -> VersionSet:
+    """Versions of the working tree as it is now (staged, unstaged and untracked changes).
+
+    `scan`: a WorktreeScan of the repo already started by the caller (see `plan`).
+    """
+    root = repo_root(repo) if scan is None else scan.root
     path = Path(manifest_path) if manifest_path else root / "images.yaml"
     manifest = load_manifest(path, root)
-    snapshot = worktree_snapshot(root, [*manifest.all_paths(), DOCKERIGNORE])
+    if scan is None:
+        scan = WorktreeScan(root, [*manifest.all_paths(), DOCKERIGNORE])
+    snapshot = scan.snapshot()
     ignore = DockerIgnore(snapshot.read_text(DOCKERIGNORE))
     return compute_versions(manifest, snapshot, ignore)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import boto3
 import pytest
 
+from build_assets.aws import make_client
 from build_assets.demo import SEED_STEPS, run_demo
 from build_assets.records import BuildRecords
 from build_assets.registry import manifest_digest
@@ -27,7 +27,7 @@ FN_CREATE = "create-labels-dev-create"
 
 
 def _function_image(name: str) -> str:
-    client = boto3.client("lambda")
+    client = make_client("lambda")  # a fresh session: it reads this test's AWS_ENDPOINT_URL
     return client.get_function(FunctionName=name)["Code"]["ImageUri"]
 
 
