@@ -26,9 +26,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from build_assets.gitrepo import WorktreeScan, repo_root
     from build_assets.settings import Settings
 
-    settings = Settings.from_env(repo=args.repo or _default_repo(), manifest=args.manifest)
+    toplevel = None if args.repo else _default_repo()
+    settings = Settings.from_env(repo=args.repo or toplevel, manifest=args.manifest)
     # start git first: the heavier imports below (pydantic, ...) then cost no wall time
-    scan = WorktreeScan(repo_root(settings.repo), _quick_paths(settings.manifest))
+    root = Path(toplevel) if toplevel else repo_root(settings.repo)
+    scan = WorktreeScan(root, _quick_paths(settings.manifest))
 
     from build_assets.plan import compare, plan_since
     from build_assets.records import BuildRecords

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
+import hashlib
 import os
 import re
 import stat
@@ -30,8 +32,8 @@ _GIT = ("git", "-c", "core.quotepath=off", "--literal-pathspecs")
 _MODES = f"({MODE_FILE}|{MODE_EXEC}|{MODE_LINK})"
 # `git ls-files --stage -z` records: "<mode> <blob> <stage>\t<path>"
 _INDEX_LINE_RE = re.compile(_MODES + r" [0-9a-f]{40,64} 0\t.*", re.S)
-# anything but a stage-0 regular file, executable or symlink (submodule, conflict, ...)
-_ODD_INDEX_RE = re.compile(r"(?:^|\0)(?!(?:100644|100755|120000) [0-9a-f]{40,64} 0\t|$)")
+# index modes that are no file of a context: submodules, sparse-index directories
+_ODD_MODES = ("160000", "040000")
 # `git ls-tree -r -z`: "<mode> blob <blob>\t<path>\0"
 _TREE_RE = re.compile(_MODES + r" blob ([0-9a-f]{40,64})\t([^\0]*)\0")
 
@@ -235,63 +237,111 @@ def _file_from_disk(root: Path, path: str) -> ContextFile | None:
     return ContextFile(path, mode, git_blob_id(full.read_bytes()))
 
 
-class WorktreeScan:
-    """`git status` and `git ls-files` started in the background; `snapshot()` collects them.
+class _Git:
+    """One git command started in the background, its output drained by a thread."""
 
-    Starting the scan first and importing/validating everything else while git walks the
-    tree hides most of the interpreter's start-up cost behind git's own.
+    def __init__(self, root: Path, args: list[str]) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            [*_GIT, *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._out: tuple[bytes, bytes] = (b"", b"")
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        self._out = self.proc.communicate()
+
+    def result(self, root: Path) -> bytes:
+        self._thread.join()
+        out, err = self._out
+        if self.proc.returncode != 0:
+            msg = err.decode(errors="replace").strip().splitlines()
+            raise GitError(f"git {self.args[0]} failed in {root}: {msg[-1] if msg else '?'}")
+        return out
+
+
+# more "dirty" files than this, and most of the index: the index is stat-stale; refresh it
+# once instead of hashing every file on every run
+_REFRESH_ABOVE = 500
+
+
+class WorktreeScan:
+    """The git commands of a working-tree snapshot, started in the background.
+
+    Three cheap commands run in parallel: `ls-files --stage` (the index: blob ids of clean
+    files, never read here), `diff-files` (files whose content may differ from the index,
+    content-checked by git for racily clean entries) and `ls-files --others
+    --exclude-standard` (untracked, not ignored). Unlike `git status` they skip the
+    index-vs-HEAD comparison, which a version does not need. Starting them first and
+    importing/validating everything else meanwhile hides most of the interpreter's start-up.
     """
 
     def __init__(self, root: Path, paths: Iterable[str] | None = None) -> None:
         self.root = root
-        spec = _pathspec(paths)
-        status_args = ["--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"]
-        self._status = subprocess.Popen(
-            [*_GIT, "status", *status_args, "--ignore-submodules=all", *spec],
-            cwd=root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        self._spec = _pathspec(paths)
+        self._git_dir = _Git(root, ["rev-parse", "--absolute-git-dir"])
+        self._index = _Git(root, ["ls-files", "--stage", "-z", *self._spec])
+        self._dirty = _Git(root, ["diff-files", "--name-only", "-z", *self._spec])
+        self._untracked = _Git(
+            root, ["ls-files", "--others", "--exclude-standard", "-z", *self._spec]
         )
-        self._ls = subprocess.Popen(
-            [*_GIT, "ls-files", "--stage", "-z", *spec],
-            cwd=root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        # drain status in a thread so a large dirty listing can never fill its pipe
-        self._status_out: tuple[bytes, bytes] | None = None
-        self._reader = threading.Thread(target=self._drain_status, daemon=True)
-        self._reader.start()
 
-    def _drain_status(self) -> None:
-        self._status_out = self._status.communicate()
+    def covers(self, paths: Iterable[str]) -> bool:
+        """True when this scan looked at every one of `paths` (its pathspec includes them)."""
+        if not self._spec:
+            return True
+        return set(_pathspec(paths)[1:]) <= set(self._spec[1:])
+
+    @functools.cached_property
+    def git_dir(self) -> Path:
+        return Path(self._git_dir.result(self.root).decode().strip())
+
+    @functools.cached_property
+    def index_digest(self) -> str:
+        """sha1 of git's index file: equal digests mean an identical index (stat data too)."""
+        try:
+            return hashlib.sha1((self.git_dir / "index").read_bytes()).hexdigest()
+        except FileNotFoundError:
+            return "no-index"
+
+    @functools.cached_property
+    def changes(self) -> tuple[list[str], list[str]]:
+        """(files that may differ from the index, untracked files) under the scanned paths."""
+        dirty = _paths(self._dirty.result(self.root))
+        return dirty, _paths(self._untracked.result(self.root))
+
+    @property
+    def clean(self) -> bool:
+        """True when the working tree matches the index under the scanned paths."""
+        dirty, untracked = self.changes
+        return not dirty and not untracked
 
     def snapshot(self) -> Snapshot:
         """The working tree's files (tracked + untracked-not-ignored), sorted by path."""
-        out, err = self._ls.communicate()
-        if self._ls.returncode != 0:
-            msg = err.decode(errors="replace").strip()
-            raise GitError(f"git ls-files failed in {self.root}: {msg}")
-        records = _index_records(out.decode("utf-8", errors="surrogateescape"))
-        self._reader.join()
-        assert self._status_out is not None
-        status, err = self._status_out
-        if self._status.returncode != 0:
-            msg = err.decode(errors="replace").strip().splitlines()
-            raise GitError(f"git status failed in {self.root}: {msg[-1] if msg else '?'}")
+        records = _index_records(self._index.result(self.root).decode("utf-8", "surrogateescape"))
+        dirty, untracked = self.changes
+        if len(dirty) > _REFRESH_ABOVE and len(dirty) > len(records) // 2:
+            # a stat-stale index (restored cache, touched tree): let git re-check content
+            # once and record it, instead of hashing every file here on every run
+            subprocess.run(
+                [*_GIT, "update-index", "-q", "--refresh"], cwd=self.root, capture_output=True
+            )
+            dirty = _paths(
+                _Git(self.root, ["diff-files", "--name-only", "-z", *self._spec]).result(self.root)
+            )
         snap = Snapshot(self.root, records, None, WorktreeReader(self.root))
         changed: dict[str, str | None] = {}  # path -> new record, None when gone
-        for rec in status.split(b"\0"):
-            if len(rec) < 4:
-                continue
-            xy, path = rec[:2], rec[3:].decode("utf-8", errors="surrogateescape")
-            if xy[1:2] == b" " and xy != b"??" and b"U" not in xy:
-                continue  # the index already holds the working tree's content
+        for path in (*dirty, *untracked):
             disk = _file_from_disk(self.root, path)
             changed[path] = None if disk is None else record(*disk)
         if not changed:
             return snap
         return _apply_changes(snap, changed)
+
+
+def _paths(out: bytes) -> list[str]:
+    return [p for p in out.decode("utf-8", errors="surrogateescape").split("\0") if p]
 
 
 def _index_records(text: str) -> list[str]:
@@ -300,7 +350,12 @@ def _index_records(text: str) -> list[str]:
     status). The common case, a clean index of such files, costs one split."""
     records = text.split("\0")
     records.pop()  # after the last NUL
-    if _ODD_INDEX_RE.search(text) is None:
+    framed = "\0" + text
+    # substring tests run at memchr speed; a regex over the whole listing would not
+    odd = any(f"\0{mode} " in framed for mode in _ODD_MODES) or any(
+        f" {stage}\t" in text for stage in (1, 2, 3)
+    )
+    if not odd:
         return records
     return [r for r in records if _INDEX_LINE_RE.fullmatch(r)]
 

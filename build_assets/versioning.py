@@ -16,11 +16,13 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pathspec
 
+from build_assets import versioncache
 from build_assets.context import BuildContext, ContextFile
 from build_assets.errors import ManifestError
 from build_assets.gitrepo import (
@@ -168,15 +170,15 @@ class ImageVersion:
         spec: ImageSpec,
         version: str,
         base_version: str | None,
-        snapshot: Snapshot,
-        selection: ContextSelection,
+        resolve: Callable[[], tuple[Snapshot, ContextSelection]],
+        file_count: int | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
         self.version = version
         self.base_version = base_version
-        self._snapshot = snapshot
-        self._selection = selection
+        self._resolve = resolve  # the snapshot and selection this version was hashed from
+        self._file_count = file_count
 
     def __repr__(self) -> str:
         return f"ImageVersion({self.name!r}, {self.tag!r})"
@@ -195,15 +197,18 @@ class ImageVersion:
 
     @property
     def file_count(self) -> int:
-        return self._selection.count()
+        if self._file_count is None:
+            self._file_count = self._resolve()[1].count()
+        return self._file_count
 
     @functools.cached_property
     def files(self) -> tuple[ContextFile, ...]:
-        return tuple(self._snapshot.file(i) for i in self._selection.indices())
+        snapshot, selection = self._resolve()
+        return tuple(snapshot.file(i) for i in selection.indices())
 
     @functools.cached_property
     def context(self) -> BuildContext:
-        return BuildContext(files=self.files, reader=self._snapshot.reader)
+        return BuildContext(files=self.files, reader=self._resolve()[0].reader)
 
 
 def hash_image(spec: ImageSpec, listing: str, base_version: str | None) -> str:
@@ -246,7 +251,8 @@ def compute_versions(manifest: Manifest, snapshot: Snapshot, ignore: DockerIgnor
         selection = select_context(spec, snapshot, excluded)
         base_version = out[spec.base].version if spec.base else None
         version = hash_image(spec, selection.listing(snapshot.records), base_version)
-        out[name] = ImageVersion(name, spec, version, base_version, snapshot, selection)
+        pinned = (snapshot, selection)
+        out[name] = ImageVersion(name, spec, version, base_version, lambda p=pinned: p)
     return VersionSet(manifest=manifest, images=out, commit=snapshot.commit, root=snapshot.root)
 
 
@@ -267,11 +273,45 @@ def worktree_versions(
     root = repo_root(repo) if scan is None else scan.root
     path = Path(manifest_path) if manifest_path else root / "images.yaml"
     manifest = load_manifest(path, root)
-    if scan is None:
+    if scan is None or not scan.covers([*manifest.all_paths(), DOCKERIGNORE]):
         scan = WorktreeScan(root, [*manifest.all_paths(), DOCKERIGNORE])
+    manifest_text = path.read_bytes()
+    if scan.clean:
+        cached = versioncache.load(scan, manifest, manifest_text)
+        if cached is not None:
+            return _from_cache(manifest, scan, cached)
     snapshot = scan.snapshot()
     ignore = DockerIgnore(snapshot.read_text(DOCKERIGNORE))
-    return compute_versions(manifest, snapshot, ignore)
+    versions = compute_versions(manifest, snapshot, ignore)
+    if scan.clean:
+        versioncache.save(scan, manifest_text, versions)
+    return versions
+
+
+def _from_cache(manifest: Manifest, scan: WorktreeScan, cached: dict) -> VersionSet:
+    """A VersionSet from the clean-tree cache; file lists are computed only when asked for."""
+    state: dict[str, object] = {}
+
+    def resolver(spec: ImageSpec) -> Callable[[], tuple[Snapshot, ContextSelection]]:
+        def resolve() -> tuple[Snapshot, ContextSelection]:
+            if "snapshot" not in state:
+                snap = scan.snapshot()
+                state["snapshot"] = snap
+                state["excluded"] = DockerIgnore(snap.read_text(DOCKERIGNORE)).excluded_indices(
+                    snap.paths
+                )
+            snap = state["snapshot"]
+            return snap, select_context(spec, snap, state["excluded"])  # type: ignore[arg-type]
+
+        return resolve
+
+    out: dict[str, ImageVersion] = {}
+    for name in manifest.order():
+        spec = manifest.images[name]
+        version, count = cached[name]
+        base_version = out[spec.base].version if spec.base else None
+        out[name] = ImageVersion(name, spec, version, base_version, resolver(spec), count)
+    return VersionSet(manifest=manifest, images=out, commit=None, root=scan.root)
 
 
 def commit_versions(

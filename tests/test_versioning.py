@@ -314,3 +314,28 @@ def test_small_repo_without_dockerignore(tmp_path: Path) -> None:
     )
     img = worktree_versions(repo)["app"]
     assert [f.path for f in img.files] == ["Dockerfile", "src/a.py", "src/b/c.py"]
+
+
+def test_clean_tree_cache_is_used_and_invalidated(repo: Path) -> None:
+    """The clean-tree cache lives in .git, is used only for the exact same state, and a
+    cached VersionSet still yields the real context files on demand."""
+    import json as _json
+
+    from build_assets import versioncache
+
+    full = worktree_versions(repo)  # computes and saves
+    cache_file = repo / ".git" / versioncache.FILE
+    assert cache_file.exists()
+    cached = worktree_versions(repo)
+    assert [(i.name, i.version) for i in cached] == [(i.name, i.version) for i in full]
+    assert cached[HARMONIZE].files == full[HARMONIZE].files
+    assert cached[HARMONIZE].file_count == full[HARMONIZE].file_count
+
+    data = _json.loads(cache_file.read_text())
+    data["images"][CREATE][0] = "f" * 64  # prove the next call reads the cache
+    cache_file.write_text(_json.dumps(data))
+    assert worktree_versions(repo)[CREATE].version == "f" * 64
+    prepend(repo, HANDLER, "# dirty: the cache is not consulted")
+    assert worktree_versions(repo)[CREATE].version == full[CREATE].version
+    git(repo, "add", "-A")  # staged: the index changed, so its digest does too
+    assert worktree_versions(repo)[CREATE].version == full[CREATE].version

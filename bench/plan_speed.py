@@ -1,0 +1,246 @@
+"""Benchmark: `build-assets plan` against `git status` on a large synthetic monorepo.
+
+Makes (once, then reuses) a git monorepo of 100,000 tracked files and 200 images in a
+realistic cascade — 4 root bases, 16 mid bases, 180 Lambda images each with its own handler
+folder and 1-3 shared packages — then times, side by side in one run (median of --runs):
+
+  git status --porcelain            what a developer waits for anyway
+  plan --json (clean tree)          goal: <= 2x git status
+  plan --json (1,000 files edited)  goal: <= 3x git status
+  naive: read + sha256 every file of every image's context (what hashing without git's
+  index costs)
+
+    python bench/plan_speed.py [--files 100000] [--images 200] [--runs 5] [--check]
+
+`plan` runs as `python -m build_assets` (the console script can sit behind a version
+manager's shim whose own start-up would be measured too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_WORK = HERE / ".work" / "plan_speed"
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+}
+DIRTY_FILES = 1000
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "core.fsmonitor=false", *args],
+        cwd=repo,
+        env=GIT_ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def generate(repo: Path, files: int, images: int, seed: int = 7) -> None:
+    """Write the synthetic monorepo and commit it (one `git add`, one commit)."""
+    rng = random.Random(seed)
+    if repo.exists():
+        shutil.rmtree(repo)
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    roots, mids = 4, 16
+    lambdas = images - roots - mids
+    packages = max(20, images // 2)
+    handler_files = 5
+    per_package = max(1, (files - lambdas * (handler_files + 1) - roots - mids - 2) // packages)
+    written = 0
+    for p in range(packages):
+        for f in range(per_package):
+            path = repo / f"packages/pkg{p:03d}/src/pkg{p:03d}/mod{f // 50:02d}/m{f}.py"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"VALUE = {p * 100000 + f}\n")
+            written += 1
+    lines = ["images:"]
+    for i in range(roots):
+        name = f"base-root-{i}"
+        (repo / f"docker/{name}").mkdir(parents=True)
+        (repo / f"docker/{name}/Dockerfile").write_text(
+            "ARG PYTHON_BASE=scratch\nFROM ${PYTHON_BASE}\nCOPY packages /opt\n"
+        )
+        lines += [
+            f"  {name}:",
+            f"    dockerfile: docker/{name}/Dockerfile",
+            f"    source_paths: [packages/pkg{i:03d}]",
+        ]
+    for i in range(mids):
+        name = f"base-mid-{i}"
+        (repo / f"docker/{name}").mkdir(parents=True)
+        (repo / f"docker/{name}/Dockerfile").write_text(
+            "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY packages /opt\n"
+        )
+        lines += [
+            f"  {name}:",
+            f"    dockerfile: docker/{name}/Dockerfile",
+            f"    base: base-root-{i % roots}",
+            f"    source_paths: [packages/pkg{roots + i:03d}]",
+        ]
+    for i in range(lambdas):
+        name = f"fn-{i:03d}"
+        handler = repo / f"services/{name}"
+        handler.mkdir(parents=True)
+        (handler / "Dockerfile").write_text(
+            "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY . /var/task\n"
+        )
+        for h in range(handler_files):
+            (handler / f"handler_{h}.py").write_text(
+                f"def handler(e, c):\n    return {i * 10 + h}\n"
+            )
+        shared = rng.sample(range(roots + mids, packages), rng.randint(1, 3))
+        paths = ", ".join([f"services/{name}", *(f"packages/pkg{s:03d}" for s in shared)])
+        lines += [
+            f"  {name}:",
+            f"    dockerfile: services/{name}/Dockerfile",
+            f"    base: base-mid-{i % mids}",
+            f"    source_paths: [{paths}]",
+            f"    lambda: {name}-function",
+        ]
+    (repo / "images.yaml").write_text("\n".join(lines) + "\n")
+    (repo / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
+    (repo / "README.md").write_text("synthetic monorepo\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "synthetic monorepo")
+    (repo / ".bench-params").write_text(json.dumps({"files": files, "images": images}))
+
+
+def tracked_count(repo: Path) -> int:
+    return git(repo, "ls-files", "-z").count("\0")
+
+
+def naive_hash(repo: Path) -> int:
+    """Read and sha256 every file of every image's context (no git index): the baseline."""
+    import yaml
+
+    images = yaml.safe_load((repo / "images.yaml").read_text())["images"]
+    total = 0
+    for spec in images.values():
+        h = hashlib.sha256()
+        for root in [spec["dockerfile"], *spec.get("source_paths", [])]:
+            base = repo / root
+            paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
+            for p in paths:
+                h.update(str(p.relative_to(repo)).encode())
+                h.update(p.read_bytes())
+                total += 1
+        h.hexdigest()
+    return total
+
+
+def timed(cmd: list[str], cwd: Path, runs: int) -> tuple[float, subprocess.CompletedProcess]:
+    subprocess.run(cmd, cwd=cwd, capture_output=True, check=False)  # warm-up
+    times = []
+    proc = None
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+        times.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+    assert proc is not None
+    return statistics.median(times), proc
+
+
+def dirty(repo: Path, count: int) -> None:
+    files = git(repo, "ls-files", "packages").splitlines()
+    step = max(1, len(files) // count)
+    for rel in files[::step][:count]:
+        with open(repo / rel, "a") as f:
+            f.write("# edited\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--naive", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.naive:
+        print(naive_hash(args.naive))
+        return 0
+
+    repo = args.work
+    params = {"files": args.files, "images": args.images}
+    marker = repo / ".bench-params"
+    if not marker.exists() or json.loads(marker.read_text()) != params:
+        print(f"generating {args.files} files / {args.images} images in {repo} ...", flush=True)
+        start = time.perf_counter()
+        generate(repo, args.files, args.images)
+        print(f"  generated in {time.perf_counter() - start:.1f}s", flush=True)
+    git(repo, "checkout", "--", ".")
+    n_files = tracked_count(repo)
+
+    plan = [sys.executable, "-m", "build_assets", "plan", "--json", "--repo", str(repo)]
+    status_t, _ = timed(["git", "status", "--porcelain"], repo, args.runs)
+    clean_t, clean = timed(plan, repo, args.runs)
+    clean_images = json.loads(clean.stdout)["images"]
+    naive_t, _ = timed(
+        [sys.executable, __file__, "--naive", str(repo)], repo, max(1, args.runs // 2)
+    )
+    dirty(repo, DIRTY_FILES)
+    dirty_status_t, _ = timed(["git", "status", "--porcelain"], repo, args.runs)
+    dirty_t, dirty_out = timed(plan, repo, args.runs)
+    git(repo, "checkout", "--", ".")
+    dirty_images = json.loads(dirty_out.stdout)["images"]
+    changed = sum(
+        a["version"] != b["version"] for a, b in zip(clean_images, dirty_images, strict=True)
+    )
+    if changed == 0:
+        sys.exit("dirty plan reported no changed image: the benchmark is broken")
+
+    rows = [
+        ("git status --porcelain (clean)", status_t, "", ""),
+        ("plan --json, clean tree", clean_t, f"{clean_t / status_t:.2f}x git status", "<= 2x"),
+        (f"git status --porcelain ({DIRTY_FILES} edited)", dirty_status_t, "", ""),
+        (
+            f"plan --json, {DIRTY_FILES} files edited",
+            dirty_t,
+            f"{dirty_t / status_t:.2f}x git status",
+            "<= 3x",
+        ),
+        (
+            "naive: read + sha256 every context file",
+            naive_t,
+            f"{naive_t / clean_t:.1f}x plan (clean)",
+            "",
+        ),
+    ]
+    print(
+        f"\nrepo: {n_files} tracked files, {len(clean_images)} images; "
+        f"dirty run changes {changed} images; median of {args.runs} runs\n"
+    )
+    print(f"{'measure':48} {'seconds':>8}  {'ratio':24} goal")
+    for name, secs, ratio, goal in rows:
+        print(f"{name:48} {secs:8.3f}  {ratio:24} {goal}")
+    ok = clean_t <= 2 * status_t and dirty_t <= 3 * status_t
+    print(f"\ngoals {'met' if ok else 'MISSED'}")
+    return 0 if ok or not args.check else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
