@@ -130,6 +130,7 @@ def _function_result(key, function: str, image: ImageVersion, result: BuildResul
             "changed": deployed.changed,
             "resolved_image_uri": deployed.resolved_image_uri or "",
             "image_tag": image.tag,
+            "version": image.version,
         },
     )
 
