@@ -61,8 +61,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         from build_assets.launch import submit_materialization
 
         start = time.monotonic()
-        launched = submit_materialization(instance, keys)
-        run_id, url = launched if isinstance(launched, tuple) else (launched, None)
+        run_id, url = submit_materialization(instance, keys)
         took = time.monotonic() - start
         text = f"Submitted run {run_id} for {len(keys)} assets in {took:.2f}s" + (
             f": {url}" if url else ""
