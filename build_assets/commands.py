@@ -36,6 +36,8 @@ def _select(versions, translator, names: list[str]):
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
+    if args.async_:
+        return _materialize_async(args)
     from dagster import DagsterInstance
 
     from build_assets.location import load_versions
@@ -57,17 +59,6 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if not keys:
         _out(args, {"stale": [], "message": "nothing is stale"}, "Nothing is stale.")
         return 0
-    if args.async_:
-        from build_assets.launch import submit_materialization
-
-        start = time.monotonic()
-        run_id, url = submit_materialization(instance, keys)
-        took = time.monotonic() - start
-        text = f"Submitted run {run_id} for {len(keys)} assets in {took:.2f}s" + (
-            f": {url}" if url else ""
-        )
-        _out(args, {"run_id": run_id, "url": url, "assets": names, "seconds": took}, text)
-        return 0
     resource.registry_prefix()  # fail early, with one line, when no registry is configured
     if not args.json:
         print(f"Materializing {len(keys)} assets: {', '.join(names)}", file=sys.stderr)
@@ -81,6 +72,48 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
         print_summary(summary)
     return 0 if summary.success else 1
+
+
+def _materialize_async(args: argparse.Namespace) -> int:
+    """Submit the run through the webserver and return: no Dagster import on this path.
+
+    Keys follow the default translator (["image", NAME], ["lambda", FUNCTION])."""
+    from build_assets.launch import built_versions, submit_materialization, webserver_address
+    from build_assets.settings import Settings
+    from build_assets.versioning import worktree_versions
+
+    start = time.monotonic()
+    from build_assets.cli import _default_repo
+
+    settings = Settings.from_env(repo=args.repo or _default_repo(), manifest=args.manifest)
+    versions = worktree_versions(settings.repo, settings.manifest)
+    wanted: dict[tuple[str, ...], str] = {}
+    by_name: dict[str, list[tuple[str, ...]]] = {}
+    for img in versions:
+        wanted[("image", img.name)] = img.version
+        by_name.setdefault(img.name, []).append(("image", img.name))
+        for fn in img.lambdas:
+            wanted[("lambda", fn)] = img.version
+            by_name.setdefault(fn, []).append(("lambda", fn))
+    if args.select:
+        unknown = [n for n in args.select if n not in by_name]
+        if unknown:
+            raise UserError(f"--select: '{unknown[0]}' is neither an image nor a Lambda function")
+        paths = [p for n in args.select for p in by_name[n]]
+    elif args.all:
+        paths = list(wanted)
+    else:
+        built = built_versions(*webserver_address())
+        paths = [p for p, version in wanted.items() if built.get(p) != version]
+    names = ["/".join(p) for p in paths]
+    if not paths:
+        _out(args, {"stale": [], "message": "nothing is stale"}, "Nothing is stale.")
+        return 0
+    run_id, url = submit_materialization([list(p) for p in paths])
+    took = time.monotonic() - start
+    text = f"Submitted run {run_id} for {len(paths)} assets in {took:.2f}s: {url}"
+    _out(args, {"run_id": run_id, "url": url, "assets": names, "seconds": took}, text)
+    return 0
 
 
 def _out(args: argparse.Namespace, obj: dict, text: str) -> None:

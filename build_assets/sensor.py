@@ -46,7 +46,6 @@ from build_assets.versioning import VersionSet, commit_versions
 ENV_REMOTE = "BUILD_ASSETS_GIT_REMOTE"
 ENV_BRANCH = "BUILD_ASSETS_GIT_BRANCH"
 ENV_WEBSERVER = "BUILD_ASSETS_WEBSERVER"
-ENV_LOCATION = "BUILD_ASSETS_LOCATION_NAME"
 BRANCH_TAG = "build-assets/branch"
 
 
@@ -102,9 +101,11 @@ def _reload_ui(context: SensorEvaluationContext) -> None:
     try:
         from dagster_graphql import DagsterGraphQLClient
 
-        host, _, port = address.rpartition(":")
-        client = DagsterGraphQLClient(host or "127.0.0.1", port_number=int(port))
-        client.reload_repository_location(os.environ.get(ENV_LOCATION, "build_assets"))
+        from build_assets.launch import discover_location, webserver_address
+
+        host, port = webserver_address()
+        client = DagsterGraphQLClient(host, port_number=port)
+        client.reload_repository_location(discover_location(host, port))
         context.log.info(f"asked {address} to reload the code location")
     except Exception as exc:  # noqa: BLE001 - a reload is a courtesy, never a failure
         context.log.warning(f"could not reload the code location at {address}: {exc}")
