@@ -1,28 +1,61 @@
 """`git_push_sensor`: builds what a push changed, pinned to the pushed commit.
 
-Each tick fetches one branch into a private ref (`refs/build-assets/sensor/<branch>`), and
-when its tip moved since the cursor computes every image version *at that commit* from git
-objects (no checkout, whatever the server's working tree holds). An image is stale when the
-version its latest materialization built (metadata `version`, else its recorded code
-version) differs; one run is requested for exactly the stale images and their Lambda
-functions, with `run_key` = the commit and the commit in the run's tags. Several pushes
-between ticks coalesce into one run for the newest commit; a force-push or rewound branch
-is just another tip, compared with what is materialized.
+Configuration (arguments of `build_git_push_sensor` win over the environment):
 
-How a run pins what it builds: `assets.run_image_builds` sees the `build-assets/commit` tag
-and, when its freshly loaded code location is at another state, builds that commit's
-content from git objects and records the version it built in the materialization's
-metadata — which is what this sensor compares with, so versions never drift.
+* ``BUILD_ASSETS_GIT_REMOTE`` — remote name, URL or path to fetch (default ``origin`` of the
+  monorepo clone ``BUILD_ASSETS_REPO``);
+* ``BUILD_ASSETS_GIT_BRANCH`` — branch to follow (default ``main``);
+* ``BUILD_ASSETS_SENSOR_INTERVAL`` — seconds between ticks (default 60);
+* ``BUILD_ASSETS_WEBSERVER`` — ``host:port`` of the Dagster webserver to ask for a code
+  location reload when the branch moved (unset: no reload).
 
-How the UI stays current: code versions shown by the UI are computed when the code location
-loads. A server following a branch sets `BUILD_ASSETS_REF=refs/build-assets/sensor/main`
-(the ref this sensor fetches into), so every load — the UI's and each run's — computes
-versions at the fetched commit; with `BUILD_ASSETS_WEBSERVER=host:port` the sensor also
-asks the webserver to reload the code location after requesting a run (best effort).
+Each tick runs one ``git fetch <remote> +refs/heads/<branch>:refs/build-assets/sensor/<branch>``
+in the monorepo clone: a private ref, so no branch, index or working tree is touched. The
+cursor is the last processed commit. Tip unchanged → SkipReason (cost: one fetch). Tip moved
+→ every image version *at that commit* is computed from git objects (one ``git ls-tree``, no
+checkout) and compared with what each asset's latest materialization built; one run is
+requested for exactly the stale images and Lambda functions, ``run_key`` = the commit, tags
+``build-assets/commit`` and ``build-assets/branch``. Only the tip is evaluated, so several
+pushes between ticks coalesce into one run for the newest commit. A force-push or rewound
+branch is logged and handled the same way: the tip is compared with what is built (a rewind
+to built content requests nothing, or a run whose builds are registry cache hits). A failed
+fetch (remote down, bad URL, timeout) is a SkipReason naming the error; the cursor stays, so
+the next tick retries.
+
+What "built" means: the ``version`` metadata of the latest materialization (what the run
+really built), falling back to the code version Dagster recorded
+(``instance.get_latest_materialization_code_versions``). Both agree when the run's code
+location was at the commit it built; the metadata stays right when it was not (below).
+
+How a run pins what it builds. Code versions are computed when a code location loads, and
+each run loads the code afresh in its own process, possibly after the branch moved again.
+So the sensor does not rely on the run's load: it puts the commit in the run's tags, and
+`assets.run_image_builds` builds *that commit's* versions from git objects whenever its own
+load is at another state (working tree, or a later commit), and records the version it built
+in the materialization metadata. The run builds what the sensor compared, never the
+working tree of the server.
+
+How the UI avoids stale code versions. A server following a branch runs with
+``BUILD_ASSETS_REF=refs/build-assets/sensor/<branch>`` — the ref this sensor fetches into —
+so every load of the location (the UI's, the daemon's, each run's) computes versions at the
+fetched commit, and a run started right after the tick loads exactly the commit it was
+asked to build. The loaded UI keeps its versions until the location reloads: with
+``BUILD_ASSETS_WEBSERVER`` set, each tick that sees the branch move asks the webserver to
+reload the location (GraphQL ``reloadRepositoryLocation``, in a background thread, best
+effort, logged), so the UI shows the new tip's versions and staleness within seconds.
+Without ``BUILD_ASSETS_REF`` the location shows the clone's working tree and the sensor still
+builds each pushed commit correctly.
+
+Images new at the tip are unknown to the loaded location until it reloads (a run cannot
+select them yet): they are kept in the cursor as pending and requested by a later tick, once
+the location knows them (after the reload above).
 """
 
+import json
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,8 +78,25 @@ from build_assets.versioning import VersionSet, commit_versions
 
 ENV_REMOTE = "BUILD_ASSETS_GIT_REMOTE"
 ENV_BRANCH = "BUILD_ASSETS_GIT_BRANCH"
+ENV_INTERVAL = "BUILD_ASSETS_SENSOR_INTERVAL"
 ENV_WEBSERVER = "BUILD_ASSETS_WEBSERVER"
 BRANCH_TAG = "build-assets/branch"
+FETCH_TIMEOUT_S = 120.0
+
+_RELOAD_MUTATION = """
+mutation Reload($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on WorkspaceLocationEntry {
+      locationOrLoadError { __typename ... on PythonError { message } }
+    }
+    ... on ReloadNotSupported { message }
+    ... on RepositoryLocationNotFound { message }
+    ... on UnauthorizedError { message }
+    ... on PythonError { message }
+  }
+}
+"""
 
 
 def sensor_ref(branch: str) -> str:
@@ -54,14 +104,32 @@ def sensor_ref(branch: str) -> str:
     return f"refs/build-assets/sensor/{branch}"
 
 
-def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+def _git(repo: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}  # never wait for a password prompt
+    return subprocess.run(
+        ["git", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=timeout,
+    )
 
 
-def fetch_tip(repo: Path, remote: str, branch: str) -> str:
-    """Fetch `branch` of `remote` (a name, URL or path) and return its tip commit."""
+def fetch_tip(repo: Path, remote: str, branch: str, timeout: float = FETCH_TIMEOUT_S) -> str:
+    """Fetch `branch` of `remote` (a name, URL or path) into `sensor_ref`; return its tip.
+
+    UserError (one line) when the fetch fails or takes longer than `timeout` seconds.
+    """
     ref = sensor_ref(branch)
-    proc = _git(repo, "fetch", "--quiet", "--no-tags", remote, f"+refs/heads/{branch}:{ref}")
+    refspec = f"+refs/heads/{branch}:{ref}"
+    try:
+        proc = _git(repo, "fetch", "--quiet", "--no-tags", remote, refspec, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"git fetch {remote} {branch}: no answer in {timeout:.0f}s") from None
+    except OSError as exc:  # the clone's folder is missing, git is not installed
+        raise UserError(f"git fetch {remote} {branch} in {repo}: {exc}") from None
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         raise UserError(f"git fetch {remote} {branch} failed: {lines[-1] if lines else '?'}")
@@ -81,83 +149,75 @@ def built_versions(instance: DagsterInstance, keys: list[AssetKey]) -> dict[Asse
     return out
 
 
-def stale_at(
-    versions: VersionSet, instance: DagsterInstance, translator: ImageAssetTranslator
-) -> list[AssetKey]:
-    """Image and function keys whose built version differs from their version in `versions`."""
+def wanted_versions(versions: VersionSet, translator: ImageAssetTranslator) -> dict[AssetKey, str]:
+    """Every image and function key of `versions` with the version it should be built at."""
     wanted: dict[AssetKey, str] = {}
     for img in versions:
         wanted[translator.get_image_key(img)] = img.version
         for fn in img.lambdas:
             wanted[translator.get_lambda_key(fn, img)] = img.version
+    return wanted
+
+
+def stale_at(
+    versions: VersionSet, instance: DagsterInstance, translator: ImageAssetTranslator
+) -> list[AssetKey]:
+    """Image and function keys whose built version differs from their version in `versions`
+    (images in dependency order, then functions)."""
+    wanted = wanted_versions(versions, translator)
     built = built_versions(instance, list(wanted))
     return [key for key, version in wanted.items() if built.get(key) != version]
 
 
-def _reload_ui(context: SensorEvaluationContext) -> None:
-    address = os.environ.get(ENV_WEBSERVER)
-    if not address:
-        return
-    try:
-        from dagster_graphql import DagsterGraphQLClient
-
-        from build_assets.launch import discover_location, webserver_address
-
-        host, port = webserver_address()
-        client = DagsterGraphQLClient(host, port_number=port)
-        client.reload_repository_location(discover_location(host, port))
-        context.log.info(f"asked {address} to reload the code location")
-    except Exception as exc:  # noqa: BLE001 - a reload is a courtesy, never a failure
-        context.log.warning(f"could not reload the code location at {address}: {exc}")
+def parse_cursor(cursor: str | None) -> tuple[str | None, list[AssetKey]]:
+    """(last processed commit, keys stale there but not yet known to the code location)."""
+    if not cursor:
+        return None, []
+    if cursor.startswith("{"):
+        data = json.loads(cursor)
+        return data.get("commit"), [AssetKey.from_user_string(k) for k in data.get("pending", [])]
+    return cursor, []
 
 
-def evaluate_push(
-    context: SensorEvaluationContext,
-    resource: ImageBuildResource,
-    translator: ImageAssetTranslator,
-    remote: str | None,
-    branch: str | None,
-) -> Iterator[RunRequest | SkipReason]:
-    """One tick: fetch, compare the tip's versions with what is built, request a run."""
-    settings = resource.settings()
-    remote = remote or os.environ.get(ENV_REMOTE) or "origin"
-    branch = branch or os.environ.get(ENV_BRANCH) or "main"
-    try:
-        tip = fetch_tip(settings.repo, remote, branch)
-    except UserError as exc:
-        yield SkipReason(str(exc))
-        return
-    previous = context.cursor
-    if tip == previous:
-        yield SkipReason(f"{branch} still at {tip[:12]}")
-        return
-    if previous and _git(settings.repo, "merge-base", "--is-ancestor", previous, tip).returncode:
-        context.log.info(f"{branch} was rewound or force-pushed ({previous[:12]} -> {tip[:12]})")
-    try:
-        versions = commit_versions(settings.repo, tip, settings.manifest)
-    except UserError as exc:
-        context.update_cursor(tip)  # a broken manifest at this commit: wait for the next push
-        yield SkipReason(f"commit {tip[:12]}: {exc}")
-        return
-    stale = stale_at(versions, context.instance, translator)
-    known = _known_keys(context)
-    if known is not None:
-        unknown = [k for k in stale if k not in known]
-        if unknown:
-            names = ", ".join(k.to_user_string() for k in unknown)
-            context.log.warning(f"not in the loaded code location yet (reload it): {names}")
-        stale = [k for k in stale if k in known]
-    context.update_cursor(tip)
-    if not stale:
-        yield SkipReason(f"commit {tip[:12]}: every image is already built")
-        return
-    context.log.info(f"commit {tip[:12]}: {len(stale)} stale assets")
-    yield RunRequest(
-        run_key=tip,
-        asset_selection=stale,
-        tags={COMMIT_TAG: tip, BRANCH_TAG: branch},
-    )
-    _reload_ui(context)
+def make_cursor(commit: str, pending: list[AssetKey]) -> str:
+    """The commit alone, or a JSON object when some keys wait for a code location reload."""
+    if not pending:
+        return commit
+    return json.dumps({"commit": commit, "pending": [k.to_user_string() for k in pending]})
+
+
+def request_reload(location: str, address: str, log) -> threading.Thread:
+    """Ask the webserver at `address` (host:port) to reload `location`, in a background thread
+    (the tick does not wait; the reload itself takes seconds). Best effort: failures are logged."""
+    from build_assets.launch import graphql
+
+    host, _, port = address.rpartition(":")
+
+    def reload() -> None:
+        start = time.monotonic()
+        try:
+            data = graphql(host or "127.0.0.1", int(port), _RELOAD_MUTATION, {"name": location})
+            result = data["reloadRepositoryLocation"]
+            kind = result["__typename"]
+            loaded = (result.get("locationOrLoadError") or {}).get("__typename")
+            if kind != "WorkspaceLocationEntry" or loaded == "PythonError":
+                raise UserError(result.get("message") or kind)
+            log.info(
+                f"reloaded code location {location} at {address} ({time.monotonic() - start:.1f}s)"
+            )
+        except Exception as exc:  # noqa: BLE001 - a reload is a courtesy, never a failure
+            log.warning(f"could not reload code location {location} at {address}: {exc}")
+
+    thread = threading.Thread(target=reload, name="build-assets-reload", daemon=True)
+    thread.start()
+    return thread
+
+
+def _location_name(context: SensorEvaluationContext) -> str:
+    origin = context.code_location_origin
+    if origin is not None:
+        return origin.location_name
+    return os.environ.get("BUILD_ASSETS_LOCATION_NAME") or "build_assets"
 
 
 def _known_keys(context: SensorEvaluationContext) -> set[AssetKey] | None:
@@ -170,22 +230,124 @@ def _known_keys(context: SensorEvaluationContext) -> set[AssetKey] | None:
     return set(repo_def.asset_graph.get_all_asset_keys())
 
 
+def _split_known(
+    context: SensorEvaluationContext, keys: list[AssetKey]
+) -> tuple[list[AssetKey], list[AssetKey]]:
+    known = _known_keys(context)
+    if known is None:
+        return keys, []
+    return [k for k in keys if k in known], [k for k in keys if k not in known]
+
+
+def _pending_tick(
+    context: SensorEvaluationContext,
+    settings_repo: Path,
+    manifest: Path,
+    translator: ImageAssetTranslator,
+    tip: str,
+    pending: list[AssetKey],
+    branch: str,
+) -> Iterator[RunRequest | SkipReason]:
+    """Same tip, some keys waiting for a reload: request the ones the location knows now."""
+    ready, waiting = _split_known(context, pending)
+    if not ready:
+        names = ", ".join(k.to_user_string() for k in waiting)
+        yield SkipReason(f"{branch} at {tip[:12]}; waiting for a code location reload: {names}")
+        return
+    wanted = wanted_versions(commit_versions(settings_repo, tip, manifest), translator)
+    built = built_versions(context.instance, ready)
+    stale = [k for k in ready if k in wanted and built.get(k) != wanted[k]]
+    context.update_cursor(make_cursor(tip, waiting))
+    if not stale:
+        yield SkipReason(f"commit {tip[:12]}: pending assets are built")
+        return
+    suffix = "+".join(sorted(k.to_user_string() for k in stale))
+    yield RunRequest(
+        run_key=f"{tip}:{suffix}",
+        asset_selection=stale,
+        tags={COMMIT_TAG: tip, BRANCH_TAG: branch},
+    )
+
+
+def evaluate_push(
+    context: SensorEvaluationContext,
+    resource: ImageBuildResource,
+    translator: ImageAssetTranslator,
+    remote: str | None,
+    branch: str | None,
+) -> Iterator[RunRequest | SkipReason]:
+    """One tick: fetch, compare the tip's versions with what is built, request one run."""
+    settings = resource.settings()
+    remote = remote or os.environ.get(ENV_REMOTE) or "origin"
+    branch = branch or os.environ.get(ENV_BRANCH) or "main"
+    try:
+        tip = fetch_tip(settings.repo, remote, branch)
+    except UserError as exc:
+        yield SkipReason(str(exc))
+        return
+    previous, pending = parse_cursor(context.cursor)
+    if tip == previous:
+        if pending:
+            yield from _pending_tick(
+                context, settings.repo, settings.manifest, translator, tip, pending, branch
+            )
+        else:
+            yield SkipReason(f"{branch} still at {tip[:12]}")
+        return
+    if previous:
+        check = _git(settings.repo, "merge-base", "--is-ancestor", previous, tip)
+        if check.returncode == 1:
+            context.log.info(
+                f"{branch} was rewound or force-pushed ({previous[:12]} -> {tip[:12]})"
+            )
+        elif check.returncode != 0:
+            context.log.info(f"{branch}: previous commit {previous[:12]} is unknown here")
+    try:
+        versions = commit_versions(settings.repo, tip, settings.manifest)
+    except UserError as exc:
+        context.update_cursor(tip)  # a broken manifest at this commit: wait for the next push
+        yield SkipReason(f"commit {tip[:12]}: {exc}")
+        return
+    stale, unknown = _split_known(context, stale_at(versions, context.instance, translator))
+    if unknown:
+        names = ", ".join(k.to_user_string() for k in unknown)
+        context.log.warning(f"not in the loaded code location yet, pending a reload: {names}")
+    context.update_cursor(make_cursor(tip, unknown))
+    if stale:
+        context.log.info(f"commit {tip[:12]}: {len(stale)} stale assets")
+        yield RunRequest(
+            run_key=tip,
+            asset_selection=stale,
+            tags={COMMIT_TAG: tip, BRANCH_TAG: branch},
+        )
+    else:
+        yield SkipReason(f"commit {tip[:12]}: every image is already built")
+    address = os.environ.get(ENV_WEBSERVER)
+    if address:  # the branch moved: let the UI show the new tip's code versions
+        request_reload(_location_name(context), address, context.log)
+
+
 def build_git_push_sensor(
     *,
     translator: ImageAssetTranslator | None = None,
     name: str = "git_push_sensor",
     remote: str | None = None,
     branch: str | None = None,
-    interval_seconds: int = 60,
+    interval_seconds: int | None = None,
 ) -> SensorDefinition:
-    """A sensor that requests one run per pushed commit for exactly the stale images."""
+    """A sensor that requests one run per pushed commit for exactly the stale assets.
+
+    `remote`/`branch` default to BUILD_ASSETS_GIT_REMOTE/BUILD_ASSETS_GIT_BRANCH (read each
+    tick), `interval_seconds` to BUILD_ASSETS_SENSOR_INTERVAL or 60.
+    """
     translator = translator or ImageAssetTranslator()
+    interval = interval_seconds or int(os.environ.get(ENV_INTERVAL) or 60)
 
     @sensor(
         name=name,
-        minimum_interval_seconds=interval_seconds,
+        minimum_interval_seconds=interval,
         asset_selection=AssetSelection.all(),
-        description="Fetches a git branch; builds the images the newest commit changed.",
+        description="Fetches a git branch; builds the images its newest commit changed.",
     )
     def _git_push_sensor(context: SensorEvaluationContext, image_builds: ImageBuildResource):
         yield from evaluate_push(context, image_builds, translator, remote, branch)
