@@ -8,21 +8,35 @@ the run's own process computes the versions afresh and builds them.
 
 What is stale is decided like the git sensor decides it: an asset whose latest
 materialization built another version (metadata `version`) than the current one.
+
+Without a webserver (only `dagster-daemon run`), `submit_materialization(...,
+instance=...)` falls back to `submit_via_instance`: it loads the code location in this
+process (the module workspace.yaml names), creates the run in the instance and submits it to
+the instance's run coordinator (QUEUED with the default QueuedRunCoordinator) — what
+`dagster job launch` does, minus the code-server subprocess. Slower (it imports Dagster and
+the code location, ~2-3 s) but needs nothing else running; the daemon picks the run up by
+the code location's name (BUILD_ASSETS_LOCATION_NAME, default `build_assets`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 from build_assets.errors import UserError
 
 ENV_WEBSERVER = "BUILD_ASSETS_WEBSERVER"
 ENV_LOCATION = "BUILD_ASSETS_LOCATION_NAME"
 DEFAULT_WEBSERVER = "127.0.0.1:3000"
+DEFAULT_LOCATION = "build_assets"
+DEFAULT_MODULE = "build_assets.definitions"
+ASSET_JOB = "__ASSET_JOB"
+REPOSITORY = "__repository__"
 IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 _LOCATIONS_QUERY = (
@@ -48,6 +62,17 @@ mutation Launch($params: ExecutionParams!) {
 """
 
 
+class WebserverUnavailable(UserError):
+    """Nothing answers at the webserver address."""
+
+
+class SubmittedRun(NamedTuple):
+    """A queued run: unpacks as `run_id, url`."""
+
+    run_id: str
+    url: str
+
+
 def webserver_address() -> tuple[str, int]:
     """(host, port) of the Dagster webserver (BUILD_ASSETS_WEBSERVER, default 127.0.0.1:3000)."""
     address = os.environ.get(ENV_WEBSERVER) or DEFAULT_WEBSERVER
@@ -68,7 +93,7 @@ def graphql(host: str, port: int, query: str, variables: dict | None = None) -> 
         with urllib.request.urlopen(request, timeout=30) as response:
             payload = json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise UserError(
+        raise WebserverUnavailable(
             f"no Dagster webserver at {host}:{port} ({exc}): start `dagster dev` in the project"
             f" folder, or set {ENV_WEBSERVER}=host:port"
         ) from None
@@ -113,41 +138,153 @@ def built_versions(host: str, port: int) -> dict[tuple[str, ...], str | None]:
     return out
 
 
-def submit_materialization(
-    asset_paths: list[list[str]], tags: dict[str, str] | None = None
-) -> tuple[str, str]:
-    """Queue a run materializing these asset keys (as paths); return (run id, UI link)."""
+def run_url(run_id: str) -> str:
+    """The run's page in the UI (BUILD_ASSETS_WEBSERVER, default http://127.0.0.1:3000)."""
     host, port = webserver_address()
+    return f"http://{host}:{port}/runs/{run_id}"
+
+
+def _paths(asset_keys: Iterable[Any]) -> list[list[str]]:
+    """Asset keys as paths: AssetKey objects or sequences of strings."""
+    return [list(getattr(k, "path", k)) for k in asset_keys]
+
+
+def submit_materialization(
+    asset_keys: Sequence[Any],
+    tags: dict[str, str] | None = None,
+    *,
+    location_name: str | None = None,
+    instance: Any = None,
+) -> SubmittedRun:
+    """Queue a run materializing `asset_keys` (AssetKeys or paths); return (run id, UI link).
+
+    Through the webserver's GraphQL API; when no webserver answers and a DagsterInstance is
+    given, through that instance instead (`submit_via_instance`).
+    """
+    paths = _paths(asset_keys)
+    host, port = webserver_address()
+    try:
+        location = location_name or discover_location(host, port)
+    except WebserverUnavailable:
+        if instance is None:
+            raise
+        return submit_via_instance(instance, paths, tags, location_name=location_name)
     params = {
         "selector": {
-            "repositoryLocationName": discover_location(host, port),
-            "repositoryName": "__repository__",
-            "pipelineName": "__ASSET_JOB",
-            "assetSelection": [{"path": p} for p in asset_paths],
+            "repositoryLocationName": location,
+            "repositoryName": REPOSITORY,
+            "pipelineName": ASSET_JOB,
+            "assetSelection": [{"path": p} for p in paths],
         },
         "mode": "default",
         "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
     }
-    result = graphql(host, port, _LAUNCH_MUTATION, {"params": params})["launchPipelineExecution"]
+    try:
+        data = graphql(host, port, _LAUNCH_MUTATION, {"params": params})
+    except WebserverUnavailable:
+        if instance is None:
+            raise
+        return submit_via_instance(instance, paths, tags, location_name=location)
+    result = data["launchPipelineExecution"]
     if result["__typename"] != "LaunchRunSuccess":
         message = result.get("message") or "; ".join(e["message"] for e in result.get("errors", []))
         raise UserError(f"the webserver refused the run ({result['__typename']}): {message}")
     run_id = result["run"]["runId"]
-    return run_id, f"http://{host}:{port}/runs/{run_id}"
+    return SubmittedRun(run_id, f"http://{host}:{port}/runs/{run_id}")
+
+
+def submit_via_instance(
+    instance: Any,
+    asset_keys: Sequence[Any],
+    tags: dict[str, str] | None = None,
+    *,
+    location_name: str | None = None,
+    module_name: str = DEFAULT_MODULE,
+    python_file: str | None = None,
+) -> SubmittedRun:
+    """Create a run of `asset_keys` in `instance` and submit it to its run coordinator.
+
+    The code location (`module_name`, or `python_file`) is loaded in this process under
+    `location_name` (BUILD_ASSETS_LOCATION_NAME, default `build_assets`): the daemon launches
+    the run on its own code server of that name.
+    """
+    from dagster import AssetKey
+    from dagster._core.definitions.selector import JobSubsetSelector
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+
+    location = location_name or os.environ.get(ENV_LOCATION) or DEFAULT_LOCATION
+    keys = [AssetKey(p) for p in _paths(asset_keys)]
+    target = LoadableTargetOrigin(
+        executable_path=sys.executable,
+        working_directory=os.getcwd(),
+        module_name=None if python_file else module_name,
+        python_file=python_file,
+    )
+    origin = InProcessCodeLocationOrigin(loadable_target_origin=target, location_name=location)
+    with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as process:
+        workspace = process.create_request_context()
+        code_location = workspace.get_code_location(location)
+        repo = code_location.get_repository(REPOSITORY)
+        missing = [k for k in keys if not repo.asset_graph.has(k)]
+        if missing:
+            names = ", ".join(k.to_user_string() for k in missing)
+            raise UserError(f"not assets of code location {location}: {names}")
+        selector = JobSubsetSelector(
+            location_name=location,
+            repository_name=REPOSITORY,
+            job_name=ASSET_JOB,
+            op_selection=None,
+            asset_selection=keys,
+        )
+        remote_job = code_location.get_job(selector)
+        plan = code_location.get_execution_plan(
+            remote_job, {}, step_keys_to_execute=None, known_state=None, instance=instance
+        )
+        run = instance.create_run(
+            job_name=ASSET_JOB,
+            run_id=None,
+            run_config={},
+            resolved_op_selection=None,
+            step_keys_to_execute=plan.execution_plan_snapshot.step_keys_to_execute,
+            op_selection=None,
+            status=None,
+            root_run_id=None,
+            parent_run_id=None,
+            tags={**remote_job.tags, **(tags or {})},
+            job_snapshot=remote_job.job_snapshot,
+            execution_plan_snapshot=plan.execution_plan_snapshot,
+            parent_job_snapshot=remote_job.parent_job_snapshot,
+            remote_job_origin=remote_job.get_remote_origin(),
+            job_code_origin=remote_job.get_python_origin(),
+            asset_selection=frozenset(keys),
+            asset_check_selection=None,
+            asset_graph=repo.asset_graph,
+        )
+        instance.submit_run(run.run_id, workspace)
+    return SubmittedRun(run.run_id, run_url(run.run_id))
 
 
 def in_flight_runs(instance: Any, limit: int = 20) -> list[dict[str, Any]]:
-    """Runs queued or running in a DagsterInstance, newest first."""
+    """Runs queued or running in a DagsterInstance, newest first: run id, status, asset
+    selection, tags, created and start time (epoch seconds; start None while queued)."""
     from dagster import DagsterRunStatus, RunsFilter
 
     statuses = [DagsterRunStatus(s) for s in IN_FLIGHT]
-    runs = instance.get_runs(filters=RunsFilter(statuses=statuses), limit=limit)
-    return [
-        {
-            "run_id": run.run_id,
-            "status": run.status.value,
-            "asset_selection": sorted(k.to_user_string() for k in run.asset_selection or []),
-            "tags": {k: v for k, v in run.tags.items() if not k.startswith(".dagster")},
-        }
-        for run in runs
-    ]
+    records = instance.get_run_records(filters=RunsFilter(statuses=statuses), limit=limit)
+    out = []
+    for record in records:
+        run = record.dagster_run
+        out.append(
+            {
+                "run_id": run.run_id,
+                "status": run.status.value,
+                "asset_selection": sorted(k.to_user_string() for k in run.asset_selection or []),
+                "tags": {k: v for k, v in run.tags.items() if not k.startswith(".dagster")},
+                "created_at": record.create_timestamp.timestamp(),
+                "start_time": record.start_time,
+            }
+        )
+    return out
