@@ -104,7 +104,8 @@ SEED_FILES: dict[str, str] = {
     "receipt_agent/__init__.py": '"""Agents."""\n',
     AGENT: "def validate(metadata):\n    return bool(metadata.get('merchant_name'))\n",
     # base images
-    "infra/base_images/dynamo/Dockerfile": "FROM scratch\nCOPY receipt_dynamo /var/task/receipt_dynamo\n",
+    "infra/base_images/dynamo/Dockerfile": "FROM scratch\n"
+    + "COPY receipt_dynamo /var/task/receipt_dynamo\n",
     "infra/base_images/label/Dockerfile": _ON_BASE + "COPY receipt_label /var/task/receipt_label\n",
     "infra/base_images/agent/Dockerfile": _ON_BASE
     + "COPY receipt_agent/pyproject.toml /var/task/requirements/receipt_agent.toml\n",
