@@ -12,9 +12,12 @@ so every figure is the overhead of our code and of Dagster around real builds:
   2. dagster     the same cascade as `materialize([build_images_asset(versions)])` on a temp
                  SQLite DAGSTER_HOME instance (what `dagster dev` uses) and on an in-memory one.
   3. no-op       materialize all 50 again: every tag is in the (simulated) registry -> cached.
-  4. load        `dagster asset list -m build_assets.definitions` on the 100,000-file /
-                 200-image repo of bench/plan_speed.py, vs `python -c "import dagster"` and vs
-                 `dagster asset list` of a trivial one-asset module.
+     3b.         the same once the build-records ledger holds --history older records of
+                 --history-files files each (what months of builds of a big repo leave).
+  4. load        `dagster asset list -m build_assets.definitions` on a 100,000-file /
+                 200-image repo (bench/plan_speed.py's generator, a private copy made once in
+                 bench/.work/cascade_big), vs `python -c "import dagster"` and vs `dagster
+                 asset list` of a trivial one-asset module; round-robin, median of --runs.
 
     python bench/cascade.py [--scale 1.0] [--seed 7] [--concurrency 64] [--runs 3] [--check]
 
@@ -329,27 +332,33 @@ def fill_history(records_path: Path, versions: VersionSet, want: int, files: int
 # --------------------------------------------------------------------------- 4. load time
 
 
-def big_repo(work: Path) -> tuple[Path, str]:
-    """plan_speed's 100,000-file / 200-image repo when it is there, else one of our own."""
-    theirs = WORK / "plan_speed"
-    marker = theirs / ".bench-params"
+def big_repo(path: Path | None) -> tuple[Path, str]:
+    """The 100,000-file / 200-image repo: `path`, else a private one made (once) by
+    bench/plan_speed.py's generator in bench/.work/cascade_big — a private copy because
+    plan_speed.py edits and regenerates its own repo while it runs."""
+    if path is not None:
+        return path.resolve(), str(path)
+    ours = WORK / "cascade_big"
     want = {"files": BIG_FILES, "images": BIG_IMAGES}
+    marker = ours / ".bench-params"
     try:
-        if json.loads(marker.read_text()) == want:
-            return theirs, "bench/plan_speed.py's repo"
+        if json.loads(marker.read_text()) == want and (ours / "images.yaml").exists():
+            return ours, "bench/.work/cascade_big"
     except (OSError, ValueError):
         pass
-    ours = work / "cascade_big"
-    if not (ours / ".bench-params").exists():
-        print(f"generating {BIG_FILES} files / {BIG_IMAGES} images in {ours} ...", flush=True)
-        sys.path.insert(0, str(HERE))
-        try:
-            from plan_speed import generate  # the same generator, another folder
-        except ImportError:
-            generate = generate_big
-        generate(ours, BIG_FILES, BIG_IMAGES)
-        (ours / ".bench-params").write_text(json.dumps(want))
-    return ours, "bench/.work/cascade_big (plan_speed's repo was not there)"
+    print(f"generating {BIG_FILES} files / {BIG_IMAGES} images in {ours} ...", flush=True)
+    start = time.perf_counter()
+    sys.path.insert(0, str(HERE))
+    try:
+        from plan_speed import generate  # the same repo as bench/plan_speed.py measures
+
+        origin = "bench/.work/cascade_big, made by plan_speed.generate"
+    except ImportError:
+        generate, origin = generate_big, "bench/.work/cascade_big, fallback generator"
+    generate(ours, BIG_FILES, BIG_IMAGES)
+    marker.write_text(json.dumps(want))
+    print(f"  generated in {time.perf_counter() - start:.0f} s", flush=True)
+    return ours, origin
 
 
 def generate_big(repo: Path, files: int, images: int) -> None:
@@ -430,6 +439,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--history-files", type=int, default=2000, help="context files per older record"
+    )
+    parser.add_argument(
+        "--big-repo", type=Path, help="repo for the load time (default: a private 100k-file one)"
     )
     parser.add_argument("--skip-load", action="store_true", help="skip the load-time part")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
@@ -581,7 +593,7 @@ def main() -> int:
 
 
 def load_rows(args, tmp: Path, rows: list, notes: list) -> None:
-    repo, origin = big_repo(WORK)
+    repo, origin = big_repo(args.big_repo)
     tracked = git(repo, "ls-files", "-z").count("\0")
     dirty_before = dirty_paths(repo)
     triv = tmp / "trivial"
