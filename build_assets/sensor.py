@@ -52,6 +52,7 @@ the location knows them (after the reload above).
 """
 
 import json
+import logging
 import os
 import subprocess
 import threading
@@ -186,12 +187,18 @@ def make_cursor(commit: str, pending: list[AssetKey]) -> str:
     return json.dumps({"commit": commit, "pending": [k.to_user_string() for k in pending]})
 
 
-def request_reload(location: str, address: str, log) -> threading.Thread:
+def request_reload(
+    location: str, address: str, log: logging.Logger | None = None
+) -> threading.Thread:
     """Ask the webserver at `address` (host:port) to reload `location`, in a background thread
-    (the tick does not wait; the reload itself takes seconds). Best effort: failures are logged."""
+    (the tick does not wait; the reload itself takes seconds). Best effort: failures are logged.
+
+    `log` must outlive the tick: a tick's `context.log` is closed when the tick ends.
+    """
     from build_assets.launch import graphql
 
     host, _, port = address.rpartition(":")
+    log = log or logging.getLogger(__name__)
 
     def reload() -> None:
         start = time.monotonic()
@@ -324,7 +331,9 @@ def evaluate_push(
         yield SkipReason(f"commit {tip[:12]}: every image is already built")
     address = os.environ.get(ENV_WEBSERVER)
     if address:  # the branch moved: let the UI show the new tip's code versions
-        request_reload(_location_name(context), address, context.log)
+        location = _location_name(context)
+        context.log.info(f"asking {address} to reload code location {location}")
+        request_reload(location, address)
 
 
 def build_git_push_sensor(
