@@ -261,20 +261,20 @@ class _Git:
         return out
 
 
-# more "dirty" files than this, and most of the index: the index is stat-stale; refresh it
-# once instead of hashing every file on every run
-_REFRESH_ABOVE = 500
-
-
 class WorktreeScan:
     """The git commands of a working-tree snapshot, started in the background.
 
     Three cheap commands run in parallel: `ls-files --stage` (the index: blob ids of clean
-    files, never read here), `diff-files` (files whose content may differ from the index,
-    content-checked by git for racily clean entries) and `ls-files --others
-    --exclude-standard` (untracked, not ignored). Unlike `git status` they skip the
-    index-vs-HEAD comparison, which a version does not need. Starting them first and
-    importing/validating everything else meanwhile hides most of the interpreter's start-up.
+    files, never read here), `diff-files` (files whose stat data differ from the index, with
+    the index's blob id) and `ls-files --others --exclude-standard` (untracked, not
+    ignored). Unlike `git status` they skip the index-vs-HEAD comparison, which a version
+    does not need. Starting them first and importing/validating everything else meanwhile
+    hides most of the interpreter's start-up.
+
+    `diff-files` trusts stat data, so a stat-stale index (restored CI cache, a checkout
+    within the same second) lists files whose content did not change: each is hashed and
+    compared with the index's blob id, never trusted blindly, and when any such file turns
+    up git's index is refreshed once (what `git status` does) so the next run is fast.
     """
 
     def __init__(self, root: Path, paths: Iterable[str] | None = None) -> None:
@@ -282,7 +282,7 @@ class WorktreeScan:
         self._spec = _pathspec(paths)
         self._git_dir = _Git(root, ["rev-parse", "--absolute-git-dir"])
         self._index = _Git(root, ["ls-files", "--stage", "-z", *self._spec])
-        self._dirty = _Git(root, ["diff-files", "--name-only", "-z", *self._spec])
+        self._dirty = _Git(root, ["diff-files", "-z", *self._spec])
         self._untracked = _Git(
             root, ["ls-files", "--others", "--exclude-standard", "-z", *self._spec]
         )
@@ -300,44 +300,47 @@ class WorktreeScan:
     @functools.cached_property
     def index_digest(self) -> str:
         """sha1 of git's index file: equal digests mean an identical index (stat data too)."""
+        self.changes  # noqa: B018 - a refresh of the index, if any, happens first
         try:
             return hashlib.sha1((self.git_dir / "index").read_bytes()).hexdigest()
         except FileNotFoundError:
             return "no-index"
 
     @functools.cached_property
-    def changes(self) -> tuple[list[str], list[str]]:
-        """(files that may differ from the index, untracked files) under the scanned paths."""
-        dirty = _paths(self._dirty.result(self.root))
-        return dirty, _paths(self._untracked.result(self.root))
+    def changes(self) -> dict[str, str | None]:
+        """Working-tree files whose content differs from the index, under the scanned paths:
+        path -> canonical record, or None when deleted (untracked files included)."""
+        changed: dict[str, str | None] = {}
+        stat_only = 0
+        fields = self._dirty.result(self.root).decode("utf-8", "surrogateescape").split("\0")
+        for meta, path in zip(fields[0:-1:2], fields[1::2], strict=False):
+            # ":<index mode> <worktree mode> <index blob> <worktree blob> <status>"
+            index_mode, _, index_blob = meta[1:].split(" ")[:3]
+            disk = _file_from_disk(self.root, path)
+            if disk is not None and (disk.mode, disk.blob) == (index_mode, index_blob):
+                stat_only += 1  # same content, stale stat data
+                continue
+            changed[path] = None if disk is None else record(*disk)
+        for path in _paths(self._untracked.result(self.root)):
+            disk = _file_from_disk(self.root, path)
+            if disk is not None:
+                changed[path] = record(*disk)
+        if stat_only:
+            subprocess.run(
+                [*_GIT, "update-index", "-q", "--refresh"], cwd=self.root, capture_output=True
+            )
+        return changed
 
     @property
     def clean(self) -> bool:
-        """True when the working tree matches the index under the scanned paths."""
-        dirty, untracked = self.changes
-        return not dirty and not untracked
+        """True when the working tree's content matches the index under the scanned paths."""
+        return not self.changes
 
     def snapshot(self) -> Snapshot:
         """The working tree's files (tracked + untracked-not-ignored), sorted by path."""
         records = _index_records(self._index.result(self.root).decode("utf-8", "surrogateescape"))
-        dirty, untracked = self.changes
-        if len(dirty) > _REFRESH_ABOVE and len(dirty) > len(records) // 2:
-            # a stat-stale index (restored cache, touched tree): let git re-check content
-            # once and record it, instead of hashing every file here on every run
-            subprocess.run(
-                [*_GIT, "update-index", "-q", "--refresh"], cwd=self.root, capture_output=True
-            )
-            dirty = _paths(
-                _Git(self.root, ["diff-files", "--name-only", "-z", *self._spec]).result(self.root)
-            )
         snap = Snapshot(self.root, records, None, WorktreeReader(self.root))
-        changed: dict[str, str | None] = {}  # path -> new record, None when gone
-        for path in (*dirty, *untracked):
-            disk = _file_from_disk(self.root, path)
-            changed[path] = None if disk is None else record(*disk)
-        if not changed:
-            return snap
-        return _apply_changes(snap, changed)
+        return _apply_changes(snap, self.changes) if self.changes else snap
 
 
 def _paths(out: bytes) -> list[str]:
