@@ -42,11 +42,17 @@ class ContentReader(Protocol):
         """Return the bytes of `file` (the link target for a symlink)."""
 
 
-def git_blob_id(data: bytes) -> str:
-    """The id git gives a blob with this content (sha1 of 'blob <len>\\0' + data)."""
-    h = hashlib.sha1(b"blob %d\0" % len(data))
+def git_blob_id(data: bytes, algorithm: str = "sha1") -> str:
+    """The id git gives a blob with this content ('blob <len>\\0' + data, hashed with the
+    repository's object format: sha1, or sha256 for `--object-format=sha256` repos)."""
+    h = hashlib.new(algorithm, b"blob %d\0" % len(data))
     h.update(data)
     return h.hexdigest()
+
+
+def algorithm_of(blob: str) -> str:
+    """The object format a blob id was made with (64 hex digits: sha256)."""
+    return "sha256" if len(blob) == 64 else "sha1"
 
 
 class ContextChangedError(Exception):
@@ -68,7 +74,7 @@ class BuildContext:
         """Yield each file with its bytes, verifying them against the hashed blob id."""
         for f in self.files:
             data = self.reader.read(f)
-            if git_blob_id(data) != f.blob:
+            if git_blob_id(data, algorithm_of(f.blob)) != f.blob:
                 raise ContextChangedError(
                     f"{f.path} changed after its version was computed; re-run to build the new"
                     " content"

@@ -25,7 +25,14 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from build_assets.context import MODE_EXEC, MODE_FILE, MODE_LINK, ContextFile, git_blob_id
+from build_assets.context import (
+    MODE_EXEC,
+    MODE_FILE,
+    MODE_LINK,
+    ContextFile,
+    algorithm_of,
+    git_blob_id,
+)
 from build_assets.errors import GitError
 
 _GIT = ("git", "-c", "core.quotepath=off", "--literal-pathspecs")
@@ -164,10 +171,24 @@ class WorktreeReader:
         self.root = root
 
     def read(self, file: ContextFile) -> bytes:
+        """The file's content as git hashed it: the bytes on disk, or — when .gitattributes
+        filters (eol=crlf, clean filters) make them differ from the blob — git's own
+        normalised content, so what is shipped is what was versioned."""
         full = self.root / file.path
         if file.mode == MODE_LINK:
-            return os.readlink(full).encode()
-        return full.read_bytes()
+            return os.readlink(full).encode("utf-8", "surrogateescape")
+        data = full.read_bytes()
+        if git_blob_id(data, algorithm_of(file.blob)) == file.blob:
+            return data
+        proc = subprocess.run(
+            ["git", "hash-object", "-w", "--", file.path],
+            cwd=self.root,
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0 or proc.stdout.decode().strip() != file.blob:
+            return data  # really changed since hashing: BuildContext reports it
+        return GitObjectReader(self.root).read_object(file.blob)
 
 
 class GitObjectReader:
@@ -222,19 +243,38 @@ def _pathspec(paths: Iterable[str] | None) -> list[str]:
     return ["--", *sorted(tops)]
 
 
-def _file_from_disk(root: Path, path: str) -> ContextFile | None:
-    """Hash a working-tree file the way git would (None if it is gone or not a file)."""
-    full = root / path
-    try:
-        st = os.lstat(full)
-    except FileNotFoundError:
-        return None
-    if stat.S_ISLNK(st.st_mode):
-        return ContextFile(path, MODE_LINK, git_blob_id(os.readlink(full).encode()))
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    mode = MODE_EXEC if st.st_mode & stat.S_IXUSR else MODE_FILE
-    return ContextFile(path, mode, git_blob_id(full.read_bytes()))
+def _files_from_disk(
+    root: Path, paths: Iterable[str], algorithm: str
+) -> dict[str, ContextFile | None]:
+    """Hash working-tree files the way git would: regular files through one
+    `git hash-object --stdin-paths` (so .gitattributes filters and eol conversion apply, and
+    the repository's object format is used), symlinks by their target. None: gone or a folder.
+    """
+    out: dict[str, ContextFile | None] = {}
+    regular: list[tuple[str, str]] = []
+    for path in paths:
+        full = root / path
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            out[path] = None
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(full).encode("utf-8", "surrogateescape")
+            out[path] = ContextFile(path, MODE_LINK, git_blob_id(target, algorithm))
+        elif stat.S_ISREG(st.st_mode) and "\n" not in path:
+            regular.append((path, MODE_EXEC if st.st_mode & stat.S_IXUSR else MODE_FILE))
+        elif stat.S_ISREG(st.st_mode):  # a newline in the name: hash the raw bytes here
+            mode = MODE_EXEC if st.st_mode & stat.S_IXUSR else MODE_FILE
+            out[path] = ContextFile(path, mode, git_blob_id(full.read_bytes(), algorithm))
+        else:
+            out[path] = None
+    if regular:
+        listing = "".join(f"{p}\n" for p, _ in regular).encode("utf-8", "surrogateescape")
+        ids = _run(["hash-object", "--stdin-paths"], root, input=listing).decode().split()
+        for (path, mode), blob in zip(regular, ids, strict=True):
+            out[path] = ContextFile(path, mode, blob)
+    return out
 
 
 class _Git:
@@ -280,7 +320,7 @@ class WorktreeScan:
     def __init__(self, root: Path, paths: Iterable[str] | None = None) -> None:
         self.root = root
         self._spec = _pathspec(paths)
-        self._git_dir = _Git(root, ["rev-parse", "--absolute-git-dir"])
+        self._git_dir = _Git(root, ["rev-parse", "--absolute-git-dir", "--show-object-format"])
         self._index = _Git(root, ["ls-files", "--stage", "-z", *self._spec])
         self._dirty = _Git(root, ["diff-files", "-z", *self._spec])
         self._untracked = _Git(
@@ -294,8 +334,17 @@ class WorktreeScan:
         return set(_pathspec(paths)[1:]) <= set(self._spec[1:])
 
     @functools.cached_property
+    def _rev_parse(self) -> list[str]:
+        return self._git_dir.result(self.root).decode().split("\n")
+
+    @property
     def git_dir(self) -> Path:
-        return Path(self._git_dir.result(self.root).decode().strip())
+        return Path(self._rev_parse[0])
+
+    @property
+    def object_format(self) -> str:
+        """sha1 or sha256: the hash of this repository's object ids."""
+        return self._rev_parse[1].strip() or "sha1"
 
     @functools.cached_property
     def index_digest(self) -> str:
@@ -313,16 +362,21 @@ class WorktreeScan:
         changed: dict[str, str | None] = {}
         stat_only = 0
         fields = self._dirty.result(self.root).decode("utf-8", "surrogateescape").split("\0")
-        for meta, path in zip(fields[0:-1:2], fields[1::2], strict=False):
-            # ":<index mode> <worktree mode> <index blob> <worktree blob> <status>"
-            index_mode, _, index_blob = meta[1:].split(" ")[:3]
-            disk = _file_from_disk(self.root, path)
+        # ":<index mode> <worktree mode> <index blob> <worktree blob> <status>", path
+        dirty = {
+            path: meta[1:].split(" ")[::2][:2]  # [index mode, index blob]
+            for meta, path in zip(fields[0:-1:2], fields[1::2], strict=False)
+        }
+        untracked = _paths(self._untracked.result(self.root))
+        on_disk = _files_from_disk(self.root, [*dirty, *untracked], self.object_format)
+        for path, (index_mode, index_blob) in dirty.items():
+            disk = on_disk[path]
             if disk is not None and (disk.mode, disk.blob) == (index_mode, index_blob):
                 stat_only += 1  # same content, stale stat data
                 continue
             changed[path] = None if disk is None else record(*disk)
-        for path in _paths(self._untracked.result(self.root)):
-            disk = _file_from_disk(self.root, path)
+        for path in untracked:
+            disk = on_disk[path]
             if disk is not None:
                 changed[path] = record(*disk)
         if stat_only:

@@ -6,6 +6,7 @@ problems are reported at once (`ManifestError.lines`).
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -20,6 +21,15 @@ NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 FUNCTION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 BUILD_ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_BUILD_ARGS = {"BASE_IMAGE"}
+
+
+def _normalise(path: str) -> str:
+    """'./pkg/', 'pkg//sub' -> 'pkg', 'pkg/sub' (leaves '..' and absolute paths to be
+    rejected by validation with the path as written)."""
+    if not path or path.startswith("/") or "\\" in path:
+        return path
+    norm = posixpath.normpath(path)
+    return path if norm.startswith("..") else norm
 
 
 class CodeBuildOptions(BaseModel):
@@ -43,6 +53,16 @@ class ImageSpec(BaseModel):
     build_args: dict[str, str] = Field(default_factory=dict)
     lambdas: tuple[str, ...] = Field(default=(), alias="lambda")
     codebuild: CodeBuildOptions | None = None
+
+    @field_validator("dockerfile")
+    @classmethod
+    def _normalise_dockerfile(cls, v: str) -> str:
+        return _normalise(v)
+
+    @field_validator("source_paths")
+    @classmethod
+    def _normalise_paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_normalise(p) for p in v)
 
     @field_validator("lambdas", mode="before")
     @classmethod

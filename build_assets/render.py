@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from build_assets.plan import PlanEntry
@@ -22,7 +23,7 @@ def print_plan(entries: list[PlanEntry], *, against: str, note: str | None = Non
     for e in entries:
         why = e.reasons[:MAX_REASONS]
         more = len(e.reasons) - len(why)
-        text = "; ".join(why) + (f" (+{more} more)" if more > 0 else "")
+        text = escape("; ".join(why)) + (f" (+{more} more)" if more > 0 else "")
         table.add_row(
             "~" if e.changed else " ",
             e.name,
@@ -51,7 +52,7 @@ def print_summary(summary) -> None:
     table.add_row("Lambda already current", ", ".join(summary.functions_unchanged) or "-")
     console.print(table)
     for problem in summary.problems:
-        console.print(f"[red]{problem}[/]")
+        console.print(f"[red]{escape(problem)}[/]")
     console.print("[green]success[/]" if summary.success else "[red]failed[/]")
 
 

@@ -46,6 +46,7 @@ def tag_for(version: str) -> str:
 
 
 _GLOB_CHARS = re.compile(r"[*?\[\]\\]")
+_BRACKETS = re.compile(r"\[[^\]]*\]")
 
 
 class DockerIgnore:
@@ -67,7 +68,8 @@ class DockerIgnore:
                 continue
             lines.append(("!" if negate else "") + "/" + line)
             if not negate and self._literals is not None:
-                longest = max(_GLOB_CHARS.split(line.replace("**/", "/")), key=len).strip("/")
+                plain = _BRACKETS.sub("*", line.replace("**/", "/"))  # [abc] is no literal
+                longest = max(_GLOB_CHARS.split(plain), key=len).strip("/")
                 longest = max(longest.split("/"), key=len)
                 if len(longest) >= 2:
                     self._literals.append(longest)

@@ -510,25 +510,15 @@ def test_manifest_absent_at_ref(failures: dict) -> None:
     assert line.startswith("images.yaml: does not exist at HEAD")
 
 
-# --- known bugs (strict xfail) ------------------------------------------------------------------
+# --- bugs found by these tests, fixed -----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="render.print_plan passes reasons to rich as markup: a file named '[id].py' "
-    "(common: Next.js routes) is shown as '.py'",
-)
 def test_table_shows_file_names_with_brackets_literally(repo: Path, home: Path) -> None:
     write(repo, {"receipt_agent/[id].py": "x\n"})
     out = run_cli("plan", "--since", "HEAD", cwd=repo, home=home).stdout
     assert "new file receipt_agent/[id].py" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli._cmd_plan writes to a closed stdout (`build-assets plan --json | head -c1`) "
-    "and dies with a BrokenPipeError traceback",
-)
 def test_closed_stdout_gives_no_traceback(repo: Path, home: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
     env["BUILD_ASSETS_HOME"] = str(home)

@@ -642,15 +642,9 @@ def test_clean_tree_cache_is_used_only_for_the_same_state(repo: Path) -> None:
     assert versions(repo) == at(repo, "HEAD")
 
 
-# --- known bugs (strict xfail: they start failing once fixed; then drop the mark) -------------
+# --- bugs found by these tests, fixed -----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="manifest accepts './receipt_label' (the path exists on disk) but "
-    "Snapshot.range_of looks up the literal './receipt_label': the context silently "
-    "loses every file of it",
-)
 def test_dot_slash_source_path_is_normalised_or_rejected(repo: Path) -> None:
     replace_in(
         repo, "images.yaml", "source_paths: [receipt_label]", "source_paths: [./receipt_label]"
@@ -662,23 +656,11 @@ def test_dot_slash_source_path_is_normalised_or_rejected(repo: Path) -> None:
     assert LABEL in paths
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DockerIgnore.excluded_indices prefilters paths by the longest 'literal' of each "
-    "pattern, but takes the inside of a [...] character class as a literal: "
-    "'**/[abcdefgh]oo.txt' is looked up as 'abcdefgh' and never excludes 'aoo.txt'",
-)
 def test_dockerignore_character_class(repo: Path) -> None:
     write(repo, {".dockerignore": "**/[abcdefgh]oo.txt\n", "receipt_agent/aoo.txt": "x\n"})
     assert "receipt_agent/aoo.txt" not in context_paths(repo, HARMONIZE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gitrepo hashes dirty/untracked files with git_blob_id (sha1) while the index of "
-    "a sha256 repository holds sha256 ids: the same content gets another version once "
-    "committed, and BuildContext rejects every clean file",
-)
 def test_sha256_repository_same_content_same_version(tmp_path: Path) -> None:
     repo = tmp_path / "s"
     repo.mkdir()
@@ -690,12 +672,6 @@ def test_sha256_repository_same_content_same_version(tmp_path: Path) -> None:
     assert versions(repo) == uncommitted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with a .gitattributes eol/clean filter the index blob id describes git's "
-    "normalised content, not the bytes on disk: gitrepo._file_from_disk hashes raw bytes "
-    "of stat-dirty files, so touching a file changes the version",
-)
 def test_eol_conversion_touch_keeps_the_version(repo: Path) -> None:
     write(
         repo,
@@ -710,13 +686,6 @@ def test_eol_conversion_touch_keeps_the_version(repo: Path) -> None:
     assert versions(repo) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ContextChangedError,
-    reason="with a .gitattributes eol/clean filter, WorktreeReader reads the checked-out "
-    "(CRLF) bytes of a clean file and BuildContext compares them with the index blob id "
-    "(LF content): shipping fails with ContextChangedError",
-)
 def test_eol_conversion_clean_file_can_be_shipped(repo: Path) -> None:
     write(
         repo,
