@@ -213,6 +213,43 @@ def test_dockerignore_rules_decide_the_context(repo: Path) -> None:
     assert versions(repo) == before
 
 
+def test_dockerignore_patterns_have_docker_semantics(repo: Path) -> None:
+    """Docker anchors patterns at the context root ('*.txt' is only the root's), '**' spans
+    folders, an excluded folder takes its contents, '!' re-includes, '#' is a comment."""
+    write(
+        repo,
+        {
+            ".dockerignore": "*.txt\n"
+            "receipt_agent/*.md\n"
+            "**/*.tmp\n"
+            "receipt_agent/docs\n"
+            "!receipt_agent/docs/keep.md\n"
+            "# receipt_agent/comment.py\n",
+            "receipt_agent/a.txt": "kept: '*.txt' is anchored at the root\n",
+            "receipt_agent/notes.md": "excluded\n",
+            "receipt_agent/sub/notes.md": "kept: '*' does not cross '/'\n",
+            "receipt_agent/sub/x.tmp": "excluded\n",
+            "receipt_agent/docs/a.py": "excluded with its folder\n",
+            "receipt_agent/docs/keep.md": "re-included\n",
+            "receipt_agent/comment.py": "kept\n",
+        },
+    )
+    paths = set(context_paths(repo, HARMONIZE))
+    kept = {
+        "receipt_agent/a.txt",
+        "receipt_agent/sub/notes.md",
+        "receipt_agent/docs/keep.md",
+        "receipt_agent/comment.py",
+    }
+    excluded = {
+        "receipt_agent/notes.md",
+        "receipt_agent/sub/x.tmp",
+        "receipt_agent/docs/a.py",
+    }
+    assert kept <= paths
+    assert not excluded & paths
+
+
 def test_dockerfile_is_in_its_context_even_when_dockerignored(repo: Path) -> None:
     before = versions(repo)
     write(repo, {".dockerignore": SEED_FILES[".dockerignore"] + "**/Dockerfile\n"})
@@ -669,7 +706,23 @@ def test_sha256_repository_same_content_same_version(tmp_path: Path) -> None:
     prepend(repo, HANDLER, "# edit")
     uncommitted = versions(repo)
     commit_all(repo, "all")
-    assert versions(repo) == uncommitted
+    assert versions(repo) == uncommitted == at(repo, "HEAD")
+    # dirty files (also the Dockerfile, looked up by path) next to clean sha256 records
+    dockerfile = "infra/create_labels/lambdas/Dockerfile"
+    prepend(repo, dockerfile, "# dirty Dockerfile")
+    write(repo, {"infra/create_labels/lambdas/new.py": "n\n"})
+    assert context_paths(repo, CREATE) == [
+        dockerfile,
+        CREATE_HANDLER,
+        "infra/create_labels/lambdas/new.py",
+    ]
+    dirty = worktree_versions(repo)[CREATE]
+    assert all(len(f.blob) == 64 for f in dirty.files)
+    with tarfile.open(fileobj=io.BytesIO(dirty.context.tar_bytes())) as tar:
+        assert sorted(tar.getnames()) == [f.path for f in dirty.files]
+    assert commit_versions(repo, "HEAD")[CREATE].context.tar_bytes()
+    commit_all(repo, "dirty ones")
+    assert versions(repo)[CREATE] == dirty.version
 
 
 def test_eol_conversion_touch_keeps_the_version(repo: Path) -> None:
@@ -683,6 +736,10 @@ def test_eol_conversion_touch_keeps_the_version(repo: Path) -> None:
     assert b"\r\n" in (repo / "receipt_agent/run.bat").read_bytes()
     before = versions(repo)
     touch_all(repo)
+    assert versions(repo) == before
+    (repo / "receipt_agent/run.bat").write_bytes(b"@echo off\r\nrun twice\r\n")
+    assert changed(before, versions(repo)) == {HARMONIZE}
+    (repo / "receipt_agent/run.bat").write_bytes(b"@echo off\r\nrun\r\n")
     assert versions(repo) == before
 
 
