@@ -397,27 +397,15 @@ def test_load_manifest_missing_or_unreadable(tmp_path: Path) -> None:
         load_manifest(tmp_path / "folder.yaml")
 
 
-# --- known bugs / doubtful behaviour (strict xfail) ---------------------------------------------
+# --- bugs found by these tests, fixed -----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="load_manifest calls Path.read_text() and catches only OSError: a manifest that "
-    "is not UTF-8 escapes as UnicodeDecodeError (a traceback from `build-assets plan`)",
-)
 def test_non_utf8_manifest_is_a_manifest_error(tmp_path: Path) -> None:
     (tmp_path / "images.yaml").write_bytes(b"images:\n  a:\n    dockerfile: \xff\n")
     with pytest.raises(ManifestError, match="images.yaml"):
         load_manifest(tmp_path / "images.yaml")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the duplicate-key loader (_construct_mapping) calls construct_object on every "
-    "key, including YAML's merge key '<<': anchors + merges, which yaml.safe_load accepts, "
-    "fail with 'could not determine a constructor for the tag ...merge'",
-)
 def test_yaml_merge_keys_work() -> None:
     m = parse(
         "images:\n"
