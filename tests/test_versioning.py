@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -610,6 +612,51 @@ def test_unusual_file_names(repo: Path) -> None:
     assert versions(repo) == at(repo, "HEAD") == untracked
 
 
+def test_odd_working_tree_states(tmp_path: Path) -> None:
+    """States a developer's tree is often in: intent-to-add, a file turned into a folder,
+    a merge conflict, a submodule. None may crash `plan`; each has a defined version."""
+    repo = seed_repo(tmp_path / "r")
+    # `git add -N`: the same as untracked
+    write(repo, {"receipt_agent/ita.py": "x\n"})
+    untracked = versions(repo)
+    git(repo, "add", "-N", "receipt_agent/ita.py")
+    assert versions(repo) == untracked
+    git(repo, "rm", "-q", "--cached", "receipt_agent/ita.py")
+    (repo / "receipt_agent/ita.py").unlink()
+    # a tracked file replaced by a folder of the same name
+    (repo / AGENT).unlink()
+    write(repo, {f"{AGENT}/inner.py": "x\n"})
+    assert plan(repo)[HARMONIZE].reasons == [f"{AGENT} deleted", f"new file {AGENT}/inner.py"]
+    shutil.rmtree(repo / AGENT)
+    git(repo, "checkout", "-q", "HEAD", "--", AGENT)
+    assert rebuilt(plan(repo)) == set()
+    # a merge conflict: the file with its conflict markers is what a build would get
+    git(repo, "checkout", "-q", "-b", "other")
+    prepend(repo, AGENT, "# other")
+    commit_all(repo, "other")
+    git(repo, "checkout", "-q", "main")
+    prepend(repo, AGENT, "# main")
+    commit_all(repo, "main")
+    with pytest.raises(subprocess.CalledProcessError):
+        git(repo, "merge", "-q", "other")
+    entries = plan(repo)
+    assert rebuilt(entries) == {HARMONIZE}
+    assert entries[HARMONIZE].reasons == [f"{AGENT} modified"]
+    git(repo, "merge", "--abort")
+    assert rebuilt(plan(repo)) == set()
+
+
+def test_submodules_are_no_part_of_a_context(tmp_path: Path) -> None:
+    repo = seed_repo(tmp_path / "r")
+    before = versions(repo)
+    vendored = seed_repo(tmp_path / "vendored")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(vendored),
+        "receipt_agent/vendor")  # fmt: skip
+    assert versions(repo) == before
+    commit_all(repo, "submodule")
+    assert versions(repo) == at(repo, "HEAD") == before
+
+
 # --- what is hashed is what is shipped ----------------------------------------------------------
 
 
@@ -752,3 +799,23 @@ def test_eol_conversion_clean_file_can_be_shipped(repo: Path) -> None:
     (repo / "receipt_agent/run.bat").unlink()
     git(repo, "checkout", "--", "receipt_agent/run.bat")
     worktree_versions(repo)[HARMONIZE].context.tar_bytes()
+
+
+# --- known bugs / doubtful behaviour (strict xfail: drop the mark once fixed) ------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=FileNotFoundError,
+    reason="sparse checkout: a context file outside the sparse cone is versioned from its "
+    "index blob (skip-worktree entry) but WorktreeReader.read opens it on disk: shipping "
+    "fails with a bare FileNotFoundError instead of sending the versioned content",
+)
+def test_sparse_checkout_ships_the_versioned_content(repo: Path) -> None:
+    before = versions(repo)
+    git(repo, "sparse-checkout", "set", "--no-cone", "/*", f"!/{AGENT}")
+    assert not (repo / AGENT).exists()
+    assert versions(repo) == before  # versioned from the index: same as a full checkout
+    img = worktree_versions(repo)[HARMONIZE]
+    with tarfile.open(fileobj=io.BytesIO(img.context.tar_bytes())) as tar:
+        assert tar.extractfile(AGENT).read() == SEED_FILES[AGENT].encode()  # type: ignore[union-attr]
