@@ -460,6 +460,21 @@ def test_same_content_same_version_in_another_clone_and_folder(tmp_path: Path) -
     assert at(a, "HEAD") == at(b, "HEAD") == versions(a)
 
 
+def test_linked_worktree_and_manifest_location_do_not_matter(tmp_path: Path) -> None:
+    repo = seed_repo(tmp_path / "main")
+    before = versions(repo)
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "-b", "feature", str(linked))
+    assert versions(linked) == before
+    prepend(linked, HANDLER, "# only in the linked worktree")
+    assert changed(before, versions(linked)) == {HARMONIZE}
+    assert versions(repo) == before  # each worktree has its own index (and version cache)
+    (repo / "deploy").mkdir()
+    (repo / "images.yaml").rename(repo / "deploy" / "images.yaml")
+    moved = worktree_versions(repo, repo / "deploy" / "images.yaml")
+    assert {img.name: img.version for img in moved} == before
+
+
 def test_commit_time_message_and_history_do_not_matter(tmp_path: Path) -> None:
     a = make_repo(tmp_path / "a", {})
     commit_all(a, "first: an empty commit", date="2001-01-01T00:00:00Z")
