@@ -44,7 +44,14 @@ asked to build. The loaded UI keeps its versions until the location reloads: wit
 reload the location (GraphQL ``reloadRepositoryLocation``, in a background thread, best
 effort, logged), so the UI shows the new tip's versions and staleness within seconds.
 Without ``BUILD_ASSETS_REF`` the location shows the clone's working tree and the sensor still
-builds each pushed commit correctly.
+builds each pushed commit correctly. The ref must exist before the location first loads:
+`ensure_sensor_ref` (or one ``git fetch``) creates it.
+
+A run that fails is not retried by the sensor for the same commit (its cursor moved on):
+re-execute it from the UI (the copy keeps the commit tag, so it builds the same content), or
+the next push requests whatever is still stale. Runs of successive commits may overlap; the
+concurrency pool of the build step and the registry cache (a tag that exists is not rebuilt)
+make an image both runs select cost one build.
 
 Images new at the tip are unknown to the loaded location until it reloads (a run cannot
 select them yet): they are kept in the cursor as pending and requested by a later tick, once
@@ -135,6 +142,19 @@ def fetch_tip(repo: Path, remote: str, branch: str, timeout: float = FETCH_TIMEO
         lines = proc.stderr.strip().splitlines()
         raise UserError(f"git fetch {remote} {branch} failed: {lines[-1] if lines else '?'}")
     return _git(repo, "rev-parse", ref).stdout.strip()
+
+
+def ensure_sensor_ref(repo: Path, remote: str = "origin", branch: str = "main") -> str:
+    """Fetch `sensor_ref(branch)` if it does not exist yet; return its commit.
+
+    A location started with BUILD_ASSETS_REF=refs/build-assets/sensor/<branch> cannot load
+    before the first fetch (and the sensor lives in that location): call this first, or run
+    ``git fetch origin +refs/heads/main:refs/build-assets/sensor/main`` once in the clone.
+    """
+    current = _git(repo, "rev-parse", "--verify", "--quiet", sensor_ref(branch))
+    if current.returncode == 0:
+        return current.stdout.strip()
+    return fetch_tip(repo, remote, branch)
 
 
 def built_versions(instance: DagsterInstance, keys: list[AssetKey]) -> dict[AssetKey, str | None]:

@@ -26,10 +26,16 @@ from dagster import (
 from build_assets.assets import COMMIT_TAG
 from build_assets.automation import AutomatedImageAssetTranslator, image_automation_condition
 from build_assets.builders.simulated import SimulatedBuilder
+from build_assets.errors import UserError
 from build_assets.location import build_definitions, load_versions
 from build_assets.resources import ImageBuildResource
 from build_assets.runner import all_keys, run_materialization
-from build_assets.sensor import build_git_push_sensor, parse_cursor, sensor_ref
+from build_assets.sensor import (
+    build_git_push_sensor,
+    ensure_sensor_ref,
+    parse_cursor,
+    sensor_ref,
+)
 from build_assets.translator import ImageAssetTranslator
 from build_assets.versioning import commit_versions
 from tests.gitutil import (
@@ -419,3 +425,15 @@ def test_automation_condition_requests_the_changed_image_and_dependents(tmp_path
             "metadata-harmonizer-dev-harmonize-metadata",
             "create-labels-dev-create",
         }
+
+
+def test_location_tracking_the_sensor_ref_can_load_after_ensure(world) -> None:
+    dev, remote, server, resource, instance = world
+    assert git(server, "for-each-ref", sensor_ref("main")) == ""
+    with pytest.raises(UserError, match="unknown git ref"):
+        build_definitions(resource, ref=sensor_ref("main"), with_sensor=False)
+    tip = ensure_sensor_ref(server, str(remote), "main")
+    assert tip == git(dev, "rev-parse", "HEAD")
+    assert ensure_sensor_ref(server, "no-such-remote", "main") == tip  # exists: no fetch
+    defs = build_definitions(resource, ref=sensor_ref("main"), with_sensor=False)
+    assert defs.resolve_asset_graph().get_all_asset_keys()
