@@ -67,6 +67,9 @@ def generate(repo: Path, files: int, images: int, seed: int = 7) -> None:
         shutil.rmtree(repo)
     repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
+    # no background `gc --auto` after the 100k-object commit: it would run during the timings
+    git(repo, "config", "gc.auto", "0")
+    git(repo, "config", "maintenance.auto", "false")
     roots, mids = 4, 16
     lambdas = images - roots - mids
     packages = max(roots + mids + 3, images // 2)  # bases' own + shared ones
