@@ -23,7 +23,7 @@ from build_assets.builders.base import Builder, BuildResult
 from build_assets.plan import PlanEntry, compare
 from build_assets.records import BuildRecords
 from build_assets.resources import ImageBuildResource
-from build_assets.scheduler import BLOCKED, BuildScheduler, Outcome, repository_for
+from build_assets.scheduler import BLOCKED, BuildScheduler, Outcome
 from build_assets.translator import ImageAssetTranslator
 from build_assets.versioning import ImageVersion, VersionSet, commit_versions
 
@@ -211,14 +211,7 @@ def run_image_builds(
                 f"lambda {fn}: image {img.name} ({req.image_uri}) is not built; select it too"
             )
             continue
-        result = BuildResult(
-            image=img.name,
-            tag=img.tag,
-            image_uri=f"{repository_for(registry, img.name)}:{img.tag}",
-            digest=digest,
-            cached=True,
-            builder=builder.name,
-        )
+        result = BuildResult.already_pushed(req, digest, builder.name)
         yield from deploy(fn, img, result)
 
     if failures:

@@ -140,21 +140,8 @@ class BuildScheduler:
                     digest = self.builder.existing_digest(req)
                     if digest is not None:
                         self.on_event(f"{name}: {req.image_uri} already built, not rebuilding")
-                        settle(
-                            Outcome(
-                                name,
-                                CACHED,
-                                image,
-                                result=BuildResult(
-                                    image=name,
-                                    tag=image.tag,
-                                    image_uri=req.image_uri,
-                                    digest=digest,
-                                    cached=True,
-                                    builder=self.builder.name,
-                                ),
-                            )
-                        )
+                        result = BuildResult.already_pushed(req, digest, self.builder.name)
+                        settle(Outcome(name, CACHED, image, result=result))
                         continue
                     if len(in_flight) >= self.max_concurrent:
                         waiting.insert(0, name)
@@ -189,19 +176,8 @@ class BuildScheduler:
             if digest is not None:
                 # a concurrent build of the same content pushed first (tags are immutable)
                 self.on_event(f"{image.name}: build {exc.status}, but the tag is in the registry")
-                return Outcome(
-                    image.name,
-                    CACHED,
-                    image,
-                    result=BuildResult(
-                        image=image.name,
-                        tag=image.tag,
-                        image_uri=handle.request.image_uri,
-                        digest=digest,
-                        cached=True,
-                        builder=self.builder.name,
-                    ),
-                )
+                result = BuildResult.already_pushed(handle.request, digest, self.builder.name)
+                return Outcome(image.name, CACHED, image, result=result)
             self.on_event(f"{image.name}: build failed ({exc.status}): {exc}")
             return Outcome(image.name, FAILED_STATUS, image, error=exc)
         self.on_event(f"{image.name}: built {result.image_uri} {result.digest}")

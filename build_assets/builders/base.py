@@ -63,6 +63,18 @@ class BuildResult:
     log_tail: str = ""
     extra: dict = field(default_factory=dict)
 
+    @classmethod
+    def already_pushed(cls, request: BuildRequest, digest: str, builder: str) -> BuildResult:
+        """The result for a tag found in the registry: nothing was built."""
+        return cls(
+            image=request.image,
+            tag=request.tag,
+            image_uri=request.image_uri,
+            digest=digest,
+            cached=True,
+            builder=builder,
+        )
+
     @property
     def pinned_uri(self) -> str:
         """The image URI pinned by digest (repository@sha256:...)."""
