@@ -1,6 +1,20 @@
-"""The Dagster UI as a person uses it: `dagster dev` on 127.0.0.1 against a real monorepo
-and the real local stack, driven by Debian's Chromium through Playwright; plus the fast
-async launch (`build-assets materialize --async`) executed by the same daemon."""
+"""The Dagster UI as a person uses it: `dagster dev` on 127.0.0.1 against a copy of
+examples/receipts and the real local stack (dockerd + registry + moto), driven by Debian's
+Chromium through Playwright.
+
+The tests run in order and share one `dagster dev` (webserver + daemon + code server):
+
+1. the global asset lineage shows every image and Lambda function node and the edges of the
+   cascade (dynamo -> label -> agent -> harmonize image -> its function; label -> create
+   image -> its function), read from the rendered SVG and cross-checked with GraphQL;
+2. "Materialize all" clicked on that page builds every image, creates both functions on moto;
+3. an edit to receipt_dynamo (in every base) + "Reload definitions" marks the whole cascade
+   STALE (cause CODE) at once, and every node of the graph shows "Unsynced";
+4. clicking the stale `base-receipt-dynamo` node and "Materialize selected" rebuilds it, and
+   the plan's reason (`receipt_dynamo/client.py modified`) is in its materialization.
+
+Screenshots: docs/ui-asset-graph.png (the stale cascade) and docs/ui-run.png (the run).
+"""
 
 from __future__ import annotations
 
@@ -20,15 +34,52 @@ from pathlib import Path
 import pytest
 
 from build_assets.demo import make_demo_repo
-from tests.gitutil import ALL_IMAGES, CREATE, DYNAMO, HARMONIZE, prepend
+from build_assets.stack import StackInfo
+from tests.gitutil import (
+    ALL_IMAGES,
+    CREATE,
+    DYNAMO,
+    HARMONIZE,
+    LAMBDA_CREATE,
+    LAMBDA_HARMONIZE,
+    prepend,
+)
 
 pytestmark = pytest.mark.stack
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FN_HARMONIZE = "metadata-harmonizer-dev-harmonize-metadata"
-FN_CREATE = "create-labels-dev-create"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+LOCATION = "build_assets"  # the location name in workspace.yaml
+DYNAMO_KEY = "image/base-receipt-dynamo"
+IMAGE_KEYS = {f"image/{name}" for name in ALL_IMAGES}
+LAMBDA_KEYS = {f"lambda/{LAMBDA_HARMONIZE}", f"lambda/{LAMBDA_CREATE}"}
+ALL_KEYS = IMAGE_KEYS | LAMBDA_KEYS
+CASCADE = {  # (upstream, downstream) edges of the example monorepo
+    ("image/base-receipt-dynamo", "image/base-receipt-label"),
+    ("image/base-receipt-label", "image/base-receipt-agent"),
+    ("image/base-receipt-agent", f"image/{HARMONIZE}"),
+    ("image/base-receipt-label", f"image/{CREATE}"),
+    (f"image/{HARMONIZE}", f"lambda/{LAMBDA_HARMONIZE}"),
+    (f"image/{CREATE}", f"lambda/{LAMBDA_CREATE}"),
+}
+# Wide enough that Dagster draws full asset nodes (name, status rows) rather than the
+# zoomed-out "minimal" boxes whose labels are middle-truncated.
+VIEWPORT = {"width": 1920, "height": 1000}
+RUN_TIMEOUT = 240  # a loaded 2-core machine: run process + step process + docker builds
+T0 = time.monotonic()
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
 
 
 def _free_port() -> int:
@@ -38,12 +89,12 @@ def _free_port() -> int:
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str, every: float = 0.5):
-    """Poll `check` until it returns something truthy (not a fixed sleep: a deadline)."""
+    """Poll `check` until it returns something truthy, up to a deadline (no blind sleeps)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             value = check()
-        except OSError:
+        except OSError:  # the server is not answering yet
             value = None
         if value:
             return value
@@ -52,12 +103,15 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, every: floa
         time.sleep(every)
 
 
-class Server:
-    """A running `dagster dev` (webserver + daemon)."""
+def _key(path: list[str]) -> str:
+    return "/".join(path)
 
-    def __init__(self, port: int, env: dict[str, str], repo: Path) -> None:
-        self.port, self.env, self.repo = port, env, repo
-        self.url = f"http://127.0.0.1:{port}"
+
+class Dagster:
+    """A running `dagster dev` and its GraphQL API."""
+
+    def __init__(self, url: str, repo: Path, log: Path) -> None:
+        self.url, self.repo, self.log = url, repo, log
 
     def gql(self, query: str, variables: dict | None = None) -> dict:
         req = urllib.request.Request(
@@ -70,31 +124,87 @@ class Server:
         assert not payload.get("errors"), payload["errors"]
         return payload["data"]
 
-    def run_status(self, run_id: str) -> str:
-        data = self.gql(
-            "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id}
-        )
-        return data["runOrError"].get("status", "")
+    def assets(self) -> dict[str, dict]:
+        """Every asset node: deps, code version, staleness and its latest materialization."""
+        nodes = self.gql(
+            "{ assetNodes { assetKey { path } dependencyKeys { path } opVersion staleStatus"
+            " staleCauses { key { path } category reason }"
+            " assetMaterializations(limit: 1) { runId metadataEntries { label"
+            " ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr }"
+            " ... on BoolMetadataEntry { boolValue } } } } }"
+        )["assetNodes"]
+        return {_key(n["assetKey"]["path"]): n for n in nodes}
 
-    def wait_run(self, run_id: str, timeout: float = 180) -> str:
+    def run_ids(self) -> set[str]:
+        runs = self.gql("{ runsOrError(limit: 50) { ... on Runs { results { runId } } } }")
+        return {r["runId"] for r in runs["runsOrError"]["results"]}
+
+    def run(self, run_id: str) -> dict:
+        return self.gql(
+            "query($id: ID!) { runOrError(runId: $id) { ... on Run { runId status"
+            " assetSelection { path } } } }",
+            {"id": run_id},
+        )["runOrError"]
+
+    def wait_run(self, run_id: str) -> dict:
         return wait_for(
-            lambda: (s := self.run_status(run_id)) in ("SUCCESS", "FAILURE", "CANCELED") and s,
-            timeout,
-            f"run {run_id}",
+            lambda: (r := self.run(run_id))["status"] in ("SUCCESS", "FAILURE", "CANCELED") and r,
+            RUN_TIMEOUT,
+            f"run {run_id} to finish (dagster dev log: {self.log})",
         )
 
-    def reload(self) -> None:
-        self.gql(
-            "mutation($n: String!) { reloadRepositoryLocation(repositoryLocationName: $n)"
-            " { __typename } }",
-            {"n": "build_assets.definitions"},
-        )
+
+def _meta(node: dict) -> dict[str, object]:
+    """label -> value of an asset's latest materialization."""
+    (mat,) = node["assetMaterializations"]
+    return {
+        e["label"]: e.get("text", e.get("mdStr", e.get("boolValue")))
+        for e in mat["metadataEntries"]
+    }
+
+
+def _default_signals() -> None:
+    """In the child before exec: Ctrl-C and SIGTERM act normally even when this process was
+    started with them ignored (a background job of a non-interactive shell)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop `dagster dev` like Ctrl-C (it stops its webserver, daemon and code servers), then
+    whatever is left of its process group (run workers): SIGTERM, then SIGKILL."""
+
+    def group_gone() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        if sig == signal.SIGINT:
+            proc.send_signal(sig)
+        else:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+        try:
+            proc.wait(timeout=grace)
+            wait_for(group_gone, grace, "dagster dev's process group to exit", every=0.2)
+            break
+        except (subprocess.TimeoutExpired, AssertionError):
+            continue
+    _log("dagster dev stopped")
 
 
 @pytest.fixture(scope="module")
-def server(local_stack, tmp_path_factory) -> Iterator[Server]:
+def dagster(local_stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dagster]:
+    """`dagster dev -w workspace.yaml` on a free port of 127.0.0.1, against a demo monorepo."""
     if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed (scripts/setup.sh installs it)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: scripts/setup.sh installs it (apt-get install chromium)"
+        )
     work = tmp_path_factory.mktemp("ui")
     repo = make_demo_repo(work / "monorepo")
     home = work / "dagster_home"
@@ -103,215 +213,284 @@ def server(local_stack, tmp_path_factory) -> Iterator[Server]:
     port = _free_port()
     env = {
         **os.environ,
-        **local_stack.env(),
+        **local_stack.env(),  # DOCKER_HOST, registry, AWS_* of moto: what `stack_env` sets
         "DAGSTER_HOME": str(home),
         "BUILD_ASSETS_HOME": str(work / "state"),
         "BUILD_ASSETS_REPO": str(repo),
         "BUILD_ASSETS_REGISTRY": f"{local_stack.registry}/ui",
         "BUILD_ASSETS_WEBSERVER": f"127.0.0.1:{port}",
-        "MOTO_LAMBDA_STUB_ECR": "TRUE",
     }
-    log = open(work / "dagster-dev.log", "wb")  # noqa: SIM115 - closed in teardown
+    env.pop("BUILD_ASSETS_REF", None)
+    log_path = work / "dagster-dev.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed in teardown
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml")]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-m",
-            "build_assets.definitions",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
+        [*cmd, "-h", "127.0.0.1", "-p", str(port)],
         cwd=work,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True,  # its own process group: webserver, daemon, code server, runs
+        preexec_fn=_default_signals,
     )
-    srv = Server(port, env, repo)
+    server = Dagster(f"http://127.0.0.1:{port}", repo, log_path)
     try:
-        wait_for(
-            lambda: urllib.request.urlopen(f"{srv.url}/server_info", timeout=2).status == 200,
-            120,
-            "dagster dev to serve",
-        )
-        yield srv
+        _log("dagster dev starting")
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"dagster dev exited early: {log_path.read_text()[-2000:]}")
+            with urllib.request.urlopen(f"{server.url}/server_info", timeout=2) as resp:
+                return resp.status == 200
+
+        wait_for(ready, 180, f"dagster dev on {server.url}")
+        locations = server.gql(
+            "{ workspaceOrError { ... on Workspace { locationEntries { name"
+            " locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+        )["workspaceOrError"]["locationEntries"]
+        assert [(loc["name"], loc["locationOrLoadError"]["__typename"]) for loc in locations] == [
+            (LOCATION, "RepositoryLocation")
+        ], locations
+        server.gql("mutation { setNuxSeen }")  # the "Join the community" pop-up of a new instance
+        _log("dagster dev serving")
+        yield server
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
         log.close()
 
 
 @pytest.fixture(scope="module")
-def browser(server):
+def browser(dagster: Dagster):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        b.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
-def open_page(browser, url: str):
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
-    page.goto(url)
-    page.wait_for_load_state("networkidle")
-    skip = page.get_by_role("button", name="Skip")  # the community pop-up on a new profile
+@pytest.fixture
+def page(browser):
+    """A fresh browser profile per test: no remembered graph layout or expanded groups."""
+    ctx = browser.new_context(viewport=VIEWPORT)
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
     try:
-        skip.wait_for(timeout=5000)
-        skip.click()
-    except Exception:  # noqa: BLE001 - the pop-up does not always show
-        pass
-    return page
-
-
-def test_graph_shows_the_whole_cascade(server, browser) -> None:
-    nodes = server.gql("{ assetNodes { assetKey { path } dependencyKeys { path } } }")["assetNodes"]
-    deps = {
-        "/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]}
-        for n in nodes
-    }
-    assert deps["image/base-receipt-label"] == {"image/base-receipt-dynamo"}
-    assert deps["image/base-receipt-agent"] == {"image/base-receipt-label"}
-    assert deps[f"image/{HARMONIZE}"] == {"image/base-receipt-agent"}
-    assert deps[f"image/{CREATE}"] == {"image/base-receipt-label"}
-    assert deps[f"lambda/{FN_HARMONIZE}"] == {f"image/{HARMONIZE}"}
-    assert deps[f"lambda/{FN_CREATE}"] == {f"image/{CREATE}"}
-
-    seen: set[str] = set()
-    for fn in (FN_HARMONIZE, FN_CREATE):
-        page = open_page(
-            browser,
-            f"{server.url}/assets/lambda/{fn}?view=lineage&lineageScope=upstream&lineageDepth=6",
-        )
-        for name in [*ALL_IMAGES, FN_HARMONIZE, FN_CREATE]:
-            label = name if len(name) <= 24 else name[:10]  # long names are middle-truncated
-            if page.get_by_text(label, exact=False).count():
-                seen.add(name)
-        if fn == FN_HARMONIZE:
-            page.wait_for_timeout(500)
-            DOCS.mkdir(exist_ok=True)
-            page.screenshot(path=str(DOCS / "ui-asset-graph.png"))
-        page.close()
-    assert seen == {*ALL_IMAGES, FN_HARMONIZE, FN_CREATE}
-
-
-def test_materialize_from_the_ui_builds_and_succeeds(server, browser) -> None:
-    page = open_page(browser, f"{server.url}/assets/image/base-receipt-dynamo")
-    button = page.get_by_role("button").filter(has_text=re.compile(r"^\s*Materialize\s*$"))
-    button.first.click()
-    runs = lambda: server.gql(  # noqa: E731
-        "{ runsOrError(limit: 5) { ... on Runs { results {"
-        " runId status assetSelection { path } } } } }"
-    )["runsOrError"]["results"]
-    run = wait_for(
-        lambda: next(
-            (
-                r
-                for r in runs()
-                if {"path": ["image", "base-receipt-dynamo"]} in (r["assetSelection"] or [])
-            ),
-            None,
-        ),
-        60,
-        "the run launched from the UI",
-    )
-    assert server.wait_run(run["runId"]) == "SUCCESS"
-    page.goto(f"{server.url}/runs/{run['runId']}")
-    page.get_by_text("Success", exact=False).first.wait_for(timeout=30000)
-    page.screenshot(path=str(DOCS / "ui-run.png"))
-    mats = server.gql(
-        '{ assetNodes(assetKeys: [{path: ["image", "base-receipt-dynamo"]}]) {'
-        " assetMaterializations(limit: 1) { runId metadataEntries { label } } } }"
-    )["assetNodes"][0]["assetMaterializations"]
-    assert mats and mats[0]["runId"] == run["runId"]
-    assert {"tag", "digest", "reasons", "version"} <= {
-        m["label"] for m in mats[0]["metadataEntries"]
-    }
-
-
-def test_edit_then_reload_marks_the_cascade_stale(server) -> None:
-    prepend(server.repo, DYNAMO, "# edited while the UI is open")
-    try:
-        server.reload()
-        stale = wait_for(
-            lambda: (
-                {
-                    "/".join(n["assetKey"]["path"]): n["staleStatus"]
-                    for n in server.gql("{ assetNodes { assetKey { path } staleStatus } }")[
-                        "assetNodes"
-                    ]
-                }.get("image/base-receipt-dynamo")
-                == "STALE"
-                and True
-            ),
-            60,
-            "base-receipt-dynamo to turn stale after the reload",
-        )
-        assert stale
+        yield pg
     finally:
-        subprocess.run(["git", "checkout", "--", "."], cwd=server.repo, check=True)
+        ctx.close()
 
 
-def test_async_launch_returns_at_once_and_the_daemon_runs_it(server) -> None:
-    env = {**server.env}
-    start = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "build_assets",
-            "materialize",
-            "--async",
-            "--json",
-            "--select",
-            CREATE,
-            "base-receipt-label",
-            "base-receipt-dynamo",
-        ],
-        env=env,
-        cwd=server.repo,
-        capture_output=True,
-        text=True,
-        check=False,
+# --- the rendered asset graph -----------------------------------------------------------------
+
+_GRAPH_JS = """() => {
+  const svgs = [...document.querySelectorAll('svg')];
+  const svg = svgs.sort((a, b) => b.querySelectorAll('foreignObject').length
+                                 - a.querySelectorAll('foreignObject').length)[0];
+  if (!svg) return {nodes: [], edges: []};
+  const nodes = [];
+  for (const f of svg.querySelectorAll('foreignObject')) {
+    if ((f.getAttribute('class') || '').includes('group')) continue;
+    const name = f.querySelector('[class*="assetName"] [data-tooltip]')
+              || f.querySelector('[data-tooltip]');
+    if (!name) continue;
+    nodes.push({name: name.getAttribute('data-tooltip'), label: name.textContent,
+                x: +f.getAttribute('x'), y: +f.getAttribute('y'),
+                w: +f.getAttribute('width'), h: +f.getAttribute('height'),
+                text: f.textContent});
+  }
+  const edges = [...svg.querySelectorAll('path[marker-end]')].map(p => p.getAttribute('d'));
+  return {nodes, edges};
+}"""
+
+
+def open_graph(page, dagster: Dagster) -> dict:
+    """The global asset lineage page with every group expanded (as ⌥E does), once drawn."""
+    page.goto(f"{dagster.url}/asset-groups")
+    page.get_by_text("Global asset lineage").first.wait_for()
+
+    def drawn() -> str | None:
+        if len(page.evaluate(_GRAPH_JS)["nodes"]) >= len(ALL_KEYS):
+            return "expanded"
+        if page.locator('svg [aria-label="unfold_more"]').count():
+            return "collapsed"
+        return None
+
+    if wait_for(drawn, 60, "the asset graph to be drawn", every=0.2) == "collapsed":
+        page.keyboard.press("Alt+KeyE")  # "Expand all groups" (a fresh profile: all collapsed)
+
+    def complete() -> dict | None:
+        g = page.evaluate(_GRAPH_JS)
+        return g if len(g["nodes"]) >= len(ALL_KEYS) and len(g["edges"]) >= len(CASCADE) else None
+
+    return wait_for(complete, 60, "every node and edge of the global asset lineage", every=0.2)
+
+
+def _edges(graph: dict) -> set[tuple[str, str]]:
+    """(upstream, downstream) names of the drawn edges, from the SVG geometry: an edge starts
+    on the right side of its upstream node and its arrow ends at the left of the downstream."""
+    nodes = graph["nodes"]
+
+    def at(x: float, y: float, side: str) -> str | None:
+        for n in nodes:
+            edge_x = n["x"] + n["w"] if side == "right" else n["x"]
+            if abs(edge_x - x) <= 15 and n["y"] <= y <= n["y"] + n["h"]:
+                return n["name"]
+        return None
+
+    out = set()
+    for d in graph["edges"]:
+        points = [tuple(map(float, p)) for p in re.findall(r"(-?[\d.]+),(-?[\d.]+)", d)]
+        if len(points) < 2:
+            continue
+        out.add((at(*points[0], "right"), at(*points[-1], "left")))
+    return out
+
+
+def _full_key(name: str, keys: set[str]) -> str:
+    (key,) = [k for k in keys if k.endswith("/" + name)]
+    return key
+
+
+def launch_from_page(page, dagster: Dagster, button: str) -> dict:
+    """Click a materialize button of the page; the run the UI launched (by its toast)."""
+    before = dagster.run_ids()
+    page.get_by_role("button", name=button).click()
+    toast = page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}")).first
+    toast.wait_for(timeout=60_000)
+    prefix = re.search(r"[0-9a-f]{8}", toast.inner_text()).group(0)
+    new = wait_for(
+        lambda: [r for r in dagster.run_ids() - before if r.startswith(prefix)],
+        30,
+        f"run {prefix} in the runs list",
     )
-    took = time.monotonic() - start
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert set(out["assets"]) == {
-        f"image/{CREATE}",
-        "image/base-receipt-label",
-        "image/base-receipt-dynamo",
-    }
-    print(f"async launch took {took:.2f}s (command), {out['seconds']:.2f}s (submission)")
-    assert server.wait_run(out["run_id"]) == "SUCCESS"
+    assert len(dagster.run_ids() - before) == 1, "one click, one run"
+    _log(f"'{button}' launched run {new[0]}")
+    return dagster.run(new[0])
 
 
-def test_async_launch_without_a_webserver_is_one_clear_line(server, tmp_path) -> None:
-    env = {**server.env, "BUILD_ASSETS_WEBSERVER": f"127.0.0.1:{_free_port()}"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "build_assets", "materialize", "--async", "--all"],
-        env=env,
-        cwd=server.repo,
-        capture_output=True,
-        text=True,
-        check=False,
+# --- the tests, in order ----------------------------------------------------------------------
+
+
+def test_global_graph_shows_every_image_and_function_and_the_cascade(page, dagster) -> None:
+    assets = dagster.assets()
+    assert set(assets) == ALL_KEYS
+    graphql_edges = {(_key(d["path"]), k) for k, n in assets.items() for d in n["dependencyKeys"]}
+    assert graphql_edges == CASCADE
+    for node in assets.values():
+        assert node["staleStatus"] == "MISSING" and node["assetMaterializations"] == []
+
+    graph = open_graph(page, dagster)
+    drawn = {n["name"] for n in graph["nodes"]}
+    assert drawn == {*ALL_IMAGES, LAMBDA_HARMONIZE, LAMBDA_CREATE}, graph["nodes"]
+    for n in graph["nodes"]:  # long names are middle-truncated on the node, full in the tooltip
+        head, _, tail = n["label"].partition("…")
+        assert n["name"].startswith(head) and n["name"].endswith(tail), n
+    keys = {n: _full_key(n, ALL_KEYS) for n in drawn}
+    rendered_edges = {(keys.get(a, a), keys.get(b, b)) for a, b in _edges(graph)}
+    assert rendered_edges == CASCADE, graph["edges"]
+    # groups as drawn: bases, Lambda images, Lambda functions
+    for group in ("base_images", "lambda_images", "lambda_functions"):
+        assert page.locator(f'svg [data-tooltip="{group}"]').count()
+    _log("graph checked")
+
+
+def test_materialize_all_from_the_graph_builds_everything(page, dagster, stack_env) -> None:
+    open_graph(page, dagster)
+    run = launch_from_page(page, dagster, "Materialize all")
+    assert {_key(k["path"]) for k in run["assetSelection"]} == ALL_KEYS
+    assert dagster.wait_run(run["runId"])["status"] == "SUCCESS", dagster.log.read_text()[-3000:]
+    _log("materialize all: run succeeded")
+
+    assets = dagster.assets()
+    for key, node in assets.items():
+        assert node["assetMaterializations"][0]["runId"] == run["runId"], key
+        assert node["staleStatus"] == "FRESH", (key, node["staleCauses"])
+    for key in IMAGE_KEYS:
+        meta = _meta(assets[key])
+        assert meta["version"] == assets[key]["opVersion"]  # code version = content version
+        assert meta["tag"] == "git-" + assets[key]["opVersion"][:12]
+        assert str(meta["digest"]).startswith("sha256:")
+        assert meta["cached"] is False and "first build" in str(meta["reasons"])
+
+    # the functions exist on moto, pinned to the digest of their image
+    from build_assets.aws import make_client
+
+    lam = make_client("lambda")  # stack_env: this test's AWS_* point at the stack's moto
+    for fn, image in ((LAMBDA_HARMONIZE, HARMONIZE), (LAMBDA_CREATE, CREATE)):
+        pinned = _meta(assets[f"image/{image}"])["pinned_uri"]
+        assert lam.get_function(FunctionName=fn)["Code"]["ImageUri"] == pinned
+        assert _meta(assets[f"lambda/{fn}"])["image_uri"] == pinned
+
+    graph = open_graph(page, dagster)
+    wait_for(
+        lambda: all("Materialized" in n["text"] for n in page.evaluate(_GRAPH_JS)["nodes"]),
+        30,
+        "every node to show Materialized",
     )
-    assert proc.returncode == 2
-    assert "no Dagster webserver" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(graph["nodes"]) == len(ALL_KEYS)
+
+
+def test_edit_and_reload_marks_the_whole_cascade_stale(page, dagster) -> None:
+    before = {k: n["opVersion"] for k, n in dagster.assets().items()}
+    prepend(dagster.repo, DYNAMO, "# edited while the UI is open")  # in every base
+    open_graph(page, dagster)
+    page.get_by_role("button", name="Reload definitions").click()  # what a person does
+    assets = wait_for(
+        lambda: (a := dagster.assets())[DYNAMO_KEY]["opVersion"] != before[DYNAMO_KEY] and a,
+        90,
+        "the reloaded code location to show base-receipt-dynamo's new version",
+    )
+    _log("reloaded")
+    # Merkle versions: every image on dynamo and every function got a new code version,
+    # and Dagster shows the whole cascade stale at once (not one level per rebuild)
+    for key, node in assets.items():
+        assert node["opVersion"] != before[key], key
+        assert node["staleStatus"] == "STALE", (key, node["staleStatus"])
+        causes = {(_key(c["key"]["path"]), c["category"]) for c in node["staleCauses"]}
+        assert (key, "CODE") in causes, (key, node["staleCauses"])
+
+    graph = open_graph(page, dagster)
+    wait_for(
+        lambda: (
+            sum("Unsynced" in n["text"] for n in page.evaluate(_GRAPH_JS)["nodes"]) == len(ALL_KEYS)
+        ),
+        30,
+        "every node of the graph to show Unsynced",
+    )
+    assert len(graph["nodes"]) == len(ALL_KEYS)
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "ui-asset-graph.png"))
+
+
+def test_materialize_the_stale_base_from_its_node(page, dagster) -> None:
+    new_version = dagster.assets()[DYNAMO_KEY]["opVersion"]
+    open_graph(page, dagster)
+    page.locator('svg [data-tooltip="base-receipt-dynamo"]').first.click()
+    page.get_by_text("image / base-receipt-dynamo").first.wait_for()  # the asset's side panel
+    page.get_by_text(new_version).first.wait_for()  # its code version, shown in the panel
+    run = launch_from_page(page, dagster, "Materialize selected")
+    assert [_key(k["path"]) for k in run["assetSelection"]] == [DYNAMO_KEY]
+    assert dagster.wait_run(run["runId"])["status"] == "SUCCESS", dagster.log.read_text()[-3000:]
+    _log("materialize selected: run succeeded")
+
+    assets = dagster.assets()
+    dynamo = assets[DYNAMO_KEY]
+    assert dynamo["assetMaterializations"][0]["runId"] == run["runId"]
+    meta = _meta(dynamo)
+    assert meta["version"] == new_version and meta["cached"] is False
+    assert "receipt_dynamo/client.py modified" in str(meta["reasons"])  # the plan's reason
+    assert dynamo["staleStatus"] == "FRESH"
+    for key in ALL_KEYS - {DYNAMO_KEY}:  # not rebuilt yet: still stale
+        assert assets[key]["staleStatus"] == "STALE", key
+
+    page.goto(f"{dagster.url}/runs/{run['runId']}")
+    page.get_by_text("Success", exact=True).first.wait_for()
+    page.get_by_text("RUN_SUCCESS").first.wait_for()
+    page.screenshot(path=str(DOCS / "ui-run.png"))
+
+    page.goto(f"{dagster.url}/assets/image/base-receipt-dynamo")  # the asset's own page
+    page.get_by_text("receipt_dynamo/client.py modified").first.wait_for()
+    _log("reasons shown on the asset page")
