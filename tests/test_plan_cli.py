@@ -136,32 +136,34 @@ def test_json_is_exactly_one_object_with_the_documented_keys(repo: Path, home: P
     }
 
 
-@pytest.mark.parametrize(
-    ("edit", "expected", "reasons"),
-    [
-        (HANDLER, [HARMONIZE], {HARMONIZE: [f"{HANDLER} modified"]}),
-        (AGENT, [HARMONIZE], {HARMONIZE: [f"{AGENT} modified"]}),
-        (
-            DYNAMO,
-            ALL_IMAGES,
-            {
-                "base-receipt-dynamo": [f"{DYNAMO} modified"],
-                "base-receipt-label": ["base base-receipt-dynamo changed"],
-                "base-receipt-agent": ["base base-receipt-label changed"],
-                HARMONIZE: ["base base-receipt-agent changed"],
-                CREATE: ["base base-receipt-label changed"],
-            },
-        ),
-    ],
-    ids=["test1-handler", "test2-receipt_agent", "test3-receipt_dynamo"],
-)
-def test_seed_scenarios_through_the_cli(
-    repo: Path, home: Path, edit: str, expected: list[str], reasons: dict
-) -> None:
-    prepend(repo, edit, "# Testing async build")
-    entries = plan_json("--since", "HEAD", cwd=repo, home=home)
-    assert rebuilt(entries) == expected
-    assert {n: entries[n]["reasons"] for n in reasons} == reasons
+SEED_SCENARIOS = {  # the seed's tests: file edited -> (images rebuilt, their reasons)
+    "test1-handler": (HANDLER, [HARMONIZE], {HARMONIZE: [f"{HANDLER} modified"]}),
+    "test2-receipt_agent": (AGENT, [HARMONIZE], {HARMONIZE: [f"{AGENT} modified"]}),
+    "test3-receipt_dynamo": (
+        DYNAMO,
+        ALL_IMAGES,
+        {
+            "base-receipt-dynamo": [f"{DYNAMO} modified"],
+            "base-receipt-label": ["base base-receipt-dynamo changed"],
+            "base-receipt-agent": ["base base-receipt-label changed"],
+            HARMONIZE: ["base base-receipt-agent changed"],
+            CREATE: ["base base-receipt-label changed"],
+        },
+    ),
+}
+
+
+def test_seed_scenarios_through_the_cli(tmp_path: Path, home: Path) -> None:
+    calls = {}
+    for key, (edit, _, _) in SEED_SCENARIOS.items():
+        repo = seed_repo(tmp_path / key)
+        prepend(repo, edit, "# Testing async build")
+        calls[key] = {"args": ("plan", "--json", "--since", "HEAD"), "cwd": repo, "home": home}
+    for key, proc in run_many(calls).items():
+        _, expected, reasons = SEED_SCENARIOS[key]
+        entries = entries_of(proc)
+        assert rebuilt(entries) == expected, key
+        assert {n: entries[n]["reasons"] for n in reasons} == reasons, key
 
 
 def test_revert_through_the_cli_gives_back_the_tags_and_nothing_to_do(
@@ -313,20 +315,21 @@ def test_with_records_only_changed_images_are_rebuilt(repo: Path, home: Path) ->
     assert rebuilt(entries_of(runs["other"])) == ALL_IMAGES  # another registry's records
 
 
-def test_failed_records_do_not_count(repo: Path, home: Path) -> None:
-    _record_current(repo, home, REGISTRY, status=FAILED)
-    assert rebuilt(plan_json(cwd=repo, home=home)) == ALL_IMAGES
-
-
-def test_records_without_a_registry_use_the_default_key(repo: Path, home: Path) -> None:
-    _record_current(repo, home, "default")
+def test_failed_records_do_not_count_and_no_registry_means_default(
+    repo: Path, tmp_path: Path
+) -> None:
+    failed, default = tmp_path / "failed", tmp_path / "default"
+    _record_current(repo, failed, REGISTRY, status=FAILED)
+    _record_current(repo, default, "default")
     runs = run_many(
         {
-            "unset": {"args": ("plan", "--json"), "cwd": repo, "home": home, "registry": None},
-            "set": {"args": ("plan", "--json"), "cwd": repo, "home": home},
+            "failed": {"args": ("plan", "--json"), "cwd": repo, "home": failed},
+            "unset": {"args": ("plan", "--json"), "cwd": repo, "home": default, "registry": None},
+            "set": {"args": ("plan", "--json"), "cwd": repo, "home": default},
         }
     )
-    assert rebuilt(entries_of(runs["unset"])) == []
+    assert rebuilt(entries_of(runs["failed"])) == ALL_IMAGES
+    assert rebuilt(entries_of(runs["unset"])) == []  # BUILD_ASSETS_REGISTRY unset: 'default'
     assert rebuilt(entries_of(runs["set"])) == ALL_IMAGES  # nothing recorded for reg.test
 
 
