@@ -16,7 +16,7 @@ import pytest
 
 from build_assets import versioncache
 from build_assets.context import MODE_EXEC, MODE_FILE, MODE_LINK, ContextChangedError
-from build_assets.errors import ManifestError
+from build_assets.errors import GitError, ManifestError
 from build_assets.plan import PlanEntry, plan_since
 from build_assets.versioning import VersionSet, commit_versions, worktree_versions
 from tests.gitutil import (
@@ -834,3 +834,25 @@ def test_sparse_checkout_ships_the_versioned_content(repo: Path) -> None:
     img = worktree_versions(repo)[HARMONIZE]
     with tarfile.open(fileobj=io.BytesIO(img.context.tar_bytes())) as tar:
         assert tar.extractfile(AGENT).read() == SEED_FILES[AGENT].encode()  # type: ignore[union-attr]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=GitError,
+    reason="gitrepo._files_from_disk feeds dirty/untracked paths to `git hash-object "
+    "--stdin-paths`, which C-unquotes a line starting with '\"': a changed file under a "
+    "top-level folder named '\"odd' fails plan with 'line is badly quoted'",
+)
+def test_path_starting_with_a_double_quote(tmp_path: Path) -> None:
+    repo = make_repo(
+        tmp_path / "q",
+        {
+            "images.yaml": "images:\n  app:\n    dockerfile: Dockerfile\n"
+            "    source_paths: ['\"odd']\n",
+            "Dockerfile": "FROM scratch\n",
+            '"odd/a.py': "a\n",
+        },
+    )
+    before = versions(repo)
+    write(repo, {'"odd/a.py': "b\n"})
+    assert changed(before, versions(repo)) == {"app"}
