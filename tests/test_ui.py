@@ -164,15 +164,14 @@ def _meta(node: dict) -> dict[str, object]:
 
 
 def _default_signals() -> None:
-    """In the child before exec: Ctrl-C and SIGTERM act normally even when this process was
-    started with them ignored (a background job of a non-interactive shell)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    """In the child before exec: SIGTERM stops it even when this process was started with
+    SIGTERM ignored (as some job runners do), which `dagster dev` would inherit."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def stop_group(proc: subprocess.Popen) -> None:
-    """Stop `dagster dev` like Ctrl-C (it stops its webserver, daemon and code servers), then
-    whatever is left of its process group (run workers): SIGTERM, then SIGKILL."""
+    """Stop `dagster dev` and everything it started (webserver, daemon, code servers, run
+    workers: one process group): SIGTERM, then SIGKILL what is left after a grace period."""
 
     def group_gone() -> bool:
         try:
@@ -181,17 +180,14 @@ def stop_group(proc: subprocess.Popen) -> None:
             return True
         return False
 
-    for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        if sig == signal.SIGINT:
-            proc.send_signal(sig)
-        else:
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            proc.wait(timeout=grace)
-            wait_for(group_gone, grace, "dagster dev's process group to exit", every=0.2)
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=15)
+            wait_for(group_gone, 15, "dagster dev's process group to exit", every=0.2)
             break
         except (subprocess.TimeoutExpired, AssertionError):
             continue
@@ -462,7 +458,14 @@ def test_edit_and_reload_marks_the_whole_cascade_stale(page, dagster) -> None:
     )
     assert len(graph["nodes"]) == len(ALL_KEYS)
     DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "ui-asset-graph.png"))
+    bottom = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('svg foreignObject.group')]"
+        ".map(f => f.getBoundingClientRect().bottom))"
+    )
+    height = min(VIEWPORT["height"], int(bottom) + 60)
+    page.screenshot(
+        path=str(DOCS / "ui-asset-graph.png"), clip={**VIEWPORT, "x": 0, "y": 0, "height": height}
+    )
 
 
 def test_materialize_the_stale_base_from_its_node(page, dagster) -> None:
