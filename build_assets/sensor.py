@@ -14,11 +14,12 @@ in the monorepo clone: a private ref, so no branch, index or working tree is tou
 cursor is the last processed commit. Tip unchanged → SkipReason (cost: one fetch). Tip moved
 → every image version *at that commit* is computed from git objects (one ``git ls-tree``, no
 checkout) and compared with what each asset's latest materialization built; one run is
-requested for exactly the stale images and Lambda functions, ``run_key`` = the commit, tags
-``build-assets/commit`` and ``build-assets/branch``. Only the tip is evaluated, so several
-pushes between ticks coalesce into one run for the newest commit. A force-push or rewound
-branch is logged and handled the same way: the tip is compared with what is built (a rewind
-to built content requests nothing, or a run whose builds are registry cache hits). A failed
+requested for exactly the stale images and Lambda functions, tags ``build-assets/commit``
+and ``build-assets/branch``, ``run_key`` = ``<commit>:<digest>`` (`run_key_for`). Only the
+tip is evaluated, so several pushes between ticks coalesce into one run for the newest
+commit. A force-push or rewound branch is logged and handled the same way: the tip is
+compared with what is built (a rewind to built content requests nothing, or a run whose
+builds are registry cache hits). A failed
 fetch (remote down, bad URL, timeout) is a SkipReason naming the error; the cursor stays, so
 the next tick retries.
 
@@ -49,15 +50,24 @@ builds each pushed commit correctly. The ref must exist before the location firs
 
 A run that fails is not retried by the sensor for the same commit (its cursor moved on):
 re-execute it from the UI (the copy keeps the commit tag, so it builds the same content), or
-the next push requests whatever is still stale. Runs of successive commits may overlap; the
-concurrency pool of the build step and the registry cache (a tag that exists is not rebuilt)
-make an image both runs select cost one build.
+the next push requests whatever is still stale.
+
+Why the run key is not the bare commit: Dagster silently drops a RunRequest whose run_key
+was used before. After A → B → force-push back to A, the run for A must happen again (A's
+images are cache hits, but the Lambda functions must be pointed back at A's images); the key
+`<commit>:<digest of the selection and of its latest materializations>` is the same when a
+failed tick is retried (nothing was materialized meanwhile) and new once anything was.
+
+Runs of successive commits may overlap; the concurrency pool of the build step and the
+registry cache (a tag that exists is not rebuilt) make an image both runs select cost one
+build.
 
 Images new at the tip are unknown to the loaded location until it reloads (a run cannot
 select them yet): they are kept in the cursor as pending and requested by a later tick, once
 the location knows them (after the reload above).
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -155,6 +165,16 @@ def ensure_sensor_ref(repo: Path, remote: str = "origin", branch: str = "main") 
     if current.returncode == 0:
         return current.stdout.strip()
     return fetch_tip(repo, remote, branch)
+
+
+def run_key_for(commit: str, keys: list[AssetKey], instance: DagsterInstance) -> str:
+    """`<commit>:<digest>` of the selection and the latest materialization of each key."""
+    events = instance.get_latest_materialization_events(keys)
+    h = hashlib.sha256()
+    for key in sorted(keys, key=lambda k: k.to_user_string()):
+        event = events.get(key)
+        h.update(f"{key.to_user_string()}={event.timestamp if event else '-'}\0".encode())
+    return f"{commit}:{h.hexdigest()[:12]}"
 
 
 def built_versions(instance: DagsterInstance, keys: list[AssetKey]) -> dict[AssetKey, str | None]:
@@ -288,9 +308,8 @@ def _pending_tick(
     if not stale:
         yield SkipReason(f"commit {tip[:12]}: pending assets are built")
         return
-    suffix = "+".join(sorted(k.to_user_string() for k in stale))
     yield RunRequest(
-        run_key=f"{tip}:{suffix}",
+        run_key=run_key_for(tip, stale, context.instance),
         asset_selection=stale,
         tags={COMMIT_TAG: tip, BRANCH_TAG: branch},
     )
@@ -343,7 +362,7 @@ def evaluate_push(
     if stale:
         context.log.info(f"commit {tip[:12]}: {len(stale)} stale assets")
         yield RunRequest(
-            run_key=tip,
+            run_key=run_key_for(tip, stale, context.instance),
             asset_selection=stale,
             tags={COMMIT_TAG: tip, BRANCH_TAG: branch},
         )

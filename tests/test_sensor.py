@@ -34,6 +34,7 @@ from build_assets.sensor import (
     build_git_push_sensor,
     ensure_sensor_ref,
     parse_cursor,
+    run_key_for,
     sensor_ref,
 )
 from build_assets.translator import ImageAssetTranslator
@@ -104,7 +105,7 @@ def execute(world, request: RunRequest):
         instance=instance,
         versions=versions,
         resource=resource,
-        tags=dict(request.tags),
+        tags={**request.tags, "dagster/run_key": request.run_key},  # as the daemon tags it
     )
     assert summary.success, summary.problems
     return summary
@@ -154,7 +155,7 @@ def test_handler_push_runs_that_image_and_its_function_at_the_commit(world) -> N
     sha = push(dev, remote, HANDLER, "# handler change")
     [request], _, cursor = tick(world, cursor)
     assert names(request.asset_selection) == {HARMONIZE, FN_HARMONIZE.path[-1]}
-    assert request.run_key == sha and request.tags[COMMIT_TAG] == sha
+    assert request.run_key.startswith(f"{sha}:") and request.tags[COMMIT_TAG] == sha
     summary = execute(world, request)
     # the commit's content was built, not the server's (unchanged) working tree
     assert summary.built == [HARMONIZE]
@@ -184,7 +185,7 @@ def test_two_pushes_between_ticks_make_one_run_for_the_newest(world) -> None:
     push(dev, remote, HANDLER, "# first")
     newest = push(dev, remote, AGENT, "# second")
     requests, _, cursor = tick(world, cursor)
-    assert len(requests) == 1 and requests[0].run_key == newest
+    assert len(requests) == 1 and requests[0].tags[COMMIT_TAG] == newest
     assert names(requests[0].asset_selection) == {HARMONIZE, FN_HARMONIZE.path[-1]}
     assert cursor == newest
 
@@ -199,7 +200,7 @@ def test_force_push_rewind_is_compared_with_what_is_built(world) -> None:
     git(dev, "reset", "-q", "--hard", first)
     git(dev, "push", "-q", "--force", str(remote), "main")
     [rewind], _, cursor = tick(world, cursor)
-    assert cursor == first and rewind.run_key == first and sha != first
+    assert cursor == first and rewind.tags[COMMIT_TAG] == first and sha != first
     assert names(rewind.asset_selection) == {HARMONIZE, FN_HARMONIZE.path[-1]}
     summary = execute(world, rewind)
     assert summary.built == [] and summary.cached == [HARMONIZE]  # the old tag still exists
@@ -366,7 +367,7 @@ def test_sensor_from_the_environment_in_the_code_location(world, monkeypatch) ->
     )
     data = sensor_def.evaluate_tick(context)
     [request] = data.run_requests or []
-    assert request.run_key == sha and data.cursor == sha
+    assert request.tags[COMMIT_TAG] == sha and data.cursor == sha
     assert request.tags["build-assets/branch"] == "main"
 
 
@@ -389,10 +390,10 @@ def test_push_to_run_requested_latency(world, capsys) -> None:
     _, _, cursor = tick(world, None)
     push(dev, remote, HANDLER, "# timed")
     start = time.perf_counter()
-    [request], _, _ = tick(world, cursor)
+    [request], _, cursor = tick(world, cursor)
     took = time.perf_counter() - start
     start = time.perf_counter()
-    _, skip, _ = tick(world, request.run_key)
+    _, skip, _ = tick(world, cursor)
     idle = time.perf_counter() - start
     with capsys.disabled():
         print(f"\n  sensor tick after a push: {took:.3f}s; idle tick: {idle:.3f}s")
@@ -437,3 +438,27 @@ def test_location_tracking_the_sensor_ref_can_load_after_ensure(world) -> None:
     assert ensure_sensor_ref(server, "no-such-remote", "main") == tip  # exists: no fetch
     defs = build_definitions(resource, ref=sensor_ref("main"), with_sensor=False)
     assert defs.resolve_asset_graph().get_all_asset_keys()
+
+
+def test_rewind_to_a_commit_that_had_a_run_requests_a_new_run(world) -> None:
+    """A -> B -> force-push A: A's run key was used, yet Lambda must go back to A's image."""
+    dev, remote, server, resource, instance = world
+    materialize_everything(world)
+    _, _, cursor = tick(world, None)
+    a = push(dev, remote, HANDLER, "# A")
+    [run_a], _, cursor = tick(world, cursor)
+    execute(world, run_a)
+    push(dev, remote, HANDLER, "# B")
+    [run_b], _, cursor = tick(world, cursor)
+    execute(world, run_b)
+    git(dev, "reset", "-q", "--hard", a)
+    git(dev, "push", "-q", "--force", str(remote), "main")
+    [again], _, cursor = tick(world, cursor)
+    used = {r.tags.get("dagster/run_key") for r in instance.get_runs()}
+    assert again.tags[COMMIT_TAG] == a and again.run_key not in used and cursor == a
+    assert names(again.asset_selection) == {HARMONIZE, FN_HARMONIZE.path[-1]}
+    # a retried tick (same state) gets the same key: Dagster's dedup still protects retries
+    assert run_key_for(a, list(again.asset_selection), instance) == again.run_key
+    summary = execute(world, again)
+    assert summary.cached == [HARMONIZE] and summary.functions_updated == [FN_HARMONIZE.path[-1]]
+    assert run_key_for(a, list(again.asset_selection), instance) != again.run_key
