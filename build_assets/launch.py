@@ -14,8 +14,9 @@ instance=...)` falls back to `submit_via_instance`: it loads the code location i
 process (the module workspace.yaml names), creates the run in the instance and submits it to
 the instance's run coordinator (QUEUED with the default QueuedRunCoordinator) — what
 `dagster job launch` does, minus the code-server subprocess. Slower (it imports Dagster and
-the code location, ~2-3 s) but needs nothing else running; the daemon picks the run up by
-the code location's name (BUILD_ASSETS_LOCATION_NAME, default `build_assets`).
+loads the code location: ~2 s once Dagster is imported, more for a cold process) but needs
+no webserver; the daemon launches the run on its own code server of the same location name
+(BUILD_ASSETS_LOCATION_NAME, default `build_assets`). See docs/triggers.md for figures.
 """
 
 from __future__ import annotations
