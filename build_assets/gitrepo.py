@@ -177,7 +177,11 @@ class WorktreeReader:
         full = self.root / file.path
         if file.mode == MODE_LINK:
             return os.readlink(full).encode("utf-8", "surrogateescape")
-        data = full.read_bytes()
+        try:
+            data = full.read_bytes()
+        except FileNotFoundError:
+            # outside a sparse checkout (skip-worktree): the index's blob is the content
+            return GitObjectReader(self.root).read_object(file.blob)
         if git_blob_id(data, algorithm_of(file.blob)) == file.blob:
             return data
         proc = subprocess.run(
@@ -262,9 +266,9 @@ def _files_from_disk(
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(full).encode("utf-8", "surrogateescape")
             out[path] = ContextFile(path, MODE_LINK, git_blob_id(target, algorithm))
-        elif stat.S_ISREG(st.st_mode) and "\n" not in path:
+        elif stat.S_ISREG(st.st_mode) and "\n" not in path and not path.startswith('"'):
             regular.append((path, MODE_EXEC if st.st_mode & stat.S_IXUSR else MODE_FILE))
-        elif stat.S_ISREG(st.st_mode):  # a newline in the name: hash the raw bytes here
+        elif stat.S_ISREG(st.st_mode):  # a name --stdin-paths would misread: hash it here
             mode = MODE_EXEC if st.st_mode & stat.S_IXUSR else MODE_FILE
             out[path] = ContextFile(path, mode, git_blob_id(full.read_bytes(), algorithm))
         else:

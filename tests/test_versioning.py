@@ -816,16 +816,9 @@ def test_eol_conversion_clean_file_can_be_shipped(repo: Path) -> None:
     worktree_versions(repo)[HARMONIZE].context.tar_bytes()
 
 
-# --- known bugs / doubtful behaviour (strict xfail: drop the mark once fixed) ------------------
+# --- more bugs found by these tests, fixed ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileNotFoundError,
-    reason="sparse checkout: a context file outside the sparse cone is versioned from its "
-    "index blob (skip-worktree entry) but WorktreeReader.read opens it on disk: shipping "
-    "fails with a bare FileNotFoundError instead of sending the versioned content",
-)
 def test_sparse_checkout_ships_the_versioned_content(repo: Path) -> None:
     before = versions(repo)
     git(repo, "sparse-checkout", "set", "--no-cone", "/*", f"!/{AGENT}")
@@ -836,13 +829,6 @@ def test_sparse_checkout_ships_the_versioned_content(repo: Path) -> None:
         assert tar.extractfile(AGENT).read() == SEED_FILES[AGENT].encode()  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=GitError,
-    reason="gitrepo._files_from_disk feeds dirty/untracked paths to `git hash-object "
-    "--stdin-paths`, which C-unquotes a line starting with '\"': a changed file under a "
-    "top-level folder named '\"odd' fails plan with 'line is badly quoted'",
-)
 def test_path_starting_with_a_double_quote(tmp_path: Path) -> None:
     repo = make_repo(
         tmp_path / "q",
