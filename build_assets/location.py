@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from build_assets.assets import build_images_asset
 from build_assets.resources import ImageBuildResource
@@ -48,7 +48,10 @@ def build_definitions(
                 raise
         else:
             sensors.append(build_git_push_sensor(translator=translator))
+    # One step polls every build from one process: Dagster's default multiprocess executor
+    # would only add a process start per run.
     return Definitions(
+        executor=in_process_executor,
         assets=[build_images_asset(versions, translator)],
         resources={"image_builds": resource},
         sensors=sensors,
