@@ -323,12 +323,12 @@ def evaluate_push(
     branch: str | None,
 ) -> Iterator[RunRequest | SkipReason]:
     """One tick: fetch, compare the tip's versions with what is built, request one run."""
-    settings = resource.settings()
     remote = remote or os.environ.get(ENV_REMOTE) or "origin"
     branch = branch or os.environ.get(ENV_BRANCH) or "main"
     try:
+        settings = resource.settings()
         tip = fetch_tip(settings.repo, remote, branch)
-    except UserError as exc:
+    except UserError as exc:  # configuration or fetch: say why, try again next tick
         yield SkipReason(str(exc))
         return
     previous, pending = parse_cursor(context.cursor)

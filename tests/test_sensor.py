@@ -209,6 +209,9 @@ def test_force_push_rewind_is_compared_with_what_is_built(world) -> None:
 def test_fetch_failure_is_a_skip_with_the_reason(world, tmp_path: Path) -> None:
     requests, skip, cursor = tick(world, None, remote=str(tmp_path / "no-such-remote"))
     assert requests == [] and "git fetch" in skip and cursor is None
+    _, _, cursor = tick(world, None)
+    requests, skip, same = tick(world, cursor, remote="http://127.0.0.1:1/monorepo.git")
+    assert requests == [] and skip.startswith("git fetch") and same == cursor  # kept: retried
 
 
 def test_run_pinned_to_its_commit_ignores_a_dirty_working_tree(world) -> None:
