@@ -168,14 +168,25 @@ def run_image_builds(
         run_id=context.run.run_id,
         on_event=context.log.info,
     )
-    deployer = _Deployer(resource) if functions else None
     failures: list[str] = []
     done: dict[str, BuildResult] = {}
+    missing = sorted(
+        key.to_user_string()
+        for key in selected
+        if key not in {translator.get_image_key(i) for i in versions}
+        and key not in {translator.get_lambda_key(fn, i) for i in versions for fn in i.lambdas}
+    )
+    if missing:  # selected, but absent from the pinned commit's manifest
+        failures.append(
+            f"not in the manifest at {versions.commit or 'the working tree'}: " + ", ".join(missing)
+        )
+    deployers: list[_Deployer] = []  # made at the first deploy: builds never wait on AWS set-up
 
     def deploy(fn: str, img: ImageVersion, result: BuildResult) -> Iterator[MaterializeResult]:
-        assert deployer is not None
         try:
-            deployed = deployer.deploy(fn, result.pinned_uri)
+            if not deployers:
+                deployers.append(_Deployer(resource))
+            deployed = deployers[0].deploy(fn, result.pinned_uri)
         except Exception as exc:  # noqa: BLE001 - one function failing must not hide others
             failures.append(f"lambda {fn}: deploy of {result.pinned_uri} failed: {exc}")
             context.log.error(failures[-1])

@@ -31,9 +31,12 @@ def all_keys(versions: VersionSet, translator: ImageAssetTranslator) -> list[Ass
 def stale_keys(
     instance: DagsterInstance, versions: VersionSet, translator: ImageAssetTranslator
 ) -> list[AssetKey]:
-    """Keys whose current code version differs from their latest materialization's."""
+    """Keys whose current version differs from the version their latest materialization
+    built (its `version` metadata, else its recorded code version): the git sensor's rule."""
+    from build_assets.sensor import built_versions
+
     keys = all_keys(versions, translator)
-    latest = instance.get_latest_materialization_code_versions(keys)
+    latest = built_versions(instance, keys)
     wanted = {}
     for img in versions:
         wanted[translator.get_image_key(img)] = img.version
