@@ -623,6 +623,7 @@ def load_rows(args, tmp: Path, rows: list, notes: list) -> None:
     )
     env = {**os.environ, "BUILD_ASSETS_REPO": str(repo), "DAGSTER_HOME": str(tmp / "dh_load")}
     Path(env["DAGSTER_HOME"]).mkdir()
+    (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     py = sys.executable
     nocache = (
         "from build_assets import versioncache as v; v.load = lambda *a: None;"
