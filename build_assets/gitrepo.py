@@ -325,7 +325,7 @@ class WorktreeScan:
         self.root = root
         self._spec = _pathspec(paths)
         self._git_dir = _Git(root, ["rev-parse", "--absolute-git-dir", "--show-object-format"])
-        self._index = _Git(root, ["ls-files", "--stage", "-z", *self._spec])
+        self._index: _Git | None = None  # started on the first snapshot(): a cache hit skips it
         self._dirty = _Git(root, ["diff-files", "-z", *self._spec])
         self._untracked = _Git(
             root, ["ls-files", "--others", "--exclude-standard", "-z", *self._spec]
@@ -396,6 +396,8 @@ class WorktreeScan:
 
     def snapshot(self) -> Snapshot:
         """The working tree's files (tracked + untracked-not-ignored), sorted by path."""
+        if self._index is None:
+            self._index = _Git(self.root, ["ls-files", "--stage", "-z", *self._spec])
         records = _index_records(self._index.result(self.root).decode("utf-8", "surrogateescape"))
         snap = Snapshot(self.root, records, None, WorktreeReader(self.root))
         return _apply_changes(snap, self.changes) if self.changes else snap

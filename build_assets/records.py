@@ -12,11 +12,14 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from build_assets.context import ContextFile
 from build_assets.plan import BuiltState
 from build_assets.settings import state_home
-from build_assets.versioning import ImageVersion
+
+if TYPE_CHECKING:
+    from build_assets.versioning import ImageVersion
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (

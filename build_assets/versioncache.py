@@ -20,12 +20,11 @@ if TYPE_CHECKING:
     from build_assets.versioning import VersionSet
 
 FILE = "build-assets-versions.json"
-FORMAT = 1
+FORMAT = 2
+SCHEME = "build-assets/v1"  # versioning.SCHEME (kept here so a cache hit imports nothing)
 
 
 def _key(scan: WorktreeScan, manifest_text: bytes) -> str:
-    from build_assets.versioning import SCHEME
-
     h = hashlib.sha256(f"{FORMAT}\0{SCHEME}\0{scan.index_digest}\0".encode())
     h.update(manifest_text)
     return h.hexdigest()
@@ -43,11 +42,30 @@ def load(scan: WorktreeScan, manifest: Manifest, manifest_text: bytes) -> dict |
     return images if set(images) == set(manifest.images) else None
 
 
+def load_plan(scan: WorktreeScan, manifest_text: bytes) -> list[dict] | None:
+    """Without validating the manifest again (its bytes are in the key): the images in
+    dependency order as {name, version, base, lambdas}, when the cache matches a clean tree."""
+    if not scan.clean:
+        return None
+    try:
+        data = json.loads((scan.git_dir / FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("key") != _key(scan, manifest_text) or "order" not in data:
+        return None
+    images = data["images"]
+    return [
+        {"name": name, "version": images[name][0], "base": base, "lambdas": lambdas}
+        for name, base, lambdas in data["order"]
+    ]
+
+
 def save(scan: WorktreeScan, manifest_text: bytes, versions: VersionSet) -> None:
     """Remember the versions of this clean state (best effort, atomic)."""
     data = {
         "key": _key(scan, manifest_text),
         "images": {img.name: [img.version, img.file_count] for img in versions},
+        "order": [[img.name, img.base, list(img.lambdas)] for img in versions],
     }
     target = scan.git_dir / FILE
     tmp = target.with_suffix(f".{os.getpid()}.tmp")

@@ -536,3 +536,35 @@ def test_closed_stdout_gives_no_traceback(repo: Path, home: Path) -> None:
     err = proc.stderr.read().decode()  # type: ignore[union-attr]
     proc.wait()
     assert "Traceback" not in err
+
+
+def test_clean_tree_plan_from_the_cache_matches_the_full_plan(
+    repo: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second `plan` of a clean tree is answered from the version cache (no manifest
+    validation, no hashing) and says exactly what the full computation says."""
+    from build_assets.cli import _plan_from_cache
+    from build_assets.gitrepo import WorktreeScan
+    from build_assets.plan import compare
+    from build_assets.settings import Settings
+
+    monkeypatch.setenv("BUILD_ASSETS_HOME", str(home))
+    monkeypatch.setenv("BUILD_ASSETS_REGISTRY", "reg.cache")
+    first = json.loads(run_cli("plan", "--json", cwd=repo, home=home).stdout)
+    settings = Settings.from_env(repo=repo)
+    fast = _plan_from_cache(WorktreeScan(repo), settings)
+    assert fast is not None
+    assert {"images": [e.to_dict() for e in fast[0]]} == first
+    full = compare(worktree_versions(repo), {}, "not built yet")
+    assert [e.to_dict() for e in fast[0]] == [e.to_dict() for e in full]
+    # an image built at another version needs file-level reasons: the cache steps aside
+    records = BuildRecords(home / "builds.sqlite")
+    img = worktree_versions(repo)["base-receipt-dynamo"]
+    stale = BuildRecord.for_image(img, "reg.cache", SUCCEEDED, digest="sha256:" + "1" * 64)
+    stale.version = "0" * 64
+    records.add(stale)
+    assert _plan_from_cache(WorktreeScan(repo), settings) is None
+    # and a dirty tree never uses it
+    (repo / "receipt_dynamo" / "client.py").write_text("# changed\n")
+    records.add(BuildRecord.for_image(img, "reg.cache", SUCCEEDED, digest="sha256:" + "2" * 64))
+    assert _plan_from_cache(WorktreeScan(repo), settings) is None
