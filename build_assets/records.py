@@ -138,8 +138,10 @@ class BuildRecords:
 
     def latest_success(self, registry: str) -> dict[str, BuildRecord]:
         """The newest successful record of each image pushed to `registry`."""
+        # one row per image (its newest success): the ledger grows with every run
         rows = self._rows(
-            "SELECT * FROM builds WHERE registry = ? AND status = ? ORDER BY id",
+            "SELECT * FROM builds WHERE id IN (SELECT MAX(id) FROM builds"
+            " WHERE registry = ? AND status = ? GROUP BY image) ORDER BY id",
             (registry, SUCCEEDED),
         )
         return {r.image: r for r in rows}

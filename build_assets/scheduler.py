@@ -94,6 +94,7 @@ class BuildScheduler:
         in_flight: list[BuildHandle] = []
         waiting = list(order)
         emitted: set[str] = set()
+        looked_up: dict[str, str | None] = {}  # image -> digest already in the registry
 
         def settle(outcome: Outcome) -> None:
             outcomes[outcome.name] = outcome
@@ -137,7 +138,9 @@ class BuildScheduler:
                         continue
                     prev = previous.get(name)
                     req = self.request_for(image, base_uri, prev.tag if prev else None)
-                    digest = self.builder.existing_digest(req)
+                    if name not in looked_up:  # once per image, even when capacity defers it
+                        looked_up[name] = self.builder.existing_digest(req)
+                    digest = looked_up[name]
                     if digest is not None:
                         self.on_event(f"{name}: {req.image_uri} already built, not rebuilding")
                         result = BuildResult.already_pushed(req, digest, self.builder.name)
