@@ -11,7 +11,7 @@ import hashlib
 import io
 import tarfile
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple, Protocol
 
@@ -128,8 +128,3 @@ class BuildContext:
         buf = io.BytesIO()
         self.write_zip(buf)
         return buf.getvalue()
-
-
-def total_size(files: Iterable[ContextFile], reader: ContentReader) -> int:
-    """Sum of the sizes of `files` (reads them)."""
-    return sum(len(reader.read(f)) for f in files)

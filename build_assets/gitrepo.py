@@ -130,10 +130,6 @@ class Snapshot:
     def file(self, i: int) -> ContextFile:
         return parse_record(self.records[i])
 
-    @property
-    def files(self) -> list[ContextFile]:
-        return [parse_record(r) for r in self.records]
-
     def range_of(self, path: str) -> tuple[int, int]:
         """Index range of the file `path`, or of every file below the folder `path`."""
         path = path.strip("/")
@@ -150,11 +146,6 @@ class Snapshot:
         """True if `path` is a file of the snapshot or a folder holding at least one."""
         lo, hi = self.range_of(path)
         return hi > lo
-
-    def under(self, path: str) -> list[ContextFile]:
-        """The file `path` itself, or every file below the folder `path`."""
-        lo, hi = self.range_of(path)
-        return [parse_record(r) for r in self.records[lo:hi]]
 
     def read_text(self, path: str) -> str | None:
         """Content of a file of the snapshot as text, or None when absent."""
@@ -444,11 +435,6 @@ def _apply_changes(snap: Snapshot, changed: dict[str, str | None]) -> Snapshot:
         pairs = sorted([*zip(keep_paths, records, strict=True), *added])
         records = [r for _, r in pairs]
     return Snapshot(snap.root, records, None, snap.reader)
-
-
-def worktree_snapshot(root: Path, paths: Iterable[str] | None = None) -> Snapshot:
-    """Files of the working tree (tracked + untracked-not-ignored) under `paths` (None = all)."""
-    return WorktreeScan(root, paths).snapshot()
 
 
 def commit_snapshot(root: Path, commit: str, paths: Iterable[str] | None = None) -> Snapshot:

@@ -32,17 +32,11 @@ def stale_keys(
     instance: DagsterInstance, versions: VersionSet, translator: ImageAssetTranslator
 ) -> list[AssetKey]:
     """Keys whose current version differs from the version their latest materialization
-    built (its `version` metadata, else its recorded code version): the git sensor's rule."""
-    from build_assets.sensor import built_versions
+    built: the git sensor's rule (`sensor.stale_at`), in `all_keys` order."""
+    from build_assets.sensor import stale_at
 
-    keys = all_keys(versions, translator)
-    latest = built_versions(instance, keys)
-    wanted = {}
-    for img in versions:
-        wanted[translator.get_image_key(img)] = img.version
-        for fn in img.lambdas:
-            wanted[translator.get_lambda_key(fn, img)] = img.version
-    return [k for k in keys if latest.get(k) != wanted[k]]
+    stale = set(stale_at(versions, instance, translator))
+    return [k for k in all_keys(versions, translator) if k in stale]
 
 
 def ensure_dagster_home() -> Path:

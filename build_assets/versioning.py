@@ -77,9 +77,6 @@ class DockerIgnore:
                     self._literals = None
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
 
-    def excludes(self, path: str) -> bool:
-        return self._spec is not None and self._spec.match_file(path)
-
     def excluded_indices(self, paths: list[str]) -> frozenset[int]:
         """Indices of the excluded paths of a sorted path list.
 
@@ -152,12 +149,6 @@ def select_context(
         i for i in excluded if i != dockerfile and any(lo <= i < hi for lo, hi in merged)
     )
     return ContextSelection(tuple(merged), inside)
-
-
-def context_files(spec: ImageSpec, snapshot: Snapshot, ignore: DockerIgnore) -> list[ContextFile]:
-    """Exactly the files of one image's build context, sorted by path."""
-    selection = select_context(spec, snapshot, ignore.excluded_indices(snapshot.paths))
-    return [snapshot.file(i) for i in selection.indices()]
 
 
 class ImageVersion:
