@@ -170,12 +170,9 @@ def run_image_builds(
     )
     failures: list[str] = []
     done: dict[str, BuildResult] = {}
-    missing = sorted(
-        key.to_user_string()
-        for key in selected
-        if key not in {translator.get_image_key(i) for i in versions}
-        and key not in {translator.get_lambda_key(fn, i) for i in versions for fn in i.lambdas}
-    )
+    known = {translator.get_image_key(img) for img in versions}
+    known |= {translator.get_lambda_key(fn, img) for fn, img in functions}
+    missing = sorted(key.to_user_string() for key in selected - known)
     if missing:  # selected, but absent from the pinned commit's manifest
         failures.append(
             f"not in the manifest at {versions.commit or 'the working tree'}: " + ", ".join(missing)
