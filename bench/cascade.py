@@ -46,15 +46,15 @@ from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, materialize
 
-from build_assets.assets import build_images_asset
-from build_assets.builders.base import BuildHandle, BuildRequest
-from build_assets.builders.simulated import SimulatedBuilder
-from build_assets.context import ContextFile
-from build_assets.records import SUCCEEDED, BuildRecord, BuildRecords
-from build_assets.resources import ImageBuildResource
-from build_assets.scheduler import BUILT, CACHED, BuildScheduler
+from build_assets.core.context import ContextFile
+from build_assets.core.versioning import VersionSet, worktree_versions
+from build_assets.dagster.assets import build_images_asset
+from build_assets.dagster.resources import ImageBuildResource
+from build_assets.engine.builders.base import BuildHandle, BuildRequest
+from build_assets.engine.builders.simulated import SimulatedBuilder
+from build_assets.engine.records import SUCCEEDED, BuildRecord, BuildRecords
+from build_assets.engine.scheduler import BUILT, CACHED, BuildScheduler
 from build_assets.settings import state_home
-from build_assets.versioning import VersionSet, worktree_versions
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
@@ -626,7 +626,7 @@ def load_rows(args, tmp: Path, rows: list, notes: list) -> None:
     (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     py = sys.executable
     nocache = (
-        "from build_assets import versioncache as v; v.load = lambda *a: None;"
+        "from build_assets.core import versioncache as v; v.load = lambda *a: None;"
         " import build_assets.definitions"
     )
     cmds = {

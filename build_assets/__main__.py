@@ -2,6 +2,6 @@
 
 import sys
 
-from build_assets.cli import main
+from build_assets.cli.main import main
 
 sys.exit(main())

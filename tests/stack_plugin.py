@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from build_assets.builders.local import LocalDockerBuilder
+from build_assets.engine.builders.local import LocalDockerBuilder
 from build_assets.errors import UserError
-from build_assets.stack import StackInfo, stack_down, stack_up
+from build_assets.stack.local import StackInfo, stack_down, stack_up
 
 
 def _quiet(_: str) -> None:
@@ -57,9 +57,7 @@ def local_builder(local_stack: StackInfo, tmp_path: Path) -> LocalDockerBuilder:
 
 
 @pytest.fixture
-def stack_env(
-    local_stack: StackInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> StackInfo:
+def stack_env(local_stack: StackInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StackInfo:
     """The stack's whole environment (AWS_* included) for one test, with its own state home."""
     for key, value in local_stack.env().items():
         monkeypatch.setenv(key, value)

@@ -13,8 +13,8 @@ from typing import Any
 import boto3
 import pytest
 
-from build_assets import bootstrap as bs
-from build_assets.bootstrap import Action, bootstrap
+from build_assets.aws.bootstrap import Action, bootstrap
+from build_assets.aws.clients import bootstrap as bs
 from build_assets.errors import UserError
 
 from .aws_plugin import ACCOUNT, REGION
@@ -281,8 +281,8 @@ def test_cli_registers_bootstrap_and_prints_actions(
 def test_cli_reads_images_and_overrides_from_the_manifest(
     aws: boto3.Session, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("build_assets.manifest")
-    from build_assets.cli import main
+    pytest.importorskip("build_assets.core.manifest")
+    from build_assets.cli.main import main
 
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "Dockerfile").write_text("FROM scratch\n")
@@ -317,7 +317,7 @@ def test_cli_reads_images_and_overrides_from_the_manifest(
 def test_cli_user_errors_are_one_line(
     aws: boto3.Session, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from build_assets.cli import main
+    from build_assets.cli.main import main
 
     monkeypatch.delenv("AWS_REGION")
     monkeypatch.delenv("AWS_DEFAULT_REGION")
@@ -332,7 +332,7 @@ def test_cli_user_errors_are_one_line(
 def test_missing_credentials_are_one_line(
     aws: boto3.Session, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from build_assets.cli import main
+    from build_assets.cli.main import main
 
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")

@@ -28,17 +28,17 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from build_assets.bootstrap import bootstrap
-from build_assets.builders import codebuild as cbmod
-from build_assets.builders.base import Builder, BuildHandle, BuildRequest
-from build_assets.builders.codebuild import (
+from build_assets.aws.bootstrap import bootstrap
+from build_assets.aws.buildspec import build_commands, load_script, render_buildspec
+from build_assets.aws.codebuild import (
     CodeBuildBuilder,
     console_url,
     context_key,
     idempotency_token,
 )
-from build_assets.buildspec import build_commands, load_script, render_buildspec
-from build_assets.context import MODE_EXEC, BuildContext, ContextFile, git_blob_id
+from build_assets.core.context import MODE_EXEC, BuildContext, ContextFile, git_blob_id
+from build_assets.engine.builders import codebuild as cbmod
+from build_assets.engine.builders.base import Builder, BuildHandle, BuildRequest
 from build_assets.errors import BuildError, UserError
 
 from .aws_plugin import REGION, REGISTRY

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from build_assets.deploy import DeployResult, deploy_function, ensure_local_execution_role
+from build_assets.engine.deploy import DeployResult, deploy_function, ensure_local_execution_role
 from build_assets.errors import UserError
 
 from .aws_plugin import REGISTRY, push_image

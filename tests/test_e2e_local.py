@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from build_assets.aws import make_client
-from build_assets.demo import SEED_STEPS, run_demo
-from build_assets.records import BuildRecords
-from build_assets.registry import manifest_digest
+from build_assets.aws.clients import make_client
+from build_assets.cli.demo import SEED_STEPS, run_demo
+from build_assets.engine.records import BuildRecords
+from build_assets.engine.registry import manifest_digest
 
 pytestmark = pytest.mark.stack
 
@@ -125,10 +125,10 @@ def _failing_repo(root: Path) -> Path:
 def test_failed_build_holds_back_dependents_not_siblings(stack_env, tmp_path: Path) -> None:
     from dagster import DagsterInstance
 
-    from build_assets.location import load_versions
-    from build_assets.resources import ImageBuildResource
-    from build_assets.runner import all_keys, run_materialization, stale_keys
-    from build_assets.translator import ImageAssetTranslator
+    from build_assets.dagster.location import load_versions
+    from build_assets.dagster.resources import ImageBuildResource
+    from build_assets.dagster.runner import all_keys, run_materialization, stale_keys
+    from build_assets.dagster.translator import ImageAssetTranslator
 
     repo = _failing_repo(tmp_path / "repo")
     resource = ImageBuildResource(

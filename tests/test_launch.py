@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
-from build_assets.errors import UserError
-from build_assets.launch import (
+from build_assets.dagster.launch import (
     SubmittedRun,
     WebserverUnavailable,
     in_flight_runs,
     submit_materialization,
     submit_via_instance,
 )
-from build_assets.sensor import request_reload
+from build_assets.dagster.sensor import request_reload
+from build_assets.errors import UserError
 from tests.gitutil import HARMONIZE, LAMBDA_HARMONIZE, seed_repo
 
 KEYS = [AssetKey(["image", HARMONIZE]), AssetKey(["lambda", LAMBDA_HARMONIZE])]
@@ -44,8 +44,8 @@ def _project(root: Path) -> tuple[Path, Path]:
     repo = seed_repo(root / "repo")
     defs = root / "defs.py"
     defs.write_text(
-        "from build_assets.location import build_definitions\n"
-        "from build_assets.resources import ImageBuildResource\n"
+        "from build_assets.dagster.location import build_definitions\n"
+        "from build_assets.dagster.resources import ImageBuildResource\n"
         f"defs = build_definitions(ImageBuildResource(repo={str(repo)!r}), with_sensor=False)\n"
     )
     home = root / "dagster_home"
@@ -205,7 +205,7 @@ def test_submit_falls_back_to_the_instance_in_a_fresh_process(tmp_path: Path) ->
     script = (
         "import time; t = time.perf_counter()\n"
         "from dagster import AssetKey, DagsterInstance\n"
-        "from build_assets.launch import submit_materialization\n"
+        "from build_assets.dagster.launch import submit_materialization\n"
         "with DagsterInstance.get() as instance:\n"
         f"    run_id, url = submit_materialization([['image', {HARMONIZE!r}]], instance=instance)\n"
         "print(run_id, round(time.perf_counter() - t, 3))\n"

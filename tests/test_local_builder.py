@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from build_assets import registry
-from build_assets.builders.base import Builder, BuildHandle, BuildRequest, BuildResult
-from build_assets.builders.local import LocalDockerBuilder
-from build_assets.context import MODE_EXEC, MODE_FILE, BuildContext, ContextFile, git_blob_id
+from build_assets.core.context import MODE_EXEC, MODE_FILE, BuildContext, ContextFile, git_blob_id
+from build_assets.engine import registry
+from build_assets.engine.builders.base import Builder, BuildHandle, BuildRequest, BuildResult
+from build_assets.engine.builders.local import LocalDockerBuilder
 from build_assets.errors import BuildError, UserError
-from build_assets.stack import StackInfo
+from build_assets.stack.local import StackInfo
 
 pytestmark = pytest.mark.stack
 

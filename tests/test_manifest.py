@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from build_assets.core.manifest import Manifest, load_manifest, parse_manifest
 from build_assets.errors import ManifestError, UserError
-from build_assets.manifest import Manifest, load_manifest, parse_manifest
 from tests.gitutil import ALL_IMAGES, BASES, CREATE, HARMONIZE, SEED_MANIFEST, write
 
 SRC = "images.yaml"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from build_assets.records import FAILED, SUCCEEDED, BuildRecord, BuildRecords
-from build_assets.versioning import worktree_versions
+from build_assets.core.versioning import worktree_versions
+from build_assets.engine.records import FAILED, SUCCEEDED, BuildRecord, BuildRecords
 from tests.gitutil import (
     AGENT,
     ALL_IMAGES,
@@ -543,9 +543,9 @@ def test_clean_tree_plan_from_the_cache_matches_the_full_plan(
 ) -> None:
     """A second `plan` of a clean tree is answered from the version cache (no manifest
     validation, no hashing) and says exactly what the full computation says."""
-    from build_assets.cli import _plan_from_cache
-    from build_assets.gitrepo import WorktreeScan
-    from build_assets.plan import compare
+    from build_assets.cli.main import _plan_from_cache
+    from build_assets.core.gitrepo import WorktreeScan
+    from build_assets.core.plan import compare
     from build_assets.settings import Settings
 
     monkeypatch.setenv("BUILD_ASSETS_HOME", str(home))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from build_assets.builders.base import BuildHandle
-from build_assets.builders.simulated import SimulatedBuilder
-from build_assets.scheduler import BLOCKED, BUILT, CACHED, FAILED_STATUS, BuildScheduler
-from build_assets.versioning import VersionSet, worktree_versions
+from build_assets.core.versioning import VersionSet, worktree_versions
+from build_assets.engine.builders.base import BuildHandle
+from build_assets.engine.builders.simulated import SimulatedBuilder
+from build_assets.engine.scheduler import BLOCKED, BUILT, CACHED, FAILED_STATUS, BuildScheduler
 
 # root -> (mid-a -> leaf-a1, leaf-a2), (mid-b -> leaf-b1); other-root -> other-leaf
 CASCADE = {

@@ -23,22 +23,25 @@ from dagster import (
     evaluate_automation_conditions,
 )
 
-from build_assets.assets import COMMIT_TAG
-from build_assets.automation import AutomatedImageAssetTranslator, image_automation_condition
-from build_assets.builders.simulated import SimulatedBuilder
-from build_assets.errors import UserError
-from build_assets.location import build_definitions, load_versions
-from build_assets.resources import ImageBuildResource
-from build_assets.runner import all_keys, run_materialization
-from build_assets.sensor import (
+from build_assets.core.versioning import commit_versions
+from build_assets.dagster.assets import COMMIT_TAG
+from build_assets.dagster.automation import (
+    AutomatedImageAssetTranslator,
+    image_automation_condition,
+)
+from build_assets.dagster.location import build_definitions, load_versions
+from build_assets.dagster.resources import ImageBuildResource
+from build_assets.dagster.runner import all_keys, run_materialization
+from build_assets.dagster.sensor import (
     build_git_push_sensor,
     ensure_sensor_ref,
     parse_cursor,
     run_key_for,
     sensor_ref,
 )
-from build_assets.translator import ImageAssetTranslator
-from build_assets.versioning import commit_versions
+from build_assets.dagster.translator import ImageAssetTranslator
+from build_assets.engine.builders.simulated import SimulatedBuilder
+from build_assets.errors import UserError
 from tests.gitutil import (
     AGENT,
     ALL_IMAGES,

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from build_assets.demo import make_demo_repo
-from build_assets.stack import StackInfo
+from build_assets.cli.demo import make_demo_repo
+from build_assets.stack.local import StackInfo
 from tests.gitutil import (
     ALL_IMAGES,
     CREATE,
@@ -412,7 +412,7 @@ def test_materialize_all_from_the_graph_builds_everything(page, dagster, stack_e
         assert meta["cached"] is False and "first build" in str(meta["reasons"])
 
     # the functions exist on moto, pinned to the digest of their image
-    from build_assets.aws import make_client
+    from build_assets.aws.clients import make_client
 
     lam = make_client("lambda")  # stack_env: this test's AWS_* point at the stack's moto
     for fn, image in ((LAMBDA_HARMONIZE, HARMONIZE), (LAMBDA_CREATE, CREATE)):

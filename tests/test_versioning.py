@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from build_assets import versioncache
-from build_assets.context import MODE_EXEC, MODE_FILE, MODE_LINK, ContextChangedError
+from build_assets.core import versioncache
+from build_assets.core.context import MODE_EXEC, MODE_FILE, MODE_LINK, ContextChangedError
+from build_assets.core.plan import PlanEntry, plan_since
+from build_assets.core.versioning import VersionSet, commit_versions, worktree_versions
 from build_assets.errors import ManifestError
-from build_assets.plan import PlanEntry, plan_since
-from build_assets.versioning import VersionSet, commit_versions, worktree_versions
 from tests.gitutil import (
     AGENT,
     ALL_IMAGES,

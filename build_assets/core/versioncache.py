@@ -15,9 +15,9 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from build_assets.gitrepo import WorktreeScan
-    from build_assets.manifest import Manifest
-    from build_assets.versioning import VersionSet
+    from build_assets.core.gitrepo import WorktreeScan
+    from build_assets.core.manifest import Manifest
+    from build_assets.core.versioning import VersionSet
 
 FILE = "build-assets-versions.json"
 FORMAT = 2

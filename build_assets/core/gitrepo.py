@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from build_assets.context import (
+from build_assets.core.context import (
     MODE_EXEC,
     MODE_FILE,
     MODE_LINK,

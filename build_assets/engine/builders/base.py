@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from build_assets.context import BuildContext
+from build_assets.core.context import BuildContext
 
 
 @dataclass(frozen=True)

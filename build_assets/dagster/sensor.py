@@ -88,11 +88,11 @@ from dagster import (
     sensor,
 )
 
-from build_assets.assets import COMMIT_TAG
+from build_assets.core.versioning import VersionSet, commit_versions
+from build_assets.dagster.assets import COMMIT_TAG
+from build_assets.dagster.resources import ImageBuildResource
+from build_assets.dagster.translator import ImageAssetTranslator
 from build_assets.errors import UserError
-from build_assets.resources import ImageBuildResource
-from build_assets.translator import ImageAssetTranslator
-from build_assets.versioning import VersionSet, commit_versions
 
 ENV_REMOTE = "BUILD_ASSETS_GIT_REMOTE"
 ENV_BRANCH = "BUILD_ASSETS_GIT_BRANCH"
@@ -235,7 +235,7 @@ def request_reload(
 
     `log` must outlive the tick: a tick's `context.log` is closed when the tick ends.
     """
-    from build_assets.launch import graphql
+    from build_assets.dagster.launch import graphql
 
     host, _, port = address.rpartition(":")
     log = log or logging.getLogger(__name__)

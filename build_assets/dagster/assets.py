@@ -19,13 +19,13 @@ from dagster import (
     multi_asset,
 )
 
-from build_assets.builders.base import Builder, BuildResult
-from build_assets.plan import PlanEntry, compare
-from build_assets.records import BuildRecords
-from build_assets.resources import ImageBuildResource
-from build_assets.scheduler import BLOCKED, BuildScheduler, Outcome
-from build_assets.translator import ImageAssetTranslator
-from build_assets.versioning import ImageVersion, VersionSet, commit_versions
+from build_assets.core.plan import PlanEntry, compare
+from build_assets.core.versioning import ImageVersion, VersionSet, commit_versions
+from build_assets.dagster.resources import ImageBuildResource
+from build_assets.dagster.translator import ImageAssetTranslator
+from build_assets.engine.builders.base import Builder, BuildResult
+from build_assets.engine.records import BuildRecords
+from build_assets.engine.scheduler import BLOCKED, BuildScheduler, Outcome
 
 COMMIT_TAG = "build-assets/commit"
 POOL = "image_builds"
@@ -101,18 +101,18 @@ class _Deployer:
     """Points Lambda functions at freshly built images (created on the local stack)."""
 
     def __init__(self, resource: ImageBuildResource) -> None:
-        from build_assets.aws import make_client
+        from build_assets.aws.clients import make_client
 
         self._client = make_client("lambda")
         self._create = resource.create_missing_functions()
         self._role = resource.lambda_role
         if self._create and not self._role:
-            from build_assets.deploy import ensure_local_execution_role
+            from build_assets.engine.deploy import ensure_local_execution_role
 
             self._role = ensure_local_execution_role(make_client("iam"))
 
     def deploy(self, function: str, image_uri: str):
-        from build_assets.deploy import deploy_function
+        from build_assets.engine.deploy import deploy_function
 
         return deploy_function(
             self._client, function, image_uri, create_if_missing=self._create, role_arn=self._role

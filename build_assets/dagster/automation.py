@@ -19,8 +19,8 @@ already missing at the first evaluation are not requested.
 
 from dagster import AssetSpec, AutomationCondition
 
-from build_assets.translator import ImageAssetTranslator
-from build_assets.versioning import ImageVersion, VersionSet
+from build_assets.core.versioning import ImageVersion, VersionSet
+from build_assets.dagster.translator import ImageAssetTranslator
 
 
 def image_automation_condition() -> AutomationCondition:

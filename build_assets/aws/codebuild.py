@@ -33,7 +33,8 @@ from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from build_assets.aws import (
+from build_assets.aws.buildspec import DIGEST_VARIABLE, render_buildspec
+from build_assets.aws.clients import (
     aws_errors,
     ecr_registry_parts,
     error_code,
@@ -43,8 +44,7 @@ from build_assets.aws import (
     region_of,
     user_error,
 )
-from build_assets.builders.base import BuildHandle, BuildRequest, BuildResult
-from build_assets.buildspec import DIGEST_VARIABLE, render_buildspec
+from build_assets.engine.builders.base import BuildHandle, BuildRequest, BuildResult
 from build_assets.errors import BuildError, UserError
 
 log = logging.getLogger(__name__)

@@ -621,7 +621,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m build_assets.stack up|down|status` (same as `build-assets stack ...`)."""
+    """`python -m build_assets.stack.local up|down|status` (same as `build-assets stack ...`)."""
     parser = argparse.ArgumentParser(prog="build-assets")
     add_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["stack", *(sys.argv[1:] if argv is None else argv)])

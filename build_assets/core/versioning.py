@@ -22,10 +22,9 @@ from pathlib import Path
 
 import pathspec
 
-from build_assets import versioncache
-from build_assets.context import BuildContext, ContextFile
-from build_assets.errors import ManifestError
-from build_assets.gitrepo import (
+from build_assets.core import versioncache
+from build_assets.core.context import BuildContext, ContextFile
+from build_assets.core.gitrepo import (
     Snapshot,
     WorktreeScan,
     commit_snapshot,
@@ -33,7 +32,8 @@ from build_assets.gitrepo import (
     repo_root,
     resolve_commit,
 )
-from build_assets.manifest import ImageSpec, Manifest, load_manifest, parse_manifest
+from build_assets.core.manifest import ImageSpec, Manifest, load_manifest, parse_manifest
+from build_assets.errors import ManifestError
 
 SCHEME = "build-assets/v1"
 TAG_PREFIX = "git-"

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from build_assets.builders.base import BuildHandle, BuildRequest, BuildResult
+from build_assets.engine.builders.base import BuildHandle, BuildRequest, BuildResult
 from build_assets.errors import BuildError
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from build_assets.errors import UserError
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "receipts"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "receipts"
 HANDLER = "infra/metadata_harmonizer_step_functions/lambdas/harmonize_metadata.py"
 AGENT = "receipt_agent/validate.py"
 DYNAMO = "receipt_dynamo/client.py"
@@ -114,7 +114,7 @@ def ensure_stack(home: Path | None = None) -> None:
     """Point this process at the local stack, starting it when it is not configured."""
     if os.environ.get("BUILD_ASSETS_REGISTRY") and os.environ.get("AWS_ENDPOINT_URL"):
         return
-    from build_assets.stack import stack_up
+    from build_assets.stack.local import stack_up
 
     info = stack_up(home)
     os.environ.update(info.env())
@@ -131,10 +131,10 @@ def run_demo(
     """Run the seed's scenarios in `workdir`; the environment must point at a stack."""
     from dagster import DagsterInstance
 
-    from build_assets.location import load_versions
-    from build_assets.resources import ImageBuildResource
-    from build_assets.runner import run_materialization, stale_keys
-    from build_assets.translator import ImageAssetTranslator
+    from build_assets.dagster.location import load_versions
+    from build_assets.dagster.resources import ImageBuildResource
+    from build_assets.dagster.runner import run_materialization, stale_keys
+    from build_assets.dagster.translator import ImageAssetTranslator
 
     repo = make_demo_repo(workdir / "monorepo", example)
     namespace = namespace or f"demo-{int(time.time())}"

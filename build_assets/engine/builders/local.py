@@ -23,12 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from build_assets import registry
-from build_assets.builders.base import BuildHandle, BuildRequest, BuildResult
+from build_assets.engine import registry
+from build_assets.engine.builders.base import BuildHandle, BuildRequest, BuildResult
 from build_assets.errors import BuildError, UserError
 from build_assets.settings import state_home
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build_image.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_image.sh"
 LOG_TAIL_LINES = 50
 CANCEL_GRACE_S = 10.0
 DIGEST_RE = re.compile(r"^BUILD_ASSETS_DIGEST=(sha256:[0-9a-f]{64})\s*$", re.M)
@@ -250,7 +250,7 @@ class LocalDockerBuilder:
         if not self.script.is_file():
             raise UserError(f"build script missing: {self.script} (reinstall build-assets)")
         if not self._engine_checked:
-            from build_assets.stack import docker_ping
+            from build_assets.stack.local import docker_ping
 
             host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
             if not docker_ping(host, timeout=5.0):

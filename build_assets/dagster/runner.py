@@ -14,11 +14,11 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, materialize
 
-from build_assets.assets import build_images_asset
-from build_assets.resources import ImageBuildResource
+from build_assets.core.versioning import VersionSet
+from build_assets.dagster.assets import build_images_asset
+from build_assets.dagster.resources import ImageBuildResource
+from build_assets.dagster.translator import ImageAssetTranslator
 from build_assets.settings import state_home
-from build_assets.translator import ImageAssetTranslator
-from build_assets.versioning import VersionSet
 
 
 def all_keys(versions: VersionSet, translator: ImageAssetTranslator) -> list[AssetKey]:
@@ -33,7 +33,7 @@ def stale_keys(
 ) -> list[AssetKey]:
     """Keys whose current version differs from the version their latest materialization
     built: the git sensor's rule (`sensor.stale_at`), in `all_keys` order."""
-    from build_assets.sensor import stale_at
+    from build_assets.dagster.sensor import stale_at
 
     stale = set(stale_at(versions, instance, translator))
     return [k for k in all_keys(versions, translator) if k in stale]

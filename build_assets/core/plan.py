@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from build_assets.context import ContextFile
+from build_assets.core.context import ContextFile
 
 if TYPE_CHECKING:  # plan stays importable without pydantic (the fast `plan` path)
-    from build_assets.versioning import ImageVersion, VersionSet
+    from build_assets.core.versioning import ImageVersion, VersionSet
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
-from build_assets.aws import aws_errors, error_code, user_error
+from build_assets.aws.clients import aws_errors, error_code, user_error
 from build_assets.errors import UserError
 
 log = logging.getLogger(__name__)

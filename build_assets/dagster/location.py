@@ -11,10 +11,10 @@ import os
 
 from dagster import Definitions, in_process_executor
 
-from build_assets.assets import build_images_asset
-from build_assets.resources import ImageBuildResource
-from build_assets.translator import ImageAssetTranslator
-from build_assets.versioning import VersionSet, commit_versions, worktree_versions
+from build_assets.core.versioning import VersionSet, commit_versions, worktree_versions
+from build_assets.dagster.assets import build_images_asset
+from build_assets.dagster.resources import ImageBuildResource
+from build_assets.dagster.translator import ImageAssetTranslator
 
 ENV_REF = "BUILD_ASSETS_REF"
 
@@ -42,9 +42,9 @@ def build_definitions(
     sensors = []
     if with_sensor:
         try:
-            from build_assets.sensor import build_git_push_sensor
+            from build_assets.dagster.sensor import build_git_push_sensor
         except ModuleNotFoundError as exc:  # the sensor module is optional
-            if exc.name != "build_assets.sensor":
+            if exc.name != "build_assets.dagster.sensor":
                 raise
         else:
             sensors.append(build_git_push_sensor(translator=translator))

@@ -14,16 +14,16 @@ from build_assets.errors import UserError
 # Modules that register their own subcommands with `add_cli(subparsers)`, by command name.
 # Only the module of the command being run is imported (plus all of them for --help).
 _PLUGIN_COMMANDS = {
-    "stack": "build_assets.stack",
-    "bootstrap": "build_assets.bootstrap",
-    "status": "build_assets.commands",
-    "materialize": "build_assets.commands",
-    "demo": "build_assets.demo",
+    "stack": "build_assets.stack.local",
+    "bootstrap": "build_assets.aws.bootstrap",
+    "status": "build_assets.cli.commands",
+    "materialize": "build_assets.cli.commands",
+    "demo": "build_assets.cli.demo",
 }
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from build_assets.gitrepo import WorktreeScan, repo_root
+    from build_assets.core.gitrepo import WorktreeScan, repo_root
     from build_assets.settings import Settings
 
     toplevel = None if args.repo else _default_repo()
@@ -32,15 +32,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     root = Path(toplevel) if toplevel else repo_root(settings.repo)
     scan = WorktreeScan(root, _quick_paths(settings.manifest))
 
-    from build_assets.plan import compare, plan_since
-    from build_assets.records import BuildRecords
+    from build_assets.core.plan import compare, plan_since
+    from build_assets.engine.records import BuildRecords
 
     if not args.since:
         fast = _plan_from_cache(scan, settings)
         if fast is not None:
             return _print_plan(args, *fast)
 
-    from build_assets.versioning import commit_versions, worktree_versions
+    from build_assets.core.versioning import commit_versions, worktree_versions
 
     current = worktree_versions(settings.repo, settings.manifest, scan=scan)
     note = None
@@ -63,7 +63,7 @@ def _print_plan(args: argparse.Namespace, entries: list, against: str, note: str
         json.dump({"images": [e.to_dict() for e in entries]}, sys.stdout)
         sys.stdout.write("\n")
         return 0
-    from build_assets.render import print_plan
+    from build_assets.cli.render import print_plan
 
     print_plan(entries, against=against, note=note)
     return 0
@@ -73,9 +73,9 @@ def _plan_from_cache(scan, settings) -> tuple[list, str, str | None] | None:
     """The plan of a clean tree from the version cache, when no reason needs file lists:
     every image is either built at its current version or not built at all (None otherwise).
     Skips manifest validation and hashing entirely; the cache key holds the manifest bytes."""
-    from build_assets import versioncache
-    from build_assets.plan import PlanEntry
-    from build_assets.records import BuildRecords
+    from build_assets.core import versioncache
+    from build_assets.core.plan import PlanEntry
+    from build_assets.engine.records import BuildRecords
 
     try:
         cached = versioncache.load_plan(scan, settings.manifest.read_bytes())
@@ -126,7 +126,7 @@ def _default_repo() -> str | None:
 
     if os.environ.get(ENV_REPO):
         return None
-    from build_assets.gitrepo import repo_root
+    from build_assets.core.gitrepo import repo_root
 
     return str(repo_root("."))
 

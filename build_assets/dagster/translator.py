@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dagster import AssetKey, AssetSpec
 
-from build_assets.versioning import ImageVersion, VersionSet
+from build_assets.core.versioning import ImageVersion, VersionSet
 
 
 class ImageAssetTranslator:

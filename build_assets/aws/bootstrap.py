@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from build_assets.aws import (
+from build_assets.aws.clients import (
     account_id,
     aws_errors,
     bucket_name,
@@ -33,7 +33,7 @@ from build_assets.aws import (
     region_of,
     user_error,
 )
-from build_assets.builders.codebuild import project_name
+from build_assets.aws.codebuild import project_name
 from build_assets.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -594,7 +594,7 @@ def images_from_manifest(
 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Image names and their `codebuild:` overrides from images.yaml."""
     try:
-        from build_assets.manifest import load_manifest
+        from build_assets.core.manifest import load_manifest
         from build_assets.settings import Settings
     except ImportError as exc:  # pragma: no cover - manifest support is optional here
         raise UserError(f"cannot read the manifest ({exc}); pass --image NAME instead") from exc

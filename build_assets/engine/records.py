@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from build_assets.context import ContextFile
-from build_assets.plan import BuiltState
+from build_assets.core.context import ContextFile
+from build_assets.core.plan import BuiltState
 from build_assets.settings import state_home
 
 if TYPE_CHECKING:
-    from build_assets.versioning import ImageVersion
+    from build_assets.core.versioning import ImageVersion
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from build_assets.plan import PlanEntry
+from build_assets.core.plan import PlanEntry
 
 MAX_REASONS = 3
 

@@ -11,7 +11,7 @@ import os
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from build_assets.builders.base import Builder
+from build_assets.engine.builders.base import Builder
 from build_assets.errors import UserError
 from build_assets.settings import BACKENDS, Settings
 
@@ -66,15 +66,15 @@ class ImageBuildResource(ConfigurableResource):
         """The builder of the configured backend."""
         settings = self.settings()
         if settings.backend == "codebuild":
-            from build_assets.aws import aws_errors, bucket_name, make_session
-            from build_assets.builders.codebuild import CodeBuildBuilder
+            from build_assets.aws.clients import aws_errors, bucket_name, make_session
+            from build_assets.aws.codebuild import CodeBuildBuilder
 
             env = self.env or settings.env
             session = make_session()
             with aws_errors("resolve", "the context bucket"):
                 bucket = bucket_name(session, env, self.bucket)  # same default as bootstrap
             return CodeBuildBuilder(bucket=bucket, env=env, session=session)
-        from build_assets.builders.local import LocalDockerBuilder
+        from build_assets.engine.builders.local import LocalDockerBuilder
 
         return LocalDockerBuilder(max_parallel=self.concurrency())
 

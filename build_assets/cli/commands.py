@@ -13,8 +13,8 @@ from build_assets.errors import UserError
 
 
 def _resource(args: argparse.Namespace):
-    from build_assets.cli import _default_repo
-    from build_assets.resources import ImageBuildResource
+    from build_assets.cli.main import _default_repo
+    from build_assets.dagster.resources import ImageBuildResource
 
     return ImageBuildResource(repo=args.repo or _default_repo(), manifest=args.manifest)
 
@@ -40,9 +40,14 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         return _materialize_async(args)
     from dagster import DagsterInstance
 
-    from build_assets.location import load_versions
-    from build_assets.runner import all_keys, ensure_dagster_home, run_materialization, stale_keys
-    from build_assets.translator import ImageAssetTranslator
+    from build_assets.dagster.location import load_versions
+    from build_assets.dagster.runner import (
+        all_keys,
+        ensure_dagster_home,
+        run_materialization,
+        stale_keys,
+    )
+    from build_assets.dagster.translator import ImageAssetTranslator
 
     resource = _resource(args)
     translator = ImageAssetTranslator()
@@ -68,7 +73,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.to_dict()))
     else:
-        from build_assets.render import print_summary
+        from build_assets.cli.render import print_summary
 
         print_summary(summary)
     return 0 if summary.success else 1
@@ -78,12 +83,16 @@ def _materialize_async(args: argparse.Namespace) -> int:
     """Submit the run through the webserver and return: no Dagster import on this path.
 
     Keys follow the default translator (["image", NAME], ["lambda", FUNCTION])."""
-    from build_assets.launch import built_versions, submit_materialization, webserver_address
+    from build_assets.core.versioning import worktree_versions
+    from build_assets.dagster.launch import (
+        built_versions,
+        submit_materialization,
+        webserver_address,
+    )
     from build_assets.settings import Settings
-    from build_assets.versioning import worktree_versions
 
     start = time.monotonic()
-    from build_assets.cli import _default_repo
+    from build_assets.cli.main import _default_repo
 
     settings = Settings.from_env(repo=args.repo or _default_repo(), manifest=args.manifest)
     versions = worktree_versions(settings.repo, settings.manifest)
@@ -122,9 +131,9 @@ def _out(args: argparse.Namespace, obj: dict, text: str) -> None:
 
 def collect_status(args: argparse.Namespace, builds: int = 10) -> dict[str, Any]:
     """Images (tag, built?, digest), Lambda functions (image, up to date?), recent builds."""
-    from build_assets.location import load_versions
-    from build_assets.records import BuildRecords
-    from build_assets.scheduler import BuildScheduler
+    from build_assets.dagster.location import load_versions
+    from build_assets.engine.records import BuildRecords
+    from build_assets.engine.scheduler import BuildScheduler
 
     resource = _resource(args)
     versions = load_versions(resource)
@@ -148,7 +157,7 @@ def collect_status(args: argparse.Namespace, builds: int = 10) -> dict[str, Any]
         )
     fn_images = [(fn, img) for img in versions for fn in img.lambdas]
     if fn_images:
-        from build_assets.aws import make_client
+        from build_assets.aws.clients import make_client
 
         client = make_client("lambda")
         for fn, img in fn_images:
@@ -192,7 +201,7 @@ def _function_image(client, function: str) -> str | None:
     except client.exceptions.ResourceNotFoundException:
         return None
     except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
-        from build_assets.aws import describe_error
+        from build_assets.aws.clients import describe_error
 
         raise UserError(describe_error(exc, "get_function", function)) from None
 
@@ -205,7 +214,7 @@ def _runs_in_flight() -> list[dict]:
     try:
         from dagster import DagsterInstance
 
-        from build_assets.launch import in_flight_runs
+        from build_assets.dagster.launch import in_flight_runs
     except ModuleNotFoundError:
         return []
     return in_flight_runs(DagsterInstance.get())
@@ -216,7 +225,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status))
         return 0
-    from build_assets.render import print_status
+    from build_assets.cli.render import print_status
 
     print_status(status)
     return 0

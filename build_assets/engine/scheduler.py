@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from build_assets.builders.base import Builder, BuildHandle, BuildRequest, BuildResult
+from build_assets.core.versioning import ImageVersion, VersionSet
+from build_assets.engine.builders.base import Builder, BuildHandle, BuildRequest, BuildResult
+from build_assets.engine.records import FAILED, SUCCEEDED, BuildRecord, BuildRecords
 from build_assets.errors import BuildError
-from build_assets.records import FAILED, SUCCEEDED, BuildRecord, BuildRecords
-from build_assets.versioning import ImageVersion, VersionSet
 
 log = logging.getLogger(__name__)
 
