@@ -581,11 +581,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.stack_command == "up":
             info = stack_up(home, reuse_docker=not args.private_docker)
-            for key, value in info.env().items():
+            env = info.env()
+            if args.postgres:
+                from build_assets.stack.postgres import postgres_up
+
+                env.update(postgres_up(info.home).env())
+            for key, value in env.items():
                 print(f"export {key}={shlex.quote(value)}")
             return 0
         if args.stack_command == "down":
+            from build_assets.stack.postgres import postgres_down
+
             stack_down(home)
+            postgres_down(home or default_home())
             return 0
         info = stack_status(home)
         _print_status(info, args.json)
@@ -611,6 +619,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--private-docker",
         action="store_true",
         help="always run our own dockerd instead of reusing a reachable engine",
+    )
+    up.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also start a PostgreSQL server for Dagster (exports BUILD_ASSETS_POSTGRES_URL)",
     )
     sub.add_parser("down", help="stop the services `up` started")
     st = sub.add_parser("status", help="show each service, pid, address and whether it is alive")

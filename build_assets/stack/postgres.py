@@ -338,6 +338,8 @@ def postgres_status(home: Path | str) -> PostgresInfo | None:
 def postgres_down(home: Path | str, *, log: Log = _stderr) -> bool:
     """Stop the server recorded under `home` (data kept); True if it was running."""
     home = Path(home).expanduser().absolute()
+    if _load(home) is None:
+        return False  # never started here: nothing to say
     run_as = _RunAs.current()
     with _locked(home):
         info = _load(home)
