@@ -6,21 +6,51 @@ problems are reported at once (`ManifestError.lines`).
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
+import reprlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from build_assets.core import safeyaml
 from build_assets.errors import ManifestError
 
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 FUNCTION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 BUILD_ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_BUILD_ARGS = {"BASE_IMAGE"}
+
+# Limits checked at validation, so `plan` fails before any build or AWS call would:
+# an image name becomes the CodeBuild project '<name>-<env>-img-builder' (at most 128
+# characters) and an ECR/registry repository (at most 256 with its prefix).
+MAX_NAME = 64
+MAX_PATH = 1024  # bytes of a dockerfile / source_paths entry (git pathspecs go on argv)
+MAX_PATH_PART = 255  # bytes of one path component (NAME_MAX)
+MAX_ARG_NAME = 128
+MAX_ARG_VALUE = 8192  # a build arg value goes on the `docker build` command line
+MAX_LIST = 1000  # source_paths / build_args / lambda entries of one image
+MAX_BASE_DEPTH = 100  # Docker's overlay storage stacks at most ~128 layers
+MAX_LINES = 50  # problems reported at once; the rest are counted
+_BAD_ARG_CHARS = re.compile(r"[\x00\n\r]")
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlist = _repr.maxdict = _repr.maxtuple = _repr.maxset = 4
+_repr.maxlevel = 2
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """`value` as it appears in a one-line message: quoted, escaped and shortened."""
+    if not isinstance(value, str):
+        return _repr.repr(value)
+    text = value if value.isprintable() else value.encode("unicode_escape").decode("ascii")
+    if len(text) <= limit:
+        return f"'{text}'"
+    return f"'{text[: limit - 1]}…' ({len(value):,} characters)"
 
 
 def _normalise(path: str) -> str:
@@ -48,11 +78,13 @@ class ImageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     dockerfile: str
-    source_paths: tuple[str, ...] = ()
+    source_paths: tuple[str, ...] = Field(default=(), max_length=MAX_LIST)
     base: str | None = None
-    build_args: dict[str, str] = Field(default_factory=dict)
-    lambdas: tuple[str, ...] = Field(default=(), alias="lambda")
+    build_args: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
+    lambdas: tuple[str, ...] = Field(default=(), alias="lambda", max_length=MAX_LIST)
     codebuild: CodeBuildOptions | None = None
+    # context paths (gitignore-style globs) that look like credentials but are meant to ship
+    allow_secrets: tuple[str, ...] = Field(default=(), max_length=MAX_LIST)
 
     @field_validator("dockerfile")
     @classmethod
@@ -106,60 +138,44 @@ class Manifest(BaseModel):
     source: str = "images.yaml"
 
     def order(self) -> list[str]:
-        """Image names, every base before its dependents (stable: manifest order otherwise)."""
+        """Image names, every base before its dependents (stable: manifest order otherwise).
+
+        Iterative: walks each image's base chain up to the first placed image (a cycle, which
+        validation rejects, is cut where it closes)."""
         done: list[str] = []
-        seen: set[str] = set()
-
-        def visit(name: str) -> None:
-            if name in seen:
-                return
-            base = self.images[name].base
-            if base:
-                visit(base)
-            seen.add(name)
-            done.append(name)
-
+        placed: set[str] = set()
         for name in self.images:
-            visit(name)
+            chain: list[str] = []
+            on_chain: set[str] = set()
+            node: str | None = name
+            while node is not None and node in self.images and node not in placed:
+                if node in on_chain:
+                    break
+                chain.append(node)
+                on_chain.add(node)
+                node = self.images[node].base
+            for n in reversed(chain):
+                placed.add(n)
+                done.append(n)
         return done
 
     def dependents(self, name: str) -> list[str]:
         """Images built on `name`, directly or not, in dependency order."""
         out: set[str] = set()
-        for n in self.order():
+        order = self.order()
+        for n in order:
             base = self.images[n].base
             if base == name or base in out:
                 out.add(n)
-        return [n for n in self.order() if n in out]
+        return [n for n in order if n in out]
 
     def all_paths(self) -> list[str]:
         """Every path any image's context draws from."""
         return sorted({p for spec in self.images.values() for p in spec.context_roots()})
 
 
-class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present
-    """A YAML loader that rejects duplicate keys instead of silently keeping the last."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # `<<: *anchor` merges; explicit keys may override merged ones
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}'", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc]
+    parts = [str(p) if len(str(p)) <= 60 else show(str(p))[1:-1] for p in loc]
     if parts[:1] == ["images"] and len(parts) >= 2:
         rest = ".".join(parts[2:])
         return f"image '{parts[1]}'" + (f", field '{rest}'" if rest else "")
@@ -167,39 +183,55 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 
 def _pydantic_lines(source: str, exc: ValidationError) -> list[str]:
+    """One line per validation error; inputs are shown shortened (never stringified whole:
+    an aliased input can be huge once expanded)."""
     lines = []
-    for err in exc.errors():
+    for err in exc.errors(include_url=False, include_context=False):
         where = _field_path(tuple(err["loc"]))
         if err["type"] == "extra_forbidden":
             key = err["loc"][-1]
             where = _field_path(tuple(err["loc"][:-1]))
-            lines.append(f"{source}: {where}: unknown key '{key}'")
+            lines.append(f"{source}: {where}: unknown key {show(str(key))}")
         elif err["type"] == "missing":
             lines.append(f"{source}: {where}: required")
+        elif err["type"] == "too_long":
+            lines.append(f"{source}: {where}: more than {MAX_LIST} entries")
         else:
-            lines.append(f"{source}: {where}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"{source}: {where}: {err['msg']} (got {show(err.get('input'))})")
     return lines
 
 
 def _check_path(value: str) -> str | None:
     p = PurePosixPath(value)
-    if not value or value.startswith("/") or ".." in p.parts or "\\" in value:
+    if not value or value.startswith("/") or "\\" in value or ".." in p.parts:
         return "must be a relative path inside the repository"
+    if "\0" in value or "\n" in value or "\r" in value:
+        return "must not hold a NUL or line break"
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_PATH:
+        return f"is {size:,} bytes long (at most {MAX_PATH})"
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_PATH_PART for part in p.parts):
+        return f"has a path component longer than {MAX_PATH_PART} bytes"
     return None
 
 
-def parse_manifest(
-    text: str, source: str, path_exists: Callable[[str], bool] | None = None
-) -> Manifest:
-    """Parse and fully validate manifest text; `path_exists` checks dockerfiles/source_paths."""
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        raise ManifestError(f"{source}:{line} invalid YAML: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{source}: invalid YAML: {exc}") from None
+def _capped(lines: list[str], source: str) -> list[str]:
+    """At most MAX_LINES problem lines, then one line counting the rest."""
+    if len(lines) <= MAX_LINES:
+        return lines
+    return [*lines[:MAX_LINES], f"{source}: … and {len(lines) - MAX_LINES:,} more problems"]
+
+
+# A path checker answers True (exists), False (does not exist) or a problem (a str).
+PathCheck = Callable[[str], "bool | str"]
+
+
+def parse_manifest(text: str, source: str, path_exists: PathCheck | None = None) -> Manifest:
+    """Parse and fully validate manifest text; `path_exists` checks dockerfiles/source_paths.
+
+    Loading is bounded (`safeyaml`): size, nesting and alias expansion are limited before
+    anything walks the document."""
+    data = safeyaml.load(text, source)
 
     if data is None or (isinstance(data, dict) and not data.get("images")):
         raise ManifestError(f"{source}: no images defined (expected a top-level 'images:' map)")
@@ -216,12 +248,13 @@ def parse_manifest(
         if lenient is not None:  # report the other problems too, all in one go
             partial, invalid = lenient
             more = _semantic_problems(partial, source, path_exists, skip=invalid)
-            lines += [p for p in more if p not in lines]
-        raise ManifestError(f"{source}: invalid", lines=lines) from None
+            seen = set(lines)
+            lines += [p for p in more if p not in seen]
+        raise ManifestError(f"{source}: invalid", lines=_capped(lines, source)) from None
 
     problems = _semantic_problems(manifest, source, path_exists)
     if problems:
-        raise ManifestError(problems[0], lines=problems)
+        raise ManifestError(problems[0], lines=_capped(problems, source))
     return manifest
 
 
@@ -248,7 +281,7 @@ def _lenient_manifest(data: dict, source: str) -> tuple[Manifest, set[str]] | No
 def _semantic_problems(
     manifest: Manifest,
     source: str,
-    path_exists: Callable[[str], bool] | None,
+    path_exists: PathCheck | None,
     skip: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[str]:
     problems: list[str] = []
@@ -256,13 +289,18 @@ def _semantic_problems(
     for name, spec in manifest.images.items():
         if name in skip:
             continue
-        where = f"{source}: image '{name}'"
-        if not NAME_RE.match(name):
+        where = f"{source}: image {show(name)}"
+        if len(name) > MAX_NAME:
+            problems.append(
+                f"{where}: name is {len(name):,} characters long (at most {MAX_NAME}: it names"
+                " the registry repository and the CodeBuild project)"
+            )
+        elif not NAME_RE.match(name):
             problems.append(
                 f"{where}: bad name (use lowercase letters, digits and single '-', e.g. 'base-api')"
             )
         if spec.base is not None and spec.base not in manifest.images:
-            problems.append(f"{where}, field 'base': unknown image '{spec.base}'")
+            problems.append(f"{where}, field 'base': unknown image {show(spec.base)}")
         for field, values in (
             ("dockerfile", [spec.dockerfile]),
             ("source_paths", spec.source_paths),
@@ -270,23 +308,21 @@ def _semantic_problems(
             for value in values:
                 bad = _check_path(value)
                 if bad:
-                    problems.append(f"{where}, field '{field}': '{value}' {bad}")
-                elif path_exists is not None and not path_exists(value.rstrip("/")):
-                    problems.append(f"{where}, field '{field}': '{value}' does not exist")
-        for key in spec.build_args:
-            if not BUILD_ARG_RE.match(key):
-                problems.append(f"{where}, field 'build_args': bad argument name '{key}'")
-            elif key in RESERVED_BUILD_ARGS:
-                problems.append(
-                    f"{where}, field 'build_args': '{key}' is set from 'base', remove it"
-                )
+                    problems.append(f"{where}, field '{field}': {show(value)} {bad}")
+                    continue
+                found = True if path_exists is None else path_exists(value.rstrip("/"))
+                if isinstance(found, str):
+                    problems.append(f"{where}, field '{field}': {show(value)} {found}")
+                elif not found:
+                    problems.append(f"{where}, field '{field}': {show(value)} does not exist")
+        problems.extend(_build_arg_problems(where, spec.build_args))
         for fn in spec.lambdas:
             if not FUNCTION_RE.match(fn):
-                problems.append(f"{where}, field 'lambda': bad function name '{fn}'")
+                problems.append(f"{where}, field 'lambda': bad function name {show(fn)}")
             elif fn in functions:
                 problems.append(
                     f"{where}, field 'lambda': function '{fn}' is already deployed by image"
-                    f" '{functions[fn]}'"
+                    f" {show(functions[fn])}"
                 )
             else:
                 functions[fn] = name
@@ -294,24 +330,71 @@ def _semantic_problems(
     return problems
 
 
+def _build_arg_problems(where: str, build_args: dict[str, str]) -> list[str]:
+    problems = []
+    for key, value in build_args.items():
+        here = f"{where}, field 'build_args'"
+        if len(key) > MAX_ARG_NAME or not BUILD_ARG_RE.match(key):
+            problems.append(f"{here}: bad argument name {show(key)}")
+        elif key in RESERVED_BUILD_ARGS:
+            problems.append(f"{here}: '{key}' is set from 'base', remove it")
+        elif _BAD_ARG_CHARS.search(value):
+            problems.append(
+                f"{here}: '{key}' holds a line break or NUL ({show(value)}); docker build"
+                " takes one-line values"
+            )
+        elif len(value) > MAX_ARG_VALUE:
+            problems.append(
+                f"{here}: '{key}' is {len(value):,} characters long (at most {MAX_ARG_VALUE})"
+            )
+    return problems
+
+
+def _ring(cycle: list[str]) -> str:
+    """'a -> b -> a', shortened for long cycles."""
+    if len(cycle) <= 8:
+        return " -> ".join([*cycle, cycle[0]])
+    return " -> ".join([*cycle[:3], f"… ({len(cycle):,} images) …", *cycle[-2:], cycle[0]])
+
+
 def _cycle_problems(manifest: Manifest, source: str) -> list[str]:
-    reported: set[frozenset[str]] = set()
-    out = []
-    for start in manifest.images:
-        chain = [start]
-        node = manifest.images[start].base
-        while node is not None and node in manifest.images:
-            if node in chain:
-                cycle = chain[chain.index(node) :]
-                key = frozenset(cycle)
-                if key not in reported:
-                    reported.add(key)
-                    ring = " -> ".join([*cycle, node])
-                    out.append(f"{source}: image '{node}', field 'base': cycle of bases {ring}")
-                break
+    """One line per cycle of bases, and per base chain deeper than Docker can stack.
+
+    Every image has at most one base, so each walk up the bases ends at an image already
+    walked, at no base, or closes a cycle: O(images), no recursion."""
+    images = manifest.images
+    depth: dict[str, int] = {}  # images walked: depth of their base chain (-1: on a cycle)
+    out: list[str] = []
+    too_deep: list[str] = []
+    for start in images:
+        if start in depth:
+            continue
+        chain: list[str] = []
+        position: dict[str, int] = {}
+        node: str | None = start
+        while node is not None and node in images and node not in depth:
+            if node in position:  # closed a cycle: it starts where `node` first appeared
+                cycle = chain[position[node] :]
+                out.append(
+                    f"{source}: image {show(node)}, field 'base': cycle of bases {_ring(cycle)}"
+                )
+                for n in cycle:
+                    depth[n] = -1
+                chain = chain[: position[node]]
+                break  # `node` now has depth -1: the images leading into the cycle too
+            position[node] = len(chain)
             chain.append(node)
-            node = manifest.images[node].base
-    return out
+            node = images[node].base
+        below = depth.get(node, 0) if node is not None and node in images else 0
+        for n in reversed(chain):
+            below = -1 if below < 0 else below + 1
+            depth[n] = below
+            if below > MAX_BASE_DEPTH and not too_deep:
+                too_deep.append(
+                    f"{source}: image {show(n)}, field 'base': chain of {below:,} bases is deeper"
+                    f" than {MAX_BASE_DEPTH} (Docker stacks at most ~128 layers)"
+                )
+    return out + too_deep
 
 
 def load_manifest(path: str | Path, repo: str | Path | None = None) -> Manifest:
@@ -319,13 +402,62 @@ def load_manifest(path: str | Path, repo: str | Path | None = None) -> Manifest:
     path = Path(path)
     root = Path(repo) if repo is not None else path.parent
     try:
-        text = path.read_text()
+        with path.open("rb") as fh:
+            data = fh.read(safeyaml.MAX_BYTES + 1)
     except FileNotFoundError:
         raise ManifestError(
             f"{path}: manifest not found (create images.yaml or pass --manifest)"
         ) from None
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read manifest: {exc.strerror}") from None
+    if len(data) > safeyaml.MAX_BYTES:
+        size = path.stat().st_size
+        raise ManifestError(
+            f"{path}: {size / 2**20:.1f} MB; a manifest may be at most"
+            f" {safeyaml.MAX_BYTES // 2**20} MB"
+        )
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
-    return parse_manifest(text, str(path), lambda p: (root / p).exists())
+    return parse_manifest(text, str(path), RepoPaths(root))
+
+
+class RepoPaths:
+    """Checks manifest paths against a working tree: they must exist, and no folder on the
+    way may be a symlink (git sees no files through one: the context would silently lack
+    them, or the path would lead out of the repository)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._real_root = os.path.realpath(root)
+        self._links: dict[str, str | None] = {}  # folder -> problem, per folder prefix
+
+    def __call__(self, path: str) -> bool | str:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            problem = self._folder_problem("/".join(parts[:i]))
+            if problem:
+                return problem
+        return os.path.lexists(self.root / path)
+
+    def _folder_problem(self, folder: str) -> str | None:
+        if folder not in self._links:
+            full = self.root / folder
+            problem = None
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                inside = os.path.commonpath([self._real_root, target]) == self._real_root
+                if not inside:
+                    problem = (
+                        f"leads out of the repository through the symlink '{folder}'"
+                        f" (-> {show(os.readlink(full))[1:-1]})"
+                    )
+                else:
+                    real = os.path.relpath(target, self._real_root)
+                    problem = (
+                        f"goes through the symlink '{folder}': git sees no files there; use"
+                        f" the real path under '{real}'"
+                    )
+            self._links[folder] = problem
+        return self._links[folder]
