@@ -39,6 +39,9 @@ missing=()
 for bin in "${!PKG[@]}"; do
   command -v "$bin" >/dev/null 2>&1 || missing+=("${PKG[$bin]}")
 done
+# PostgreSQL's server binaries are not on PATH (Debian keeps them in /usr/lib/postgresql/N/bin)
+pg_initdb() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
+pg_initdb || missing+=(postgresql)
 if [ -z "$PYTHON" ] || ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
   missing+=(python3 python3-pip python3-venv)
 fi
@@ -69,4 +72,5 @@ step "pip install" "$PYTHON" -m pip install "${pip_flags[@]}" -e "$ROOT[test]"
 for bin in dockerd docker docker-registry git chromium; do
   command -v "$bin" >/dev/null || { echo "setup: $bin still missing after install" >&2; exit 1; }
 done
+pg_initdb || { echo "setup: initdb still missing after install (postgresql)" >&2; exit 1; }
 echo "setup: ok" >&2
