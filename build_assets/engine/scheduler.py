@@ -5,6 +5,10 @@ retrying `docker pull` of a base that does not exist yet), independent builds ru
 concurrently up to a limit, and outcomes are yielded in topological order as they finish:
 an image is yielded only after its base. A failed build blocks its dependents, never its
 siblings. An image whose tag is already in the registry is not built again (`cached`).
+
+Across processes, a build holds the lease of its (repository, version) (`engine.lease`): a
+scheduler that finds another live holder waits for it, then records the pushed tag as `cached`
+("built by run X") instead of building the same version a second time.
 """
 
 from __future__ import annotations
@@ -12,16 +16,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from build_assets.core.versioning import ImageVersion, VersionSet
 from build_assets.engine.builders.base import Builder, BuildHandle, BuildRequest, BuildResult
+from build_assets.engine.lease import (
+    DEFAULT_TTL_S,
+    Heartbeat,
+    Holder,
+    LeaseStore,
+    SqliteLeaseStore,
+)
 from build_assets.engine.records import FAILED, SUCCEEDED, BuildRecord, BuildRecords
 from build_assets.errors import BuildError
 
 log = logging.getLogger(__name__)
 
 BUILT, CACHED, FAILED_STATUS, BLOCKED = "built", "cached", "failed", "blocked"
+LEASE_WAIT_S = 3 * 3600.0  # longest wait for another process's build of the same version
+_BACKOFF_S = (0.05, 2.0)  # first and longest pause between looks at a lease held elsewhere
 
 
 @dataclass
@@ -38,6 +51,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status in (BUILT, CACHED)
+
+
+def lease_key(request: BuildRequest) -> str:
+    """The lease that serialises builds of one version of one repository."""
+    return f"{request.repository}@{request.version}"
 
 
 def repository_for(registry: str, image: str) -> str:
@@ -58,7 +76,13 @@ class BuildScheduler:
         run_id: str | None = None,
         on_event: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        leases: LeaseStore | None = None,
+        lease_ttl_s: float = DEFAULT_TTL_S,
+        lease_wait_s: float = LEASE_WAIT_S,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """leases: where build leases live (default: next to the ledger when `records` is
+        given, else none: a scheduler without a ledger is a test or a benchmark)."""
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         self.builder = builder
@@ -68,6 +92,12 @@ class BuildScheduler:
         self.run_id = run_id
         self.on_event = on_event or (lambda msg: log.info(msg))
         self.clock = clock
+        if leases is None and records is not None:
+            leases = SqliteLeaseStore(records.path.parent / "leases.sqlite")
+        self.leases = leases
+        self.lease_ttl_s = lease_ttl_s
+        self.lease_wait_s = lease_wait_s
+        self.sleep = sleep
 
     def request_for(
         self, image: ImageVersion, base_uri: str | None, previous_tag: str | None = None
@@ -95,6 +125,53 @@ class BuildScheduler:
         waiting = list(order)
         emitted: set[str] = set()
         looked_up: dict[str, str | None] = {}  # image -> digest already in the registry
+        me = Holder.current(self.run_id)
+        heartbeat = Heartbeat(self.leases, me, self.lease_ttl_s) if self.leases else None
+        held: dict[str, str] = {}  # image -> key of the lease we hold while building it
+        parked: dict[str, tuple[BuildRequest, Holder, float]] = {}  # held elsewhere: waiting
+        backoff = _BACKOFF_S[0]
+
+        def release(name: str) -> None:
+            key = held.pop(name, None)
+            if key is not None and self.leases is not None and heartbeat is not None:
+                heartbeat.discard(key)
+                try:
+                    self.leases.release(key, me)
+                except Exception as exc:  # noqa: BLE001 - it expires; liveness frees it too
+                    log.warning("could not release the lease of %s: %s", name, exc)
+
+        def launch(name: str, req: BuildRequest, waited_for: Holder | None = None) -> None:
+            """Start a build under its lease, or park it while another process builds it."""
+            image = versions[name]
+            if self.leases is not None and heartbeat is not None:
+                key = lease_key(req)
+                grant = self.leases.acquire(key, me, self.lease_ttl_s)
+                if not grant.acquired:
+                    since = parked[name][2] if name in parked else self.clock()
+                    if name not in parked:
+                        self.on_event(
+                            f"{name}: {req.image_uri} is being built by"
+                            f" {grant.holder.describe()}; waiting for it"
+                        )
+                    parked[name] = (req, grant.holder, since)
+                    return
+                parked.pop(name, None)
+                held[name] = key
+                heartbeat.add(key)
+                other = waited_for or grant.previous
+                if other is not None and other.token != me.token:
+                    digest = self.builder.existing_digest(req)
+                    if digest is not None:
+                        release(name)
+                        self.on_event(f"{name}: {req.image_uri} built by {other.describe()}")
+                        result = BuildResult.already_pushed(req, digest, self.builder.name)
+                        result = replace(result, extra={"built_by": other.describe()})
+                        reason = f"built by {other.describe()}"
+                        settle(Outcome(name, CACHED, image, result=result, reason=reason))
+                        return
+            handle = self.builder.start(req)
+            self.on_event(f"{name}: building {req.image_uri} ({handle.build_id})")
+            in_flight.append(handle)
 
         def settle(outcome: Outcome) -> None:
             outcomes[outcome.name] = outcome
@@ -117,7 +194,22 @@ class BuildScheduler:
             return pinned[base], None
 
         try:
-            while waiting or in_flight:
+            while waiting or in_flight or parked:
+                # 0. builds another process held: theirs may be pushed now, or ours to do
+                for name, (req, other, since) in list(parked.items()):
+                    if len(in_flight) >= self.max_concurrent:
+                        break
+                    launch(name, req, waited_for=other)
+                    if name in parked and self.clock() - since > self.lease_wait_s:
+                        del parked[name]
+                        error = BuildError(
+                            name,
+                            f"waited {self.clock() - since:.0f}s for {other.describe()} to"
+                            f" build {req.image_uri}; stop it or wait for it, then re-run",
+                            status="TIMED_OUT",
+                        )
+                        settle(Outcome(name, FAILED_STATUS, versions[name], error=error))
+
                 # 1. submit everything whose base is ready, up to the concurrency limit
                 for name in list(waiting):
                     image = versions[name]
@@ -149,9 +241,7 @@ class BuildScheduler:
                     if len(in_flight) >= self.max_concurrent:
                         waiting.insert(0, name)
                         break
-                    handle = self.builder.start(req)
-                    self.on_event(f"{name}: building {req.image_uri} ({handle.build_id})")
-                    in_flight.append(handle)
+                    launch(name, req)
 
                 # 2. hand out whatever can be yielded in topological order
                 yield from self._emit(order, outcomes, emitted, versions)
@@ -161,6 +251,10 @@ class BuildScheduler:
                     for handle in self.builder.poll(in_flight):
                         in_flight.remove(handle)
                         settle(self._finish(handle, versions))
+                        release(handle.request.image)
+                elif parked:  # only waiting on other processes: look again after a pause
+                    self.sleep(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_S[1])
             yield from self._emit(order, outcomes, emitted, versions)
         finally:
             for handle in in_flight:
@@ -169,6 +263,10 @@ class BuildScheduler:
                     self.builder.cancel(handle)
                 except Exception as exc:  # noqa: BLE001 - cancelling is best effort
                     log.warning("could not cancel %s: %s", handle.build_id, exc)
+            for name in list(held):
+                release(name)
+            if heartbeat is not None:
+                heartbeat.stop()
 
     def _finish(self, handle: BuildHandle, versions: VersionSet) -> Outcome:
         image = versions[handle.request.image]
