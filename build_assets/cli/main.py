@@ -104,16 +104,23 @@ def _plan_from_cache(scan, settings) -> tuple[list, str, str | None] | None:
 
 
 def _quick_paths(manifest: Path) -> list[str] | None:
-    """Top-level paths a manifest draws from, read without validation (None: scan all)."""
-    try:
-        import yaml
+    """Top-level paths a manifest draws from, read without validation (None: scan all).
 
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        images = yaml.load(manifest.read_text(), Loader=loader)["images"]  # noqa: S506
+    Loaded through the bounded loader, so a hostile manifest costs no more here than in
+    validation (which reports its problems later); odd or too many paths: scan all."""
+    try:
+        from build_assets.core import safeyaml
+
+        with manifest.open("rb") as fh:
+            text = fh.read(safeyaml.MAX_BYTES + 1).decode("utf-8")
+        images = safeyaml.load(text, str(manifest))["images"]
         paths = [".dockerignore"]
         for spec in images.values():
-            paths.append(str(spec["dockerfile"]))
-            paths.extend(str(p) for p in spec.get("source_paths") or ())
+            paths.append(spec["dockerfile"])
+            paths.extend(spec.get("source_paths") or ())
+        tops = {p.strip("/").split("/", 1)[0] for p in paths if isinstance(p, str)}
+        if not all(isinstance(p, str) for p in paths) or sum(map(len, tops)) > 65536:
+            return None  # full validation says what is wrong; git gets no huge argv
         return paths
     except Exception:  # noqa: BLE001 - full validation reports problems later
         return None
