@@ -25,6 +25,7 @@ from pathlib import Path
 
 from build_assets.engine import registry
 from build_assets.engine.builders.base import BuildHandle, BuildRequest, BuildResult
+from build_assets.engine.builders.owned import clean_orphaned_once, owner_prefix, popen_owned
 from build_assets.errors import BuildError, UserError
 from build_assets.settings import state_home
 
@@ -300,7 +301,9 @@ class LocalDockerBuilder:
                 if run.cancelled:
                     return
                 tmp_root.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(prefix=_safe_name(run.build_id) + "-", dir=tmp_root))
+                clean_orphaned_once(tmp_root)  # what builders killed before us left behind
+                prefix = owner_prefix() + _safe_name(run.build_id) + "-"
+                tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_root))
                 try:
                     context = tmp / "context"
                     archive = tmp / "context.tar"
@@ -312,14 +315,14 @@ class LocalDockerBuilder:
                         with self._cond:
                             if run.cancelled:
                                 return
-                            run.proc = subprocess.Popen(
+                            # own process group, stopped with it when this process dies
+                            run.proc = popen_owned(
                                 ["bash", str(self.script)],
                                 cwd=context,
                                 env=self._script_env(run.request),
                                 stdin=subprocess.DEVNULL,
                                 stdout=log,
                                 stderr=subprocess.STDOUT,
-                                start_new_session=True,
                             )
                         run.returncode = run.proc.wait()
                 finally:
