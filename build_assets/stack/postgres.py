@@ -76,8 +76,16 @@ class PostgresInfo:
         return Path(self.root) / "server.log"
 
     def env(self) -> dict[str, str]:
-        """The variable that points the production Dagster profile at this server."""
-        return {ENV_POSTGRES_URL: self.url}
+        """The libpq URL, and the variables the production Dagster profile
+        (deploy/dagster.yaml) reads."""
+        return {
+            ENV_POSTGRES_URL: self.url,
+            "DAGSTER_PG_HOST": self.host,
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_DB": self.database,
+            "DAGSTER_PG_USERNAME": self.user,
+            "DAGSTER_PG_PASSWORD": self.password,
+        }
 
 
 # ---------------------------------------------------------------------------------------------
