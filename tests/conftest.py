@@ -1,3 +1,4 @@
-"""Shared fixtures: the local stack (dockerd + registry + moto) and a moto-only AWS server."""
+"""Shared fixtures: the local stack (dockerd + registry + moto), a moto-only AWS server and a
+PostgreSQL server."""
 
-pytest_plugins = ["tests.stack_plugin", "tests.aws_plugin"]
+pytest_plugins = ["tests.stack_plugin", "tests.aws_plugin", "tests.postgres_plugin"]
