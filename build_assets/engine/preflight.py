@@ -1,0 +1,125 @@
+"""Checks of the environment a command needs, each failing as one line that names the component
+and the fix (a `UserError`, exit 2), in seconds rather than as a traceback from deep inside.
+
+Commands call the group they need: `for_plan` (the state folder), `for_materialize` (state
+folder, engine, registry, AWS endpoint), `for_status` (registry, AWS endpoint). The network
+checks run concurrently, each with a short timeout, so a dead stack is reported within 10 s.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from build_assets.errors import UserError
+from build_assets.settings import state_home
+
+TIMEOUT_S = 3.0
+STACK_FIX = 'run eval "$(build-assets stack up)"'
+
+Check = Callable[[], str | None]  # None when fine, else the one-line problem
+
+
+def state_folder(home: Path | None = None, *, write: bool = True) -> str | None:
+    """The state folder (ledger, leases, Dagster runs) exists, or can be made, and is writable."""
+    home = home or state_home()
+    fix = "fix its permissions or mount, or set BUILD_ASSETS_HOME to a writable folder"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if write:
+            with tempfile.NamedTemporaryFile(dir=home, prefix=".write-check-"):
+                pass
+        ledger = home / "builds.sqlite"
+        if ledger.exists():
+            mode = "rw" if write else "ro"
+            sqlite3.connect(f"{ledger.resolve().as_uri()}?mode={mode}", uri=True).close()
+    except (OSError, sqlite3.Error) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        what = "writable" if write else "readable"
+        return f"state folder {home} is not {what} ({reason}): {fix}"
+    return None
+
+
+def engine(host: str | None = None) -> str | None:
+    """A Docker engine answers at DOCKER_HOST (or the system socket)."""
+    from build_assets.stack.local import docker_ping
+
+    host = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if docker_ping(host, timeout=TIMEOUT_S):
+        return None
+    return f"Docker engine: nothing answers at {host}: {STACK_FIX} or set DOCKER_HOST"
+
+
+def registry(prefix: str) -> str | None:
+    """The registry of an image prefix ('host:port[/namespace]') answers /v2/."""
+    from build_assets.engine import registry as oci
+
+    host = prefix.split("/", 1)[0]
+    if oci.ping(host, timeout=TIMEOUT_S):
+        return None
+    return (
+        f"registry: nothing answers at {host} (BUILD_ASSETS_REGISTRY={prefix}): {STACK_FIX}"
+        " or fix BUILD_ASSETS_REGISTRY"
+    )
+
+
+def aws_endpoint(url: str | None = None) -> str | None:
+    """AWS_ENDPOINT_URL (moto on the local stack), when set, answers HTTP."""
+    url = url or os.environ.get("AWS_ENDPOINT_URL")
+    if not url:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S):  # noqa: S310 - the user's endpoint
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answers
+    except (urllib.error.URLError, OSError, ValueError):
+        return (
+            f"AWS endpoint: nothing answers at AWS_ENDPOINT_URL={url} (moto): {STACK_FIX}"
+            " or unset AWS_ENDPOINT_URL to use AWS"
+        )
+
+
+def run(checks: list[Check]) -> None:
+    """Run `checks` concurrently; raise one UserError with a line per problem found."""
+    if not checks:
+        return
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        problems = [p for p in pool.map(lambda c: c(), checks) if p]
+    if problems:
+        raise UserError(problems[0], lines=problems)
+
+
+def for_plan() -> None:
+    """`plan` reads the ledger: the state folder must be readable."""
+    run([lambda: state_folder(write=False)])
+
+
+def for_materialize(
+    registry_prefix: str, *, local: bool, functions: bool, home: Path | None = None
+) -> None:
+    """`materialize`: state folder; engine and registry (local builds); AWS when deploying."""
+    checks: list[Check] = [lambda: state_folder(home)]
+    if local:
+        checks += [engine, lambda: registry(registry_prefix)]
+    if functions:
+        checks.append(aws_endpoint)
+    run(checks)
+
+
+def for_status(
+    registry_prefix: str, *, local: bool, functions: bool, home: Path | None = None
+) -> None:
+    """`status`: the registry it looks tags up in and the AWS endpoint of the functions."""
+    checks: list[Check] = []
+    if local:
+        checks.append(lambda: registry(registry_prefix))
+    if functions:
+        checks.append(aws_endpoint)
+    run(checks)
