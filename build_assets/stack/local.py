@@ -3,7 +3,10 @@
 `build-assets stack up` starts what is missing under a state folder (logs, pidfiles, config and
 `state.json` live there) and prints `export` lines, so `eval "$(build-assets stack up)"` points
 the builders at it. Running `up` again reuses live services (same ports) and restarts only dead
-ones. `down` stops, by PID, only the processes `up` started; a Docker engine that was already
+ones, on the ports they had: `ports.json` keeps each service's port across `down` and crashes,
+so image URIs, build records and deployed functions stay valid (a port that another process
+took is an error naming it, never a silent move). `down` stops, by PID, only the processes `up`
+started; a Docker engine that was already
 running (DOCKER_HOST or /var/run/docker.sock) is reused and never stopped.
 """
 
@@ -205,16 +208,43 @@ def _last_line(log: Path) -> str:
     return lines[-1].strip()[:300] if lines else ""
 
 
-def _free_port(preferred: int | None = None) -> int:
-    """`preferred` if it can be bound on 127.0.0.1, else a free port chosen by the kernel."""
-    for port in ([preferred] if preferred else []) + [0]:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise UserError("no free TCP port on 127.0.0.1")
+def _bindable(port: int) -> int | None:
+    """`port` (0: any) if it can be bound on 127.0.0.1 as our servers bind (SO_REUSEADDR, so a
+    closed server's TIME-WAIT connections do not count); else None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return None
+        return s.getsockname()[1]
+
+
+def _kept_port(layout: _Layout, name: str, old: Service | None) -> int:
+    """The port `name` had before (state.json, else ports.json), recorded; a new one if none."""
+    try:
+        kept = json.loads(layout.ports.read_text())
+    except (OSError, ValueError):
+        kept = {}
+    preferred = (old.port if old else None) or kept.get(name)
+    if preferred:
+        if _bindable(int(preferred)) is None:
+            raise UserError(
+                f"{name}: port 127.0.0.1:{preferred}, kept so image and function URIs stay"
+                f" valid, is taken by another process: stop it (ss -ltnp 'sport = :{preferred}'),"
+                f" or delete {layout.ports} to move the stack to new ports"
+            )
+        port = int(preferred)
+    else:
+        found = _bindable(0)
+        if found is None:
+            raise UserError("no free TCP port on 127.0.0.1")
+        port = found
+    kept[name] = port
+    tmp = layout.ports.with_suffix(".tmp")
+    tmp.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
+    tmp.replace(layout.ports)
+    return port
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,6 +320,7 @@ class _Layout:
     def __init__(self, home: Path) -> None:
         self.home = home
         self.state = home / "state.json"
+        self.ports = home / "ports.json"  # survives `down`: the same addresses next time
         self.lock = home / ".lock"
         # dockerd's socket and exec-root must stay short (unix socket paths < 108 bytes).
         if len(str(home)) <= 40:
@@ -390,7 +421,7 @@ def _start_docker(layout: _Layout) -> Service:
 
 def _start_registry(layout: _Layout, old: Service | None) -> Service:
     binary = _require(REGISTRY_BIN, "apt-get install docker-registry")
-    port = _free_port(old.port if old else None)
+    port = _kept_port(layout, "registry", old)
     layout.registry_data.mkdir(parents=True, exist_ok=True)
     layout.registry_config.write_text(
         "version: 0.1\n"
@@ -412,7 +443,7 @@ def _start_moto(layout: _Layout, old: Service | None) -> Service:
 
     if importlib.util.find_spec("moto") is None:
         raise UserError("moto not found: pip install 'moto[server]'")
-    port = _free_port(old.port if old else None)
+    port = _kept_port(layout, "moto", old)
     argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     log = layout.log("moto")
     # Lambda images live in our registry, not in moto's ECR: never let an inherited
