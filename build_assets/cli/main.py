@@ -118,12 +118,23 @@ def _quick_paths(manifest: Path) -> list[str] | None:
         for spec in images.values():
             paths.append(spec["dockerfile"])
             paths.extend(spec.get("source_paths") or ())
-        tops = {p.strip("/").split("/", 1)[0] for p in paths if isinstance(p, str)}
-        if not all(isinstance(p, str) for p in paths) or sum(map(len, tops)) > 65536:
-            return None  # full validation says what is wrong; git gets no huge argv
+        if not all(isinstance(p, str) and _plain_path(p) for p in paths):
+            return None  # full validation says what is wrong; git gets no odd pathspec
+        if sum(len(p.strip("/").split("/", 1)[0]) for p in paths) > 65536:
+            return None  # no huge argument list for git
         return paths
     except Exception:  # noqa: BLE001 - full validation reports problems later
         return None
+
+
+def _plain_path(path: str) -> bool:
+    """A relative path without '..', NUL or line breaks (anything else waits for validation)."""
+    return (
+        bool(path)
+        and not path.startswith("/")
+        and ".." not in path.split("/")
+        and (not any(c in path for c in "\0\n\r\\"))
+    )
 
 
 def _default_repo() -> str | None:
