@@ -311,9 +311,11 @@ def _import_shell_image(stack: StackInfo, tmp_path: Path) -> str:
     return f"{stack.registry}/shell@{digest}"
 
 
-def test_cancel_stops_a_running_build(
-    local_stack: StackInfo, local_builder: LocalDockerBuilder, tmp_path: Path
-) -> None:
+def test_cancel_stops_a_running_build(local_stack: StackInfo, tmp_path: Path) -> None:
+    # the legacy builder: its RUN steps are engine containers this test can watch
+    local_builder = LocalDockerBuilder(
+        tmp_path / "builder", registry_host=local_stack.registry, env={"DOCKER_BUILDKIT": "0"}
+    )
     base = _import_shell_image(local_stack, tmp_path)
     req = make_request(
         local_stack,

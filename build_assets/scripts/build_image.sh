@@ -9,10 +9,21 @@
 #   DOCKERFILE      Dockerfile path relative to the context (default: Dockerfile)
 #   BASE_IMAGE      base image pinned by digest, passed as --build-arg BASE_IMAGE=... (optional)
 #   BUILD_ARGS      newline-separated KEY=VALUE build args (optional)
-#   CACHE_FROM      a previous image ref, pulled best-effort and used as --cache-from (optional)
+#   CACHE_FROM      previous image refs of this repository, whitespace-separated (optional)
 #   ECR_REGISTRY    if set, log in to it with `aws ecr get-login-password` first (optional)
 #   DOCKER_NETWORK  network for RUN steps, e.g. host or none (optional; engine default otherwise)
-#   DOCKER_BUILDKIT 1/0 to force BuildKit on/off (default: on only if buildx is installed)
+#   DOCKER_BUILDKIT 1/0 to force BuildKit on/off (default: on when a docker CLI can use it)
+#   DOCKER_CLI      the docker client to run (default: chosen as below)
+#   BUILD_CACHE     off: no cache import/export at all (optional)
+#
+# Layer cache through the registry (an optimisation only: it never fails a build):
+#   buildx present  registry cache, mode=max, at <repo>:buildcache-<tag>, read back from the
+#                   previous tag's; needs a docker-container builder (made here); else inline
+#   docker < 23     (e.g. Debian's docker.io) BuildKit of the engine, inline cache in the image
+#   neither         the legacy builder, with the previous image pulled for --cache-from
+#   Every BuildKit mode also reads the inline cache of the previous image and of BASE_IMAGE, so
+#   a base's layers and the last build's dependency layers are reused by an empty builder. A
+#   build that fails with the cache and not in a RUN step is retried once without it.
 #
 # Output: progress on stdout/stderr, "BUILD_ASSETS_PHASE=<PHASE>" markers, and as the last line
 #   BUILD_ASSETS_DIGEST=sha256:...
@@ -25,25 +36,76 @@ die() { echo "build_image: $*" >&2; exit 2; }
 [ -n "${IMAGE_TAG:-}" ] || die "IMAGE_TAG is required"
 DOCKERFILE="${DOCKERFILE:-Dockerfile}"
 [ -f "$DOCKERFILE" ] || die "Dockerfile not found in the context: $DOCKERFILE"
-command -v docker >/dev/null || die "docker not found: apt-get install docker.io"
 IMAGE_REF="$IMAGE_REPO:$IMAGE_TAG"
+
+# -- which docker client, which builder ---------------------------------------------------
+client_major() { "$1" --version 2>/dev/null | sed -n 's/^Docker version \([0-9]*\)\..*/\1/p'; }
+has_buildx() { "$1" buildx version >/dev/null 2>&1; }
+
+mode=legacy
+DOCKER="${DOCKER_CLI:-}"
+if [ -z "$DOCKER" ]; then
+  candidates=()
+  while IFS= read -r c; do candidates+=("$c"); done < <(type -ap docker; echo /usr/bin/docker)
+  for c in "${candidates[@]}"; do
+    [ -x "$c" ] || continue
+    [ -n "$DOCKER" ] || DOCKER="$c"
+    [ "${DOCKER_BUILDKIT:-}" = 0 ] && break
+    if has_buildx "$c"; then DOCKER="$c"; mode=buildx; break; fi
+    major="$(client_major "$c")"
+    if [ -n "$major" ] && [ "$major" -lt 23 ]; then DOCKER="$c"; mode=classic; break; fi
+  done
+  [ -n "$DOCKER" ] || die "docker not found: apt-get install docker.io"
+elif [ "${DOCKER_BUILDKIT:-}" != 0 ]; then
+  command -v "$DOCKER" >/dev/null || die "DOCKER_CLI not found: $DOCKER"
+  if has_buildx "$DOCKER"; then
+    mode=buildx
+  elif major="$(client_major "$DOCKER")" && [ -n "$major" ] && [ "$major" -lt 23 ]; then
+    mode=classic
+  fi
+fi
+if [ "${DOCKER_BUILDKIT:-}" = 1 ] && [ "$mode" = legacy ]; then
+  die "DOCKER_BUILDKIT=1 but no docker client here can use BuildKit (install docker-buildx)"
+fi
+if [ "$mode" = legacy ]; then export DOCKER_BUILDKIT=0; else export DOCKER_BUILDKIT=1; fi
+cache=on
+[ "${BUILD_CACHE:-on}" = off ] && cache=off
 
 if [ -n "${ECR_REGISTRY:-}" ]; then
   phase LOGIN
-  aws ecr get-login-password | docker login --username AWS --password-stdin "$ECR_REGISTRY"
+  aws ecr get-login-password | "$DOCKER" login --username AWS --password-stdin "$ECR_REGISTRY"
 fi
 
-# The legacy builder when buildx (BuildKit's CLI plugin) is missing, as with Debian's docker.io.
-if [ -z "${DOCKER_BUILDKIT:-}" ]; then
-  if docker buildx version >/dev/null 2>&1; then
-    export DOCKER_BUILDKIT=1
+
+# Cache sources: the previous image(s) of this repository, then the base.
+sources=()
+for ref in ${CACHE_FROM:-}; do sources+=("$ref"); done
+[ -n "${BASE_IMAGE:-}" ] && sources+=("$BASE_IMAGE")
+
+# "<repo>:buildcache-<tag>" for an image ref "<repo>:<tag>" (nothing for digests/no tag).
+cache_ref() {
+  local ref="$1" name="${1%:*}"
+  case "$ref" in *@*) return ;; esac
+  [ "$name" != "$ref" ] && [ "${ref##*:}" != "${ref##*/}" ] || return
+  echo "$name:buildcache-${ref##*:}"
+}
+
+# buildx: a docker-container builder can export a registry cache; the docker driver cannot.
+builder=()
+if [ "$mode" = buildx ] && [ "$cache" = on ]; then
+  name="${BUILDX_BUILDER:-build-assets}"
+  if "$DOCKER" buildx inspect "$name" >/dev/null 2>&1 \
+    || "$DOCKER" buildx create --name "$name" --driver docker-container \
+      --driver-opt network=host --bootstrap >/dev/null 2>&1; then
+    builder=(--builder "$name")
   else
-    export DOCKER_BUILDKIT=0
+    echo "build_image: no docker-container buildx builder; inline cache only"
   fi
 fi
-echo "build_image: $IMAGE_REF from $DOCKERFILE (DOCKER_BUILDKIT=$DOCKER_BUILDKIT)"
 
-args=(build --file "$DOCKERFILE" --tag "$IMAGE_REF")
+echo "build_image: $IMAGE_REF from $DOCKERFILE ($DOCKER, $mode, cache $cache)"
+
+args=(--file "$DOCKERFILE" --tag "$IMAGE_REF")
 if [ -n "${BASE_IMAGE:-}" ]; then
   args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 fi
@@ -56,32 +118,84 @@ while IFS= read -r line || [ -n "$line" ]; do
 done <<<"${BUILD_ARGS:-}"
 if [ -n "${DOCKER_NETWORK:-}" ]; then
   args+=(--network "$DOCKER_NETWORK")
+elif [ "$mode" != legacy ] && ! "$DOCKER" network inspect bridge >/dev/null 2>&1; then
+  # BuildKit's default network is the bridge; an engine without one (dockerd --bridge=none)
+  # gives the legacy builder's RUN steps no network, so give BuildKit's none as well.
+  args+=(--network none)
 fi
 
-if [ -n "${CACHE_FROM:-}" ]; then
-  phase PULL_CACHE
-  if docker pull "$CACHE_FROM"; then
-    args+=(--cache-from "$CACHE_FROM")
-    if [ "$DOCKER_BUILDKIT" = 1 ]; then
-      args+=(--build-arg BUILDKIT_INLINE_CACHE=1)
-    fi
-  else
-    echo "build_image: cache image $CACHE_FROM not available; building without it"
-  fi
+cache_args=()
+if [ "$cache" = on ]; then
+  case "$mode" in
+    buildx)
+      for ref in "${sources[@]}"; do
+        cache_args+=(--cache-from "type=registry,ref=$ref")
+        if [ ${#builder[@]} -gt 0 ] && reg="$(cache_ref "$ref")" && [ -n "$reg" ]; then
+          cache_args+=(--cache-from "type=registry,ref=$reg")
+        fi
+      done
+      if [ ${#builder[@]} -gt 0 ]; then
+        cache_args+=(--cache-to "type=registry,ref=$(cache_ref "$IMAGE_REF"),mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true")
+      else
+        cache_args+=(--cache-to type=inline)
+      fi
+      ;;
+    classic)
+      cache_args+=(--build-arg BUILDKIT_INLINE_CACHE=1)
+      for ref in "${sources[@]}"; do cache_args+=(--cache-from "$ref"); done
+      ;;
+    legacy)
+      if [ -n "${CACHE_FROM:-}" ]; then
+        phase PULL_CACHE
+        for ref in ${CACHE_FROM}; do
+          if "$DOCKER" pull "$ref"; then
+            cache_args+=(--cache-from "$ref")
+          else
+            echo "build_image: cache image $ref not available; building without it"
+          fi
+        done
+      fi
+      ;;
+  esac
 fi
+
+build_log="$(mktemp)"
+push_log="$(mktemp)"
+trap 'rm -f "$build_log" "$push_log"' EXIT
+
+# One build: `docker build` or `docker buildx build`, output kept for the retry decision.
+run_build() {
+  local cmd=(build)
+  case "$mode" in
+    buildx) cmd=(buildx build "${builder[@]}" --load --progress=plain) ;;
+    classic) cmd=(build --progress=plain) ;;
+  esac
+  set +e
+  "$DOCKER" "${cmd[@]}" "$@" "$PWD" 2>&1 | tee "$build_log"
+  local status="${PIPESTATUS[0]}"
+  set -e
+  return "$status"
+}
 
 phase BUILD
-docker "${args[@]}" .
+if ! run_build "${args[@]}" "${cache_args[@]}"; then
+  failed_in_run='did not complete successfully|returned a non-zero code|executor failed running'
+  if [ ${#cache_args[@]} -eq 0 ] || grep -Eq "$failed_in_run" "$build_log"; then
+    die "docker build failed"
+  fi
+  echo "build_image: build with the layer cache failed; retrying without it"
+  builder=()
+  [ "$mode" = buildx ] && builder=(--builder default)
+  run_build "${args[@]}" || die "docker build failed"
+fi
 
 phase PUSH
-push_log="$(mktemp)"
-trap 'rm -f "$push_log"' EXIT
-docker push "$IMAGE_REF" 2>&1 | tee "$push_log"
+"$DOCKER" push "$IMAGE_REF" 2>&1 | tee "$push_log"
 
 # "<tag>: digest: sha256:... size: N" from the push; else the RepoDigest of this repository.
 digest="$(sed -n 's/.*digest: \(sha256:[0-9a-f]\{64\}\).*/\1/p' "$push_log" | tail -n 1)"
 if [ -z "$digest" ]; then
-  digest="$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$IMAGE_REF" \
+  digest="$("$DOCKER" image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$IMAGE_REF" \
     | sed -n "s|^$IMAGE_REPO@\(sha256:[0-9a-f]\{64\}\)$|\1|p" | head -n 1)"
 fi
 [ -n "$digest" ] || die "pushed $IMAGE_REF but could not read its digest"
