@@ -144,16 +144,19 @@ class Manifest(BaseModel):
         validation rejects, is cut where it closes)."""
         done: list[str] = []
         placed: set[str] = set()
-        for name in self.images:
+        bases = {name: spec.base for name, spec in self.images.items()}
+        for name in bases:
+            if name in placed:
+                continue
             chain: list[str] = []
             on_chain: set[str] = set()
             node: str | None = name
-            while node is not None and node in self.images and node not in placed:
+            while node is not None and node in bases and node not in placed:
                 if node in on_chain:
                     break
                 chain.append(node)
                 on_chain.add(node)
-                node = self.images[node].base
+                node = bases[node]
             for n in reversed(chain):
                 placed.add(n)
                 done.append(n)
@@ -362,7 +365,7 @@ def _cycle_problems(manifest: Manifest, source: str) -> list[str]:
 
     Every image has at most one base, so each walk up the bases ends at an image already
     walked, at no base, or closes a cycle: O(images), no recursion."""
-    images = manifest.images
+    images = {name: spec.base for name, spec in manifest.images.items()}  # name -> base
     depth: dict[str, int] = {}  # images walked: depth of their base chain (-1: on a cycle)
     out: list[str] = []
     too_deep: list[str] = []
@@ -384,7 +387,7 @@ def _cycle_problems(manifest: Manifest, source: str) -> list[str]:
                 break  # `node` now has depth -1: the images leading into the cycle too
             position[node] = len(chain)
             chain.append(node)
-            node = images[node].base
+            node = images[node]
         below = depth.get(node, 0) if node is not None and node in images else 0
         for n in reversed(chain):
             below = -1 if below < 0 else below + 1

@@ -103,8 +103,8 @@ def check_events(text: str, source: str) -> None:
         top[1] += chars
         if top[0] > MAX_NODES or top[1] > MAX_SCALAR_CHARS:
             raise ManifestError(
-                f"{_where(source, event.start_mark)} aliases expand to more than"
-                f" {MAX_NODES:,} values or {MAX_SCALAR_CHARS // 2**20} MB of text"
+                f"{_where(source, event.start_mark)} more than {MAX_NODES:,} values or"
+                f" {MAX_SCALAR_CHARS // 2**20} MB of text once aliases are expanded"
                 " (an alias bomb?)"
             )
 
