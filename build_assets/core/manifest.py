@@ -12,7 +12,7 @@ import re
 import reprlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -72,6 +72,21 @@ class CodeBuildOptions(BaseModel):
     image: str | None = None
 
 
+Platform = Literal["linux/amd64", "linux/arm64"]
+PLATFORMS = ("linux/amd64", "linux/arm64")
+DEFAULT_PROJECT_NAME = "{image}-{env}-img-builder"
+DEFAULT_REPOSITORY_NAME = "{image}"
+
+
+class Naming(BaseModel):
+    """Templates of AWS resource names; placeholders `{image}` and `{env}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    codebuild_project: str = DEFAULT_PROJECT_NAME
+    repository: str = DEFAULT_REPOSITORY_NAME
+
+
 class ImageSpec(BaseModel):
     """One image of the manifest."""
 
@@ -83,6 +98,14 @@ class ImageSpec(BaseModel):
     build_args: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
     lambdas: tuple[str, ...] = Field(default=(), alias="lambda", max_length=MAX_LIST)
     codebuild: CodeBuildOptions | None = None
+    # adoption of an existing monorepo (see README "Bringing an existing monorepo")
+    platform: Platform | None = None
+    base_arg: str | None = None  # build arg carrying the base (default: the first FROM's)
+    dockerignore: str | Literal[False] | None = None  # ignore file in force, or none at all
+    codebuild_project: str | None = None  # name override (template allowed)
+    repository: str | None = None  # name override (template allowed)
+    # context paths (gitignore-style globs) that look like credentials but are meant to ship
+    allow_secrets: tuple[str, ...] = Field(default=(), max_length=MAX_LIST)
     # context paths (gitignore-style globs) that look like credentials but are meant to ship
     allow_secrets: tuple[str, ...] = Field(default=(), max_length=MAX_LIST)
 
@@ -122,6 +145,7 @@ class ImageSpec(BaseModel):
             "source_paths": sorted({p.rstrip("/") for p in self.source_paths}),
             "build_args": dict(sorted(self.build_args.items())),
             "base": self.base,
+            **{k: v for k in ("base_arg",) if (v := getattr(self, k)) is not None},
         }
 
     def context_roots(self) -> list[str]:
@@ -136,6 +160,34 @@ class Manifest(BaseModel):
 
     images: dict[str, ImageSpec]
     source: str = "images.yaml"
+    platform: Platform | None = None  # default of every image
+    dockerignore: str | Literal[False] | None = None  # default of every image
+    naming: Naming = Field(default_factory=Naming)
+
+    def platform_of(self, name: str) -> str | None:
+        """The platform an image is built for (its own, else the manifest's), if any."""
+        return self.images[name].platform or self.platform
+
+    def dockerignore_of(self, name: str) -> str | Literal[False] | None:
+        """The ignore file an image's entry names (False: none), else None (Docker's rule)."""
+        spec = self.images[name].dockerignore
+        return spec if spec is not None else self.dockerignore
+
+    def project_name(self, name: str, env: str) -> str:
+        """The CodeBuild project of an image in an environment."""
+        template = self.images[name].codebuild_project or self.naming.codebuild_project
+        return template.format(image=name, env=env)
+
+    def repository_name(self, name: str, env: str = "") -> str:
+        """The registry repository of an image (ECR repository name)."""
+        template = self.images[name].repository or self.naming.repository
+        return template.format(image=name, env=env)
+
+    def ignore_paths(self) -> list[str]:
+        """Ignore files named in the manifest (besides Docker's own places)."""
+        named = [self.dockerignore, *(s.dockerignore for s in self.images.values())]
+        return sorted({p for p in named if isinstance(p, str)})
+
 
     def order(self) -> list[str]:
         """Image names, every base before its dependents (stable: manifest order otherwise).
@@ -329,6 +381,7 @@ def _semantic_problems(
                 )
             else:
                 functions[fn] = name
+    problems.extend(_adoption_problems(manifest, source, path_exists, skip))
     problems.extend(_cycle_problems(manifest, source))
     return problems
 
@@ -358,6 +411,53 @@ def _ring(cycle: list[str]) -> str:
     if len(cycle) <= 8:
         return " -> ".join([*cycle, cycle[0]])
     return " -> ".join([*cycle[:3], f"… ({len(cycle):,} images) …", *cycle[-2:], cycle[0]])
+
+
+def _template_problem(template: str) -> str | None:
+    try:
+        template.format(image="x", env="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        return f"bad template {template!r} (placeholders: {{image}}, {{env}}; {exc})"
+    return None
+
+
+def _adoption_problems(
+    manifest: Manifest, source: str, path_exists: Callable[[str], bool] | None, skip: set[str]
+) -> list[str]:
+    """Problems of the fields that adapt build-assets to an existing monorepo."""
+    problems: list[str] = []
+    ignores: list[tuple[str, str | Literal[False] | None]] = [
+        (f"{source}: field 'dockerignore'", manifest.dockerignore)
+    ]
+    for field in ("codebuild_project", "repository"):
+        bad = _template_problem(getattr(manifest.naming, field))
+        if bad:
+            problems.append(f"{source}: field 'naming.{field}': {bad}")
+    for name, spec in manifest.images.items():
+        if name in skip:
+            continue
+        where = f"{source}: image '{name}'"
+        for field in ("codebuild_project", "repository"):
+            value = getattr(spec, field)
+            bad = _template_problem(value) if value is not None else None
+            if bad:
+                problems.append(f"{where}, field '{field}': {bad}")
+        if spec.base_arg is not None and not BUILD_ARG_RE.match(spec.base_arg):
+            problems.append(f"{where}, field 'base_arg': bad argument name {spec.base_arg!r}")
+        elif spec.base_arg is not None and spec.base_arg in spec.build_args:
+            problems.append(
+                f"{where}, field 'build_args': '{spec.base_arg}' is set from 'base', remove it"
+            )
+        ignores.append((f"{where}, field 'dockerignore'", spec.dockerignore))
+    for where, value in ignores:
+        if not isinstance(value, str):
+            continue
+        bad = _check_path(value)
+        if bad:
+            problems.append(f"{where}: '{value}' {bad}")
+        elif path_exists is not None and path_exists(value) is not True:
+            problems.append(f"{where}: '{value}' does not exist")
+    return problems
 
 
 def _cycle_problems(manifest: Manifest, source: str) -> list[str]:
