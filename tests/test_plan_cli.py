@@ -213,6 +213,7 @@ def test_image_absent_at_ref_is_a_new_image(repo: Path, home: Path) -> None:
     manifest.write_text(
         manifest.read_text()
         + "  extra-image:\n    dockerfile: infra/base_images/agent/Dockerfile\n"
+        + "    source_paths: [receipt_agent/pyproject.toml]\n"
     )
     entries = plan_json("--since", "HEAD", cwd=repo, home=home)
     assert rebuilt(entries) == ["extra-image"]
@@ -551,7 +552,7 @@ def test_clean_tree_plan_from_the_cache_matches_the_full_plan(
     monkeypatch.setenv("BUILD_ASSETS_HOME", str(home))
     monkeypatch.setenv("BUILD_ASSETS_REGISTRY", "reg.cache")
     first = json.loads(run_cli("plan", "--json", cwd=repo, home=home).stdout)
-    settings = Settings.from_env(repo=repo)
+    settings = Settings.resolve(repo=repo)
     fast = _plan_from_cache(WorktreeScan(repo), settings)
     assert fast is not None
     assert {"images": [e.to_dict() for e in fast[0]]} == first

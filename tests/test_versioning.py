@@ -380,6 +380,7 @@ def test_editing_another_entry_or_adding_an_image_leaves_the_others_unchanged(
         + "  extra-image:\n"
         + "    dockerfile: infra/create_labels/lambdas/Dockerfile\n"
         + "    base: base-receipt-dynamo\n"
+        + "    source_paths: [infra/create_labels/lambdas]\n"
     )
     after = versions(repo)
     assert changed(edited, after) == {"extra-image"}
@@ -440,6 +441,7 @@ def test_image_absent_at_ref_is_a_new_image(repo: Path) -> None:
     manifest.write_text(
         manifest.read_text()
         + "  extra-image:\n    dockerfile: infra/base_images/agent/Dockerfile\n"
+        + "    source_paths: [receipt_agent/pyproject.toml]\n"
     )
     commit_all(repo, "new image")
     assert "extra-image" not in at(repo, start)

@@ -294,6 +294,8 @@ class CodeBuildBuilder:
             "IMAGE_TAG": request.tag,
             "DOCKERFILE": request.dockerfile,
             "BASE_IMAGE": request.base_image or "",
+            "BASE_ARG": request.base_arg if request.base_image else "",
+            "PLATFORM": request.platform or "",
             "BUILD_ARGS": "\n".join(f"{k}={v}" for k, v in sorted(request.build_args.items())),
             "CACHE_FROM": (
                 f"{request.repository}:{request.previous_tag}" if request.previous_tag else ""

@@ -106,8 +106,6 @@ class ImageSpec(BaseModel):
     repository: str | None = None  # name override (template allowed)
     # context paths (gitignore-style globs) that look like credentials but are meant to ship
     allow_secrets: tuple[str, ...] = Field(default=(), max_length=MAX_LIST)
-    # context paths (gitignore-style globs) that look like credentials but are meant to ship
-    allow_secrets: tuple[str, ...] = Field(default=(), max_length=MAX_LIST)
 
     @field_validator("dockerfile")
     @classmethod
@@ -187,7 +185,6 @@ class Manifest(BaseModel):
         """Ignore files named in the manifest (besides Docker's own places)."""
         named = [self.dockerignore, *(s.dockerignore for s in self.images.values())]
         return sorted({p for p in named if isinstance(p, str)})
-
 
     def order(self) -> list[str]:
         """Image names, every base before its dependents (stable: manifest order otherwise).
@@ -386,33 +383,6 @@ def _semantic_problems(
     return problems
 
 
-def _build_arg_problems(where: str, build_args: dict[str, str]) -> list[str]:
-    problems = []
-    for key, value in build_args.items():
-        here = f"{where}, field 'build_args'"
-        if len(key) > MAX_ARG_NAME or not BUILD_ARG_RE.match(key):
-            problems.append(f"{here}: bad argument name {show(key)}")
-        elif key in RESERVED_BUILD_ARGS:
-            problems.append(f"{here}: '{key}' is set from 'base', remove it")
-        elif _BAD_ARG_CHARS.search(value):
-            problems.append(
-                f"{here}: '{key}' holds a line break or NUL ({show(value)}); docker build"
-                " takes one-line values"
-            )
-        elif len(value) > MAX_ARG_VALUE:
-            problems.append(
-                f"{here}: '{key}' is {len(value):,} characters long (at most {MAX_ARG_VALUE})"
-            )
-    return problems
-
-
-def _ring(cycle: list[str]) -> str:
-    """'a -> b -> a', shortened for long cycles."""
-    if len(cycle) <= 8:
-        return " -> ".join([*cycle, cycle[0]])
-    return " -> ".join([*cycle[:3], f"… ({len(cycle):,} images) …", *cycle[-2:], cycle[0]])
-
-
 def _template_problem(template: str) -> str | None:
     try:
         template.format(image="x", env="x")
@@ -422,7 +392,7 @@ def _template_problem(template: str) -> str | None:
 
 
 def _adoption_problems(
-    manifest: Manifest, source: str, path_exists: Callable[[str], bool] | None, skip: set[str]
+    manifest: Manifest, source: str, path_exists: PathCheck | None, skip: set[str]
 ) -> list[str]:
     """Problems of the fields that adapt build-assets to an existing monorepo."""
     problems: list[str] = []
@@ -458,6 +428,33 @@ def _adoption_problems(
         elif path_exists is not None and path_exists(value) is not True:
             problems.append(f"{where}: '{value}' does not exist")
     return problems
+
+
+def _build_arg_problems(where: str, build_args: dict[str, str]) -> list[str]:
+    problems = []
+    for key, value in build_args.items():
+        here = f"{where}, field 'build_args'"
+        if len(key) > MAX_ARG_NAME or not BUILD_ARG_RE.match(key):
+            problems.append(f"{here}: bad argument name {show(key)}")
+        elif key in RESERVED_BUILD_ARGS:
+            problems.append(f"{here}: '{key}' is set from 'base', remove it")
+        elif _BAD_ARG_CHARS.search(value):
+            problems.append(
+                f"{here}: '{key}' holds a line break or NUL ({show(value)}); docker build"
+                " takes one-line values"
+            )
+        elif len(value) > MAX_ARG_VALUE:
+            problems.append(
+                f"{here}: '{key}' is {len(value):,} characters long (at most {MAX_ARG_VALUE})"
+            )
+    return problems
+
+
+def _ring(cycle: list[str]) -> str:
+    """'a -> b -> a', shortened for long cycles."""
+    if len(cycle) <= 8:
+        return " -> ".join([*cycle, cycle[0]])
+    return " -> ".join([*cycle[:3], f"… ({len(cycle):,} images) …", *cycle[-2:], cycle[0]])
 
 
 def _cycle_problems(manifest: Manifest, source: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,10 +20,12 @@ class BuiltState:
     identity: dict
     files: tuple[ContextFile, ...]
     base_version: str | None
+    # why a path was out of that context (an ignore rule), when known
+    exclusion: Callable[[str], str | None] | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, image: ImageVersion) -> BuiltState:
-        return cls(image.version, image.spec.identity(), image.files, image.base_version)
+        return cls(image.version, image.identity, image.files, image.base_version, image.exclusion)
 
 
 @dataclass
@@ -41,8 +44,18 @@ class PlanEntry:
         return asdict(self)
 
 
-def file_reasons(old: tuple[ContextFile, ...], new: tuple[ContextFile, ...], dockerfile: str):
-    """Per-file reasons between two context file sets ('x modified', 'new file y', ...)."""
+def file_reasons(
+    old: tuple[ContextFile, ...],
+    new: tuple[ContextFile, ...],
+    dockerfile: str,
+    was_excluded: Callable[[str], str | None] | None = None,
+    now_excluded: Callable[[str], str | None] | None = None,
+    now_included: Callable[[str], str | None] | None = None,
+):
+    """Per-file reasons between two context file sets ('x modified', 'new file y', ...).
+
+    With the ignore explanations of both sides, a file that only moved in or out of the
+    context through an ignore rule says so ('x now included by .dockerignore:2 `!x`')."""
     before = {f.path: f for f in old}
     after = {f.path: f for f in new}
     reasons = []
@@ -53,9 +66,14 @@ def file_reasons(old: tuple[ContextFile, ...], new: tuple[ContextFile, ...], doc
         if path == dockerfile and a is not None and b is not None:
             reasons.append("Dockerfile changed")
         elif a is None:
-            reasons.append(f"new file {path}")
+            if was_excluded is not None and was_excluded(path):
+                how = (now_included(path) if now_included else None) or "included"
+                reasons.append(f"{path} now {how}")
+            else:
+                reasons.append(f"new file {path}")
         elif b is None:
-            reasons.append(f"{path} deleted")
+            why = now_excluded(path) if now_excluded is not None else None
+            reasons.append(f"{path} now {why}" if why else f"{path} deleted")
         else:
             if a.blob != b.blob:
                 reasons.append(f"{path} modified")
@@ -73,6 +91,12 @@ def entry_reasons(old: dict, new: dict) -> list[str]:
         reasons.append("source_paths changed")
     if old.get("build_args") != new.get("build_args"):
         reasons.append("build_args changed")
+    if old.get("platform") != new.get("platform"):
+        reasons.append(f"platform changed to {new.get('platform') or 'the default'}")
+    if old.get("dockerignore") != new.get("dockerignore"):
+        reasons.append(f"ignore file changed to {new.get('dockerignore') or '.dockerignore'}")
+    if old.get("base_arg") != new.get("base_arg"):
+        reasons.append("base_arg changed")
     if old.get("base") != new.get("base"):
         reasons.append(
             f"base changed from {old.get('base') or 'none'} to {new.get('base') or 'none'}"
@@ -93,9 +117,16 @@ def compare(
         elif old.version == img.version:
             reasons = []
         else:
-            identity = img.spec.identity()
+            identity = img.identity
             reasons = entry_reasons(old.identity, identity)
-            reasons += file_reasons(old.files, img.files, img.spec.dockerfile)
+            reasons += file_reasons(
+                old.files,
+                img.files,
+                img.spec.dockerfile,
+                was_excluded=old.exclusion,
+                now_excluded=img.exclusion,
+                now_included=img.inclusion,
+            )
             if (
                 img.base
                 and old.identity.get("base") == img.base

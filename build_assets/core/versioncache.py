@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from build_assets.core.versioning import VersionSet
 
 FILE = "build-assets-versions.json"
-FORMAT = 2
+FORMAT = 3  # 3: contexts checked against their Dockerfiles before caching
 SCHEME = "build-assets/v1"  # versioning.SCHEME (kept here so a cache hit imports nothing)
 
 

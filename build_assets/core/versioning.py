@@ -10,20 +10,17 @@ shipped by every builder, so a build can never differ from its version.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import hashlib
-import itertools
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pathspec
-
 from build_assets.core import versioncache
 from build_assets.core.context import BuildContext, ContextFile
+from build_assets.core.contextcheck import check_image, ignore_file_for
+from build_assets.core.dockerfile import parse as parse_dockerfile
 from build_assets.core.gitrepo import (
     Snapshot,
     WorktreeScan,
@@ -32,72 +29,20 @@ from build_assets.core.gitrepo import (
     repo_root,
     resolve_commit,
 )
+from build_assets.core.ignore import DOCKERIGNORE, DockerIgnore
 from build_assets.core.manifest import ImageSpec, Manifest, load_manifest, parse_manifest
 from build_assets.errors import ManifestError
 
+__all__ = ["DOCKERIGNORE", "DockerIgnore", "VersionSet", "commit_versions", "worktree_versions"]
+
 SCHEME = "build-assets/v1"
 TAG_PREFIX = "git-"
-DOCKERIGNORE = ".dockerignore"
+DEFAULT_BASE_ARG = "BASE_IMAGE"
 
 
 def tag_for(version: str) -> str:
     """The image tag of a version: 'git-' + its first 12 hex digits."""
     return TAG_PREFIX + version[:12]
-
-
-_GLOB_CHARS = re.compile(r"[*?\[\]\\]")
-_BRACKETS = re.compile(r"\[[^\]]*\]")
-
-
-class DockerIgnore:
-    """Root `.dockerignore` rules with Docker's semantics (patterns anchored at the root)."""
-
-    def __init__(self, text: str | None) -> None:
-        lines = []
-        self._literals: list[str] | None = []  # None: some pattern has no usable literal
-        for raw in (text or "").splitlines():
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            negate = line.startswith("!")
-            line = line[1:].strip() if negate else line
-            line = line.lstrip("/")
-            while line.startswith("./"):
-                line = line[2:]
-            if not line:
-                continue
-            lines.append(("!" if negate else "") + "/" + line)
-            if not negate and self._literals is not None:
-                plain = _BRACKETS.sub("*", line.replace("**/", "/"))  # [abc] is no literal
-                longest = max(_GLOB_CHARS.split(plain), key=len).strip("/")
-                longest = max(longest.split("/"), key=len)
-                if len(longest) >= 2:
-                    self._literals.append(longest)
-                else:
-                    self._literals = None
-        self._spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
-
-    def excluded_indices(self, paths: list[str]) -> frozenset[int]:
-        """Indices of the excluded paths of a sorted path list.
-
-        A path can only be excluded by a pattern whose literal part it contains, so only the
-        paths holding such a literal (found by `str.find` over all paths at once) are matched
-        one by one; negated patterns can only re-include, never exclude.
-        """
-        if self._spec is None or not paths:
-            return frozenset()
-        if self._literals is None:
-            return frozenset(i for i, p in enumerate(paths) if self._spec.match_file(p))
-        text = "\n".join(paths)
-        starts = list(itertools.accumulate((len(p) + 1 for p in paths[:-1]), initial=0))
-        candidates: set[int] = set()
-        for literal in set(self._literals):
-            pos = text.find(literal)
-            while pos != -1:
-                line = bisect.bisect_right(starts, pos) - 1
-                candidates.add(line)
-                pos = text.find(literal, starts[line + 1] if line + 1 < len(starts) else len(text))
-        return frozenset(i for i in candidates if self._spec.match_file(paths[i]))
 
 
 @dataclass(frozen=True)
@@ -165,6 +110,10 @@ class ImageVersion:
         base_version: str | None,
         resolve: Callable[[], tuple[Snapshot, ContextSelection]],
         file_count: int | None = None,
+        identity: dict | Callable[[], dict] | None = None,
+        base_arg: str | Callable[[], str | None] | None = None,
+        platform: str | None = None,
+        ignore: DockerIgnore | Callable[[], DockerIgnore] | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -172,6 +121,10 @@ class ImageVersion:
         self.base_version = base_version
         self._resolve = resolve  # the snapshot and selection this version was hashed from
         self._file_count = file_count
+        self._identity = identity
+        self._base_arg = base_arg
+        self._ignore = ignore
+        self.platform = platform  # linux/amd64 | linux/arm64 | None (the engine's own)
 
     def __repr__(self) -> str:
         return f"ImageVersion({self.name!r}, {self.tag!r})"
@@ -187,6 +140,33 @@ class ImageVersion:
     @property
     def lambdas(self) -> tuple[str, ...]:
         return self.spec.lambdas
+
+    @functools.cached_property
+    def identity(self) -> dict:
+        """The entry as hashed (manifest fields plus defaults and ignore file in force)."""
+        value = self._identity() if callable(self._identity) else self._identity
+        return value if value is not None else self.spec.identity()
+
+    @functools.cached_property
+    def base_arg(self) -> str:
+        """The build arg that receives the base: `base_arg`, else the first FROM's arg."""
+        value = self._base_arg() if callable(self._base_arg) else self._base_arg
+        return value or DEFAULT_BASE_ARG
+
+    def exclusion(self, path: str) -> str | None:
+        """Why `path`, a file of the repo under this image's paths, is not in its context
+        ('excluded by .dockerignore:3 `*`'), or None when it is in it or not there at all."""
+        snapshot, selection = self._resolve()
+        i = snapshot.index_of(path)
+        if i is None or i not in selection.excluded:
+            return None
+        ignore = self._ignore() if callable(self._ignore) else self._ignore
+        return (ignore.explain(path) if ignore else None) or "excluded by the ignore file"
+
+    def inclusion(self, path: str) -> str | None:
+        """The ignore rule that includes `path` in the context ('included by …'), if any."""
+        ignore = self._ignore() if callable(self._ignore) else self._ignore
+        return ignore.explain(path) if ignore else None
 
     @property
     def file_count(self) -> int:
@@ -204,14 +184,44 @@ class ImageVersion:
         return BuildContext(files=self.files, reader=self._resolve()[0].reader)
 
 
-def hash_image(spec: ImageSpec, listing: str, base_version: str | None) -> str:
-    """The version of an image from its entry, its context listing and its base's version."""
+def hash_image(spec: ImageSpec | dict, listing: str, base_version: str | None) -> str:
+    """The version of an image from its entry (or effective identity), its context listing
+    and its base's version."""
+    identity = spec if isinstance(spec, dict) else spec.identity()
     h = hashlib.sha256()
     h.update(SCHEME.encode() + b"\0")
-    h.update(json.dumps(spec.identity(), sort_keys=True, separators=(",", ":")).encode() + b"\0")
+    h.update(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode() + b"\0")
     h.update(b"base\0" + (base_version or "-").encode() + b"\0")
     h.update(listing.encode("utf-8", "surrogateescape"))
     return h.hexdigest()
+
+
+def effective_identity(manifest: Manifest, name: str, ignore_path: str | None) -> dict:
+    """An image's entry as hashed: its own fields plus what the manifest-wide defaults and
+    the ignore file in force add (only when they differ from the plain defaults, so the
+    versions of manifests without them stay what they were)."""
+    identity = manifest.images[name].identity()
+    platform = manifest.platform_of(name)
+    if platform:
+        identity["platform"] = platform
+    if ignore_path not in (DOCKERIGNORE, None) or manifest.dockerignore_of(name) is False:
+        identity["dockerignore"] = ignore_path or False
+    return identity
+
+
+class _Ignores:
+    """Ignore files of one snapshot, parsed and matched once each."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self._done: dict[str | None, tuple[DockerIgnore, frozenset[int]]] = {}
+
+    def get(self, path: str | None) -> tuple[DockerIgnore, frozenset[int]]:
+        if path not in self._done:
+            text = self.snapshot.read_text(path) if path else None
+            ignore = DockerIgnore(text, path or DOCKERIGNORE)
+            self._done[path] = (ignore, ignore.excluded_indices(self.snapshot.paths))
+        return self._done[path]
 
 
 @dataclass(frozen=True)
@@ -222,6 +232,7 @@ class VersionSet:
     images: dict[str, ImageVersion]  # in dependency order
     commit: str | None  # None for the working tree
     root: Path
+    note: str | None = None  # said once by `plan` (e.g. how the manifest at a ref was found)
 
     def __getitem__(self, name: str) -> ImageVersion:
         return self.images[name]
@@ -230,10 +241,18 @@ class VersionSet:
         return iter(self.images.values())
 
 
-def compute_versions(manifest: Manifest, snapshot: Snapshot, ignore: DockerIgnore) -> VersionSet:
-    """Versions of all images of `manifest` in `snapshot`, bases first."""
+def compute_versions(
+    manifest: Manifest, snapshot: Snapshot, ignore: DockerIgnore | None = None
+) -> VersionSet:
+    """Versions of all images of `manifest` in `snapshot`, bases first.
+
+    Each image's Dockerfile is checked against its context (`contextcheck`); every problem
+    of every image is raised at once as a ManifestError. `ignore`: force one ignore rule set
+    for every image (tests); by default each image's ignore file in force is used.
+    """
     out: dict[str, ImageVersion] = {}
-    excluded = ignore.excluded_indices(snapshot.paths)
+    ignores = _Ignores(snapshot)
+    problems: list[str] = []
     for name in manifest.order():
         spec = manifest.images[name]
         if snapshot.index_of(spec.dockerfile) is None:
@@ -241,11 +260,32 @@ def compute_versions(manifest: Manifest, snapshot: Snapshot, ignore: DockerIgnor
                 f"{manifest.source}: image '{name}', field 'dockerfile': '{spec.dockerfile}'"
                 " is not a file git tracks or sees (is it ignored?)"
             )
+        ignore_path = ignore_file_for(manifest, name, snapshot)
+        if ignore is not None:
+            rules, excluded = ignore, ignore.excluded_indices(snapshot.paths)
+        else:
+            rules, excluded = ignores.get(ignore_path)
         selection = select_context(spec, snapshot, excluded)
-        base_version = out[spec.base].version if spec.base else None
-        version = hash_image(spec, selection.listing(snapshot.records), base_version)
+        dockerfile = parse_dockerfile(snapshot.read_text(spec.dockerfile) or "")
+        check = check_image(manifest, name, dockerfile, snapshot, selection, rules)
+        problems.extend(check.problems)
+        identity = effective_identity(manifest, name, ignore_path)
+        base_version = out[spec.base].version if spec.base in out else None
+        version = hash_image(identity, selection.listing(snapshot.records), base_version)
         pinned = (snapshot, selection)
-        out[name] = ImageVersion(name, spec, version, base_version, lambda p=pinned: p)
+        out[name] = ImageVersion(
+            name,
+            spec,
+            version,
+            base_version,
+            lambda p=pinned: p,
+            identity=identity,
+            base_arg=check.base_arg,
+            platform=manifest.platform_of(name),
+            ignore=rules,
+        )
+    if problems:
+        raise ManifestError(problems[0], lines=problems)
     return VersionSet(manifest=manifest, images=out, commit=snapshot.commit, root=snapshot.root)
 
 
@@ -266,64 +306,124 @@ def worktree_versions(
     root = repo_root(repo) if scan is None else scan.root
     path = Path(manifest_path) if manifest_path else root / "images.yaml"
     manifest = load_manifest(path, root)
-    if scan is None or not scan.covers([*manifest.all_paths(), DOCKERIGNORE]):
-        scan = WorktreeScan(root, [*manifest.all_paths(), DOCKERIGNORE])
+    wanted = [*manifest.all_paths(), *manifest.ignore_paths(), DOCKERIGNORE]
+    if scan is None or not scan.covers(wanted):
+        scan = WorktreeScan(root, wanted)
     manifest_text = path.read_bytes()
     if scan.clean:
         cached = versioncache.load(scan, manifest, manifest_text)
         if cached is not None:
             return _from_cache(manifest, scan, cached)
     snapshot = scan.snapshot()
-    ignore = DockerIgnore(snapshot.read_text(DOCKERIGNORE))
-    versions = compute_versions(manifest, snapshot, ignore)
+    versions = compute_versions(manifest, snapshot)
     if scan.clean:
         versioncache.save(scan, manifest_text, versions)
     return versions
 
 
 def _from_cache(manifest: Manifest, scan: WorktreeScan, cached: dict) -> VersionSet:
-    """A VersionSet from the clean-tree cache; file lists are computed only when asked for."""
-    state: dict[str, object] = {}
+    """A VersionSet from the clean-tree cache; file lists, identities and base args are
+    computed only when asked for (a clean tree: the files on disk are the index's)."""
+    state: dict[str, _Ignores] = {}
 
-    def resolver(spec: ImageSpec) -> Callable[[], tuple[Snapshot, ContextSelection]]:
+    def ignores() -> _Ignores:
+        if "ignores" not in state:
+            state["ignores"] = _Ignores(scan.snapshot())
+        return state["ignores"]
+
+    def resolver(name: str) -> Callable[[], tuple[Snapshot, ContextSelection]]:
         def resolve() -> tuple[Snapshot, ContextSelection]:
-            if "snapshot" not in state:
-                snap = scan.snapshot()
-                state["snapshot"] = snap
-                state["excluded"] = DockerIgnore(snap.read_text(DOCKERIGNORE)).excluded_indices(
-                    snap.paths
-                )
-            snap = state["snapshot"]
-            return snap, select_context(spec, snap, state["excluded"])  # type: ignore[arg-type]
+            known = ignores()
+            path = ignore_file_for(manifest, name, known.snapshot)
+            return known.snapshot, select_context(
+                manifest.images[name], known.snapshot, known.get(path)[1]
+            )
 
         return resolve
+
+    def ignore_of(name: str) -> Callable[[], DockerIgnore]:
+        def get() -> DockerIgnore:
+            known = ignores()
+            return known.get(ignore_file_for(manifest, name, known.snapshot))[0]
+
+        return get
+
+    def identity(name: str) -> Callable[[], dict]:
+        return lambda: effective_identity(
+            manifest, name, ignore_file_for(manifest, name, ignores().snapshot)
+        )
+
+    def base_arg(spec: ImageSpec) -> Callable[[], str | None]:
+        def read() -> str | None:
+            if spec.base_arg:
+                return spec.base_arg
+            try:
+                text = (scan.root / spec.dockerfile).read_text(errors="replace")
+            except OSError:
+                return None
+            return parse_dockerfile(text).base_arg
+
+        return read
 
     out: dict[str, ImageVersion] = {}
     for name in manifest.order():
         spec = manifest.images[name]
         version, count = cached[name]
         base_version = out[spec.base].version if spec.base else None
-        out[name] = ImageVersion(name, spec, version, base_version, resolver(spec), count)
+        out[name] = ImageVersion(
+            name,
+            spec,
+            version,
+            base_version,
+            resolver(name),
+            count,
+            identity=identity(name),
+            base_arg=base_arg(spec),
+            platform=manifest.platform_of(name),
+            ignore=ignore_of(name),
+        )
     return VersionSet(manifest=manifest, images=out, commit=None, root=scan.root)
 
 
 def commit_versions(
-    repo: str | Path, ref: str, manifest_path: str | Path | None = None
+    repo: str | Path,
+    ref: str,
+    manifest_path: str | Path | None = None,
+    *,
+    missing_ok: bool = False,
 ) -> VersionSet:
     """Versions at a commit, from git objects (no checkout), with the manifest as it was there.
 
-    Returns a VersionSet whose manifest may lack images that are new since `ref`.
+    A manifest inside the repository is read as committed at `ref`; when it is not there,
+    `missing_ok` (an explicitly given manifest) makes every image new (an empty set with a
+    note), else it is an error naming the file. A manifest outside the repository is the
+    same file on both sides (said in the note). Returns a VersionSet whose manifest may lack
+    images that are new since `ref`.
     """
     root = repo_root(repo)
     commit = resolve_commit(root, ref)
     path = Path(manifest_path) if manifest_path else root / "images.yaml"
-    rel = _manifest_relpath(root, path) or "images.yaml"
-    text = read_file_at(root, commit, rel)
-    if text is None:
-        raise ManifestError(f"{rel}: does not exist at {ref} ({commit[:12]})")
-    source = f"{rel}@{ref}"
-    paths = parse_manifest(text, source).all_paths()
-    tree = commit_snapshot(root, commit, [*paths, DOCKERIGNORE])
+    rel = _manifest_relpath(root, path)
+    shown = rel or str(manifest_path)
+    note = None
+    if rel:
+        text = read_file_at(root, commit, rel)
+        if text is None:
+            if not missing_ok:
+                raise ManifestError(f"{shown}: does not exist at {ref} ({commit[:12]})")
+            empty = Manifest.model_construct(images={}, source=f"{shown}@{ref}")
+            note = f"{shown} is not committed at {ref}: every image is new."
+            return VersionSet(empty, {}, commit, root, note)
+        source = f"{shown}@{ref}"
+    else:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ManifestError(f"{shown}: cannot read manifest: {exc.strerror}") from None
+        source = shown
+        note = f"{shown} is outside the repository: the same manifest is used for {ref}."
+    draft = parse_manifest(text, source)
+    tree = commit_snapshot(root, commit, [*draft.all_paths(), *draft.ignore_paths(), DOCKERIGNORE])
     manifest = parse_manifest(text, source, tree.exists)
-    ignore = DockerIgnore(tree.read_text(DOCKERIGNORE))
-    return compute_versions(manifest, tree, ignore)
+    versions = compute_versions(manifest, tree)
+    return VersionSet(versions.manifest, versions.images, versions.commit, versions.root, note)

@@ -81,7 +81,7 @@ class BuildRecord:
             tag=image.tag,
             registry=registry,
             status=status,
-            identity=image.spec.identity(),
+            identity=image.identity,
             base_version=image.base_version,
             files=image.files,
             **kw,

@@ -7,7 +7,9 @@
 #   IMAGE_REPO      registry/name to push to (required)
 #   IMAGE_TAG       tag to push (required)
 #   DOCKERFILE      Dockerfile path relative to the context (default: Dockerfile)
-#   BASE_IMAGE      base image pinned by digest, passed as --build-arg BASE_IMAGE=... (optional)
+#   BASE_IMAGE      base image pinned by digest, passed as --build-arg $BASE_ARG=... (optional)
+#   BASE_ARG        the build arg the Dockerfile's first FROM names (default: BASE_IMAGE)
+#   PLATFORM        target platform, e.g. linux/arm64, passed as --platform (optional)
 #   BUILD_ARGS      newline-separated KEY=VALUE build args (optional)
 #   CACHE_FROM      previous image refs of this repository, whitespace-separated (optional)
 #   ECR_REGISTRY    if set, log in to it with `aws ecr get-login-password` first (optional)
@@ -107,7 +109,10 @@ echo "build_image: $IMAGE_REF from $DOCKERFILE ($DOCKER, $mode, cache $cache)"
 
 args=(--file "$DOCKERFILE" --tag "$IMAGE_REF")
 if [ -n "${BASE_IMAGE:-}" ]; then
-  args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+  args+=(--build-arg "${BASE_ARG:-BASE_IMAGE}=$BASE_IMAGE")
+fi
+if [ -n "${PLATFORM:-}" ]; then
+  args+=(--platform "$PLATFORM")
 fi
 while IFS= read -r line || [ -n "$line" ]; do
   [ -n "$line" ] || continue

@@ -31,6 +31,8 @@ class BuildRequest:
     base_image: str | None  # base pinned by digest ("repo@sha256:..."), passed as BASE_IMAGE
     context: BuildContext  # exactly the files that were hashed
     previous_tag: str | None = None  # last built tag of this image, for --cache-from
+    base_arg: str = "BASE_IMAGE"  # the build arg the Dockerfile's first FROM takes the base from
+    platform: str | None = None  # linux/amd64 | linux/arm64 (None: the builder's own)
 
     @property
     def image_uri(self) -> str:

@@ -277,7 +277,9 @@ class LocalDockerBuilder:
 
     def _script_env(self, request: BuildRequest) -> dict[str, str]:
         env = {**os.environ, **self.env}
-        for key in ("BASE_IMAGE", "BUILD_ARGS", "CACHE_FROM", "ECR_REGISTRY", "DOCKER_NETWORK"):
+        for key in ("BASE_IMAGE", "BASE_ARG", "PLATFORM", "BUILD_ARGS", "CACHE_FROM"):
+            env.pop(key, None)
+        for key in ("ECR_REGISTRY", "DOCKER_NETWORK"):
             env.pop(key, None)
         env.update(
             IMAGE_REPO=request.repository,
@@ -287,6 +289,9 @@ class LocalDockerBuilder:
         )
         if request.base_image:
             env["BASE_IMAGE"] = request.base_image
+            env["BASE_ARG"] = request.base_arg
+        if request.platform:
+            env["PLATFORM"] = request.platform
         if request.previous_tag and request.previous_tag != request.tag:
             env["CACHE_FROM"] = f"{request.repository}:{request.previous_tag}"
         if self.network:

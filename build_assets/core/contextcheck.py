@@ -1,0 +1,157 @@
+"""What a Dockerfile needs from its build context, checked before any build starts.
+
+Every `COPY`/`ADD` source read from the context (not `--from=` a stage or image, not a URL,
+not a heredoc) must match at least one file of the image's context, every `source_paths`
+entry must contribute at least one file, and a `base:` needs a build arg for the first `FROM`
+to take it from. Each problem is one line naming the image, `Dockerfile:LINE`, the source and
+why it matched nothing (the `.dockerignore` line that excluded it, or "not under
+source_paths"), so a wrong context fails `plan` instead of a build minutes later.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from build_assets.core.dockerfile import Dockerfile
+from build_assets.core.ignore import DOCKERIGNORE, DockerIgnore
+
+if TYPE_CHECKING:
+    from build_assets.core.gitrepo import Snapshot
+    from build_assets.core.manifest import Manifest
+    from build_assets.core.versioning import ContextSelection
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def ignore_file_for(manifest: Manifest, name: str, snapshot: Snapshot) -> str | None:
+    """The ignore file in force for an image: the manifest's `dockerignore` (per image, else
+    manifest-wide; `false`: none), else Docker's rule: `<Dockerfile>.dockerignore` next to
+    the Dockerfile replaces the root `.dockerignore`."""
+    named = manifest.dockerignore_of(name)
+    if named is False:
+        return None
+    if isinstance(named, str):
+        return named
+    own = manifest.images[name].dockerfile + DOCKERIGNORE
+    if snapshot.index_of(own) is not None:
+        return own
+    return DOCKERIGNORE if snapshot.index_of(DOCKERIGNORE) is not None else None
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """The outcome of checking one image: its base arg and its problems (one line each)."""
+
+    base_arg: str | None
+    problems: list[str]
+
+
+def _clean(source: str) -> str:
+    parts = [p for p in source.split("/") if p not in ("", ".")]
+    return "/".join(parts)
+
+
+def _matches(snapshot: Snapshot, pattern: str) -> Iterable[int]:
+    """Indices of the snapshot's files a COPY source selects (a file, a folder's files, or
+    the files under what a glob matches; `*` does not cross '/', as in Docker)."""
+    if not _GLOB.search(pattern):
+        lo, hi = snapshot.range_of(pattern)
+        return range(lo, hi)
+    segments = pattern.split("/")
+    literal = []
+    for seg in segments:
+        if _GLOB.search(seg):
+            break
+        literal.append(seg)
+    lo, hi = snapshot.range_of("/".join(literal)) if literal else (0, len(snapshot))
+    n = len(segments)
+    out = []
+    for i in range(lo, hi):
+        parts = snapshot.paths[i].split("/")
+        if len(parts) >= n and all(
+            fnmatch.fnmatchcase(part, seg) for part, seg in zip(parts, segments, strict=False)
+        ):
+            out.append(i)
+    return out
+
+
+def _why(
+    indices: Iterable[int], selection: ContextSelection, snapshot: Snapshot, ignore: DockerIgnore
+) -> str | None:
+    """None when one of `indices` is in the context, else why none of them is."""
+    first_excluded = None
+    found = False
+    for i in indices:
+        found = True
+        inside = any(lo <= i < hi for lo, hi in selection.ranges)
+        if inside and i not in selection.excluded:
+            return None
+        if inside and first_excluded is None:
+            first_excluded = i
+    if first_excluded is not None:
+        return ignore.explain(snapshot.paths[first_excluded]) or "excluded by the ignore file"
+    return "not under source_paths" if found else "no such file in the repository"
+
+
+def check_image(
+    manifest: Manifest,
+    name: str,
+    dockerfile: Dockerfile,
+    snapshot: Snapshot,
+    selection: ContextSelection,
+    ignore: DockerIgnore,
+) -> ImageCheck:
+    """Check one image's Dockerfile against its context and its `base`."""
+    spec = manifest.images[name]
+    where = f"{manifest.source}: image '{name}'"
+    problems: list[str] = []
+    for line, keyword, written, source in dockerfile.context_sources(spec.build_args):
+        path = _clean(source)
+        if not path:
+            continue  # the context root: never empty (it holds the Dockerfile)
+        why = _why(_matches(snapshot, path), selection, snapshot, ignore)
+        if why:
+            problems.append(
+                f"{where}: {spec.dockerfile}:{line}: {keyword} source '{written}' matches no"
+                f" file of the build context ({why})"
+            )
+    for entry in spec.source_paths:
+        lo, hi = snapshot.range_of(entry)
+        if hi > lo and all(i in selection.excluded for i in range(lo, hi)):
+            why = ignore.explain(snapshot.paths[lo]) or "excluded by the ignore file"
+            problems.append(
+                f"{where}, field 'source_paths': '{entry}' contributes no file to the build"
+                f" context ({why})"
+            )
+        elif hi == lo:
+            problems.append(
+                f"{where}, field 'source_paths': '{entry}' contributes no file to the build"
+                " context (no file git tracks or sees there)"
+            )
+    base_arg = spec.base_arg or dockerfile.base_arg
+    if spec.base is not None:
+        first = dockerfile.froms[0] if dockerfile.froms else None
+        at = f"{spec.dockerfile}:{first.line}" if first else spec.dockerfile
+        if first is None:
+            problems.append(f"{where}, field 'base': {spec.dockerfile} has no FROM line")
+        elif spec.base_arg is not None and spec.base_arg not in dockerfile.global_args:
+            problems.append(
+                f"{where}, field 'base_arg': {at}: no `ARG {spec.base_arg}` before this FROM"
+                f" (`FROM {first.image}`): the base would be ignored"
+            )
+        elif spec.base_arg is None and dockerfile.base_arg is None:
+            problems.append(
+                f"{where}, field 'base': {at}: `FROM {first.image}` takes no build arg, so the"
+                " base would be ignored (write `ARG BASE_IMAGE` + `FROM ${BASE_IMAGE}`, or set"
+                " base_arg)"
+            )
+        elif spec.base_arg is None and dockerfile.base_arg not in dockerfile.global_args:
+            problems.append(
+                f"{where}, field 'base': {at}: `FROM {first.image}` names"
+                f" {dockerfile.base_arg} but no `ARG {dockerfile.base_arg}` precedes it"
+            )
+    return ImageCheck(base_arg, problems)
