@@ -45,7 +45,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     current = worktree_versions(settings.repo, settings.manifest, scan=scan)
     note = None
     if args.since:
-        previous = commit_versions(settings.repo, args.since, settings.manifest)
+        previous = commit_versions(
+            settings.repo, args.since, settings.manifest, missing_ok=args.manifest is not None
+        )
+        note = previous.note
         entries = plan_since(current, previous)
         against = f"{args.since} ({previous.commit[:12] if previous.commit else ''})"
     else:
