@@ -43,6 +43,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from build_assets.core.versioning import commit_versions, worktree_versions
 
     current = worktree_versions(settings.repo, settings.manifest, scan=scan)
+    args.warnings = _secret_warnings(current)
     note = None
     if args.since:
         previous = commit_versions(
@@ -61,9 +62,31 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return _print_plan(args, entries, against, note)
 
 
+def _secret_warnings(versions) -> dict[str, list[str]]:
+    """Warn on stderr about context files that look like credentials; {image: [lines]}."""
+    from build_assets.core import secrets
+
+    out: dict[str, list[str]] = {}
+    for img in versions:
+        files = {f.path: f for f in img.files}
+        reader = img.context.reader
+        found = secrets.likely_secrets(
+            files, img.spec.allow_secrets, lambda p, r=reader, f=files: r.read(f[p])
+        )
+        if found:
+            out[img.name] = [secrets.warning(img.name, found)]
+            print(f"build-assets: warning: {out[img.name][0]}", file=sys.stderr)
+    return out
+
+
 def _print_plan(args: argparse.Namespace, entries: list, against: str, note: str | None) -> int:
     if args.json:
-        json.dump({"images": [e.to_dict() for e in entries]}, sys.stdout)
+        warned = getattr(args, "warnings", {})
+        images = [
+            {**e.to_dict(), **({"warnings": warned[e.name]} if e.name in warned else {})}
+            for e in entries
+        ]
+        json.dump({"images": images}, sys.stdout)
         sys.stdout.write("\n")
         return 0
     from build_assets.cli.render import print_plan

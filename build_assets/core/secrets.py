@@ -1,0 +1,85 @@
+"""Files of a build context that look like credentials (warned about, never refused).
+
+Pure: given the paths of one context (and, optionally, a way to read a few of them) it
+returns the likely secrets; `plan` and the builders decide how to say so. A path is
+silenced by a gitignore-style glob of the image's `allow_secrets` list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+
+import pathspec
+
+# exact file names (any folder)
+_NAMES = {
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ed25519",
+    ".netrc",
+    "_netrc",
+    ".git-credentials",
+    ".htpasswd",
+    ".pgpass",
+    "credentials.json",
+    "application_default_credentials.json",
+}
+_SUFFIXES = (".pem", ".key", ".p12", ".pfx", ".jks", ".keystore", ".ppk")
+# name -> folder it must sit in (cloud CLI credential files)
+_IN_FOLDER = {"credentials": ".aws", "config.json": ".docker", "config": ".kube"}
+# files that hold a secret only when they carry a token or password
+_TOKEN_FILES = {".npmrc", ".pypirc", ".yarnrc.yml"}
+_TOKEN_RE = re.compile(rb"(_authToken|_auth\s*=|password\s*[=:]|npmAuthToken)", re.I)
+# templates committed on purpose
+_TEMPLATE_SUFFIXES = (".example", ".sample", ".template", ".dist", ".tmpl")
+
+
+def looks_like_secret(path: str, read: Callable[[str], bytes] | None = None) -> bool:
+    """True when a repo-relative file path looks like a credentials file."""
+    folder, _, name = path.rpartition("/")
+    if name.endswith(_TEMPLATE_SUFFIXES):
+        return False
+    if name in _NAMES or name.endswith(_SUFFIXES):
+        return True
+    if name == ".env" or name.startswith(".env."):
+        return True
+    if _IN_FOLDER.get(name) and folder.rpartition("/")[2] == _IN_FOLDER[name]:
+        return True
+    if name in _TOKEN_FILES:
+        if read is None:
+            return True
+        try:
+            return bool(_TOKEN_RE.search(read(path)))
+        except OSError:
+            return True
+    return False
+
+
+def likely_secrets(
+    paths: Iterable[str],
+    allow: Sequence[str] = (),
+    read: Callable[[str], bytes] | None = None,
+) -> list[str]:
+    """The paths that look like credentials, minus those matching an `allow` glob."""
+    spec = pathspec.GitIgnoreSpec.from_lines(allow) if allow else None
+    return [
+        p for p in paths if looks_like_secret(p, read) and (spec is None or not spec.match_file(p))
+    ]
+
+
+def printable(path: str) -> str:
+    """A path for output: bytes that are not UTF-8 (surrogate-escaped) shown as \\xNN."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def warning(image: str, found: Sequence[str]) -> str:
+    """One line naming the files and how to leave them out (or keep them)."""
+    shown = ", ".join(printable(p) for p in found[:5])
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    return (
+        f"image '{image}': the build context holds files that look like credentials: {shown}"
+        f"{more} (exclude them in .dockerignore, or list them under 'allow_secrets' of the"
+        " image to ship them)"
+    )
