@@ -229,9 +229,6 @@ class BenchImageBuilds(ImageBuildResource):
     def make_builder(self) -> SimulatedBuilder:
         return _BUILDERS[self.bench_builder]
 
-    def registry_prefix(self) -> str:
-        return REGISTRY
-
 
 @dataclass
 class DagsterRun:
@@ -256,7 +253,9 @@ def run_dagster(
 ) -> DagsterRun:
     _BUILDERS[key] = builder
     asset = build_images_asset(versions)
-    res = BenchImageBuilds(bench_builder=key, max_concurrent_builds=concurrency, repo=None)
+    res = BenchImageBuilds(
+        bench_builder=key, max_concurrent_builds=concurrency, repo=None, registry=REGISTRY
+    )
     log = LOGS / f"{key.replace(' ', '_')}.log"
     with open(log, "a") as out, contextlib.redirect_stderr(out):  # Dagster's console logger
         start, cpu = time.time(), time.process_time()
@@ -426,6 +425,51 @@ def dirty_paths(repo: Path) -> int:
 # --------------------------------------------------------------------------- main
 
 
+def postgres_row(
+    versions: VersionSet,
+    bases: dict[str, str | None],
+    durations: dict[str, float],
+    concurrency: int,
+    rows: list,
+    notes: list,
+) -> tuple[str, str, str, bool]:
+    """The Dagster cascade on a Postgres-stored instance (deploy/dagster.yaml's storage, a
+    private server from build_assets.stack.postgres) against the SQLite row: wall ratio."""
+    import yaml
+    from dagster._core.instance.ref import InstanceRef
+
+    from build_assets.stack.postgres import postgres_down, postgres_up, remove_data
+
+    label = "dagster (postgres)"
+    home = Path(tempfile.mkdtemp(prefix="cascade-pg-"))
+    os.chmod(home, 0o711)  # as root the server runs as `postgres`, which must reach its folder
+    try:
+        pg = postgres_up(home, log=lambda _: None)
+        os.environ.update(pg.env())
+        profile = yaml.safe_load((HERE.parent / "deploy" / "dagster.yaml").read_text())
+        config = {"storage": profile["storage"], "telemetry": {"enabled": False}}
+        (home / "dagster_home").mkdir()
+        (home / "dagster_home" / "dagster.yaml").write_text(yaml.safe_dump(config))
+        instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(home / "dagster_home")))
+        run = run_dagster(versions, instance, TimedBuilder(durations), label, concurrency, bases)
+        instance.dispose()
+    finally:
+        postgres_down(home, log=lambda _: None)
+        remove_data(home)
+        shutil.rmtree(home, ignore_errors=True)
+    if run.materialized != len(bases) or run.cached:
+        sys.exit(f"{label}: {run.materialized} materialized, {run.cached} cached")
+    sqlite = float(next(r[1] for r in rows if r[0] == "dagster (sqlite): wall (s)"))
+    notes.append(
+        f"{label}: wall {run.wall:.2f} s (sqlite {sqlite:.2f} s); before step"
+        f" {run.before_step:.2f} s, in step {run.in_step:.2f} s, after step"
+        f" {run.after_step:.2f} s; events stored {event_text(run)}"
+    )
+    print(f"  {label}: {run.wall:.2f} s", flush=True)
+    ratio = run.wall / sqlite
+    return (f"{label} / sqlite: wall", f"{ratio:.2f}", "<= 1.20", ratio <= 1.2)
+
+
 def busy() -> bool:
     return os.getloadavg()[0] > (os.cpu_count() or 1) + 0.5
 
@@ -541,6 +585,7 @@ def main() -> int:
                 f" max {max(run.yield_lag) * 1000:.0f} ms; events stored {event_text(run)}"
             )
             print(f"  {label}: {run.wall:.2f} s", flush=True)
+        rows.append(postgres_row(versions, bases, durations, args.concurrency, rows, notes))
         peak = rss_mb()
         rows.append(("dagster runs: peak RSS (MB)", f"{peak:.0f}", "< 600", peak < 600))
 

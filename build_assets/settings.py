@@ -1,32 +1,61 @@
-"""Environment-driven settings shared by the CLI, the builders and the Dagster layer.
+"""Every setting of build-assets in one immutable object, resolved once.
 
-Every value has an environment variable; Dagster resources use these as their defaults.
+One precedence rule everywhere: an explicit argument (CLI flag, Dagster resource field,
+component attribute) wins over the environment variable, which wins over the default.
+`Settings.resolve` reads the environment once and validates every value, raising one
+`SettingsError` line that names the variable and the bad value. Nothing else in the package
+reads `BUILD_ASSETS_*` variables: it is handed a `Settings` (subprocesses inherit the
+environment, which is the one other use of `os.environ`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
-ENV_REPO = "BUILD_ASSETS_REPO"
-ENV_MANIFEST = "BUILD_ASSETS_MANIFEST"
-ENV_BACKEND = "BUILD_ASSETS_BACKEND"
-ENV_REGISTRY = "BUILD_ASSETS_REGISTRY"
-ENV_HOME = "BUILD_ASSETS_HOME"
-ENV_ENV = "BUILD_ASSETS_ENV"
+from build_assets.errors import UserError
 
 BACKENDS = ("local", "codebuild")
 
 
-def state_home() -> Path:
-    """Folder for build records and the local stack (BUILD_ASSETS_HOME, default ~/.build-assets)."""
-    return Path(os.environ.get(ENV_HOME) or Path.home() / ".build-assets").expanduser()
+class SettingsError(UserError):
+    """A setting has a value build-assets cannot use."""
+
+
+# field name -> (environment variable, default). Paths and numbers are parsed by `_parse`.
+ENVIRONMENT: dict[str, tuple[str, Any]] = {
+    "repo": ("BUILD_ASSETS_REPO", None),
+    "manifest": ("BUILD_ASSETS_MANIFEST", None),
+    "backend": ("BUILD_ASSETS_BACKEND", "local"),
+    "registry": ("BUILD_ASSETS_REGISTRY", None),
+    "home": ("BUILD_ASSETS_HOME", None),
+    "env": ("BUILD_ASSETS_ENV", "dev"),
+    "ref": ("BUILD_ASSETS_REF", None),
+    "bucket": ("BUILD_ASSETS_BUCKET", None),
+    "max_concurrent_builds": ("BUILD_ASSETS_MAX_CONCURRENT_BUILDS", None),
+    "local_parallel": ("BUILD_ASSETS_LOCAL_PARALLEL", 4),
+    "lambda_role": ("BUILD_ASSETS_LAMBDA_ROLE", None),
+    "webserver": ("BUILD_ASSETS_WEBSERVER", None),
+    "location_name": ("BUILD_ASSETS_LOCATION_NAME", None),
+    "git_remote": ("BUILD_ASSETS_GIT_REMOTE", "origin"),
+    "git_branch": ("BUILD_ASSETS_GIT_BRANCH", "main"),
+    "sensor_interval": ("BUILD_ASSETS_SENSOR_INTERVAL", 60),
+    "dagster_home": ("DAGSTER_HOME", None),
+}
+ENV_REPO = ENVIRONMENT["repo"][0]
+ENV_REGISTRY = ENVIRONMENT["registry"][0]
+ENV_HOME = ENVIRONMENT["home"][0]
+ENV_BACKEND = ENVIRONMENT["backend"][0]
+_INTEGERS = {"max_concurrent_builds", "local_parallel", "sensor_interval"}
+_PATHS = {"repo", "manifest", "home", "dagster_home"}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved settings (explicit arguments win over the environment)."""
+    """Resolved settings: where the monorepo is, how images are built, where they go."""
 
     repo: Path
     manifest: Path
@@ -34,24 +63,96 @@ class Settings:
     registry: str | None
     home: Path
     env: str
+    ref: str | None
+    bucket: str | None
+    max_concurrent_builds: int | None
+    local_parallel: int
+    lambda_role: str | None
+    webserver: str | None
+    location_name: str | None
+    git_remote: str
+    git_branch: str
+    sensor_interval: int
+    dagster_home: Path | None
 
     @classmethod
-    def from_env(
-        cls,
-        repo: str | Path | None = None,
-        manifest: str | Path | None = None,
-        backend: str | None = None,
-        registry: str | None = None,
-    ) -> Settings:
-        repo_path = Path(repo or os.environ.get(ENV_REPO) or ".").expanduser().resolve()
-        manifest_path = Path(manifest or os.environ.get(ENV_MANIFEST) or repo_path / "images.yaml")
-        if not manifest_path.is_absolute():
-            manifest_path = (Path.cwd() / manifest_path).resolve()
-        return cls(
-            repo=repo_path,
-            manifest=manifest_path,
-            backend=backend or os.environ.get(ENV_BACKEND) or "local",
-            registry=registry or os.environ.get(ENV_REGISTRY) or None,
-            home=state_home(),
-            env=os.environ.get(ENV_ENV) or "dev",
-        )
+    def resolve(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> Settings:
+        """Settings from explicit values (None = not given), then `environ`, then defaults."""
+        environ = os.environ if environ is None else environ
+        unknown = set(explicit) - set(ENVIRONMENT)
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for name, (variable, default) in ENVIRONMENT.items():
+            given = explicit.get(name)
+            if given is not None and given != "":
+                values[name] = _parse(name, given, f"{name}")
+            elif environ.get(variable):
+                values[name] = _parse(name, environ[variable], variable)
+            else:
+                values[name] = default
+        repo = Path(values["repo"] or ".").expanduser().resolve()
+        values["repo"] = repo
+        manifest = Path(values["manifest"] or repo / "images.yaml").expanduser()
+        values["manifest"] = manifest if manifest.is_absolute() else (Path.cwd() / manifest)
+        values["home"] = Path(values["home"] or Path.home() / ".build-assets").expanduser()
+        if values["backend"] not in BACKENDS:
+            source = "backend" if explicit.get("backend") else ENVIRONMENT["backend"][0]
+            raise SettingsError(
+                f"{source}: unknown backend '{values['backend']}' (use local or codebuild)"
+            )
+        if values["registry"]:
+            values["registry"] = str(values["registry"]).strip().rstrip("/")
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced (explicit values, already parsed)."""
+        return replace(self, **changes)
+
+    @property
+    def concurrency(self) -> int:
+        """Builds in flight at once in one step (4 local, 20 CodeBuild unless set)."""
+        if self.max_concurrent_builds:
+            return self.max_concurrent_builds
+        return 4 if self.backend == "local" else 20
+
+    def require_registry(self) -> str:
+        """The registry prefix, or one line saying how to set it."""
+        if not self.registry:
+            raise SettingsError(
+                f'{ENV_REGISTRY} is not set: run `eval "$(build-assets stack up)"` for the'
+                " local stack, or set it to <account>.dkr.ecr.<region>.amazonaws.com"
+            )
+        return self.registry
+
+    @property
+    def ledger_path(self) -> Path:
+        """The local build-record cache (provenance for `plan` reasons, `status` history)."""
+        return self.home / "builds.sqlite"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _parse(name: str, value: Any, source: str) -> Any:
+    if name in _INTEGERS:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = 0
+        if number < 1:
+            raise SettingsError(f"{source}: expected a positive integer, got '{value}'")
+        return number
+    if name in _PATHS:
+        return Path(value)
+    return str(value)
+
+
+def from_environment(name: str) -> str | None:
+    """The raw environment value of one setting (None when unset or empty)."""
+    return os.environ.get(ENVIRONMENT[name][0]) or None
+
+
+def state_home(settings: Settings | None = None) -> Path:
+    """Folder for build records and the local stack (BUILD_ASSETS_HOME, default ~/.build-assets)."""
+    return (settings or Settings.resolve()).home

@@ -37,7 +37,7 @@ from build_assets.aws.codebuild import (
     idempotency_token,
 )
 from build_assets.core.context import MODE_EXEC, BuildContext, ContextFile, git_blob_id
-from build_assets.engine.builders import codebuild as cbmod
+from build_assets.aws import codebuild as cbmod
 from build_assets.engine.builders.base import Builder, BuildHandle, BuildRequest
 from build_assets.errors import BuildError, UserError
 

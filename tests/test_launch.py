@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
+from build_assets.dagster.internals import submit_via_instance
 from build_assets.dagster.launch import (
     SubmittedRun,
     WebserverUnavailable,
     in_flight_runs,
     submit_materialization,
-    submit_via_instance,
 )
 from build_assets.dagster.sensor import request_reload
 from build_assets.errors import UserError

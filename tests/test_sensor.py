@@ -64,9 +64,6 @@ class SimulatedBuilds(ImageBuildResource):
     def make_builder(self):
         return BUILDER
 
-    def registry_prefix(self) -> str:
-        return "reg.test"
-
 
 @pytest.fixture
 def world(tmp_path: Path, aws, monkeypatch):
@@ -80,7 +77,7 @@ def world(tmp_path: Path, aws, monkeypatch):
     git(dev, "push", "-q", str(remote), "main")
     server = tmp_path / "server"
     subprocess.run(["git", "clone", "-q", str(remote), str(server)], check=True)
-    resource = SimulatedBuilds(repo=str(server), backend="local")
+    resource = SimulatedBuilds(repo=str(server), backend="local", registry="reg.test")
     with DagsterInstance.ephemeral() as instance:
         yield dev, remote, server, resource, instance
 
@@ -204,9 +201,11 @@ def test_force_push_rewind_is_compared_with_what_is_built(world) -> None:
     git(dev, "push", "-q", "--force", str(remote), "main")
     [rewind], _, cursor = tick(world, cursor)
     assert cursor == first and rewind.tags[COMMIT_TAG] == first and sha != first
-    assert names(rewind.asset_selection) == {HARMONIZE, FN_HARMONIZE.path[-1]}
+    # the rewound image's tag is still in the registry: only its function must go back
+    assert names(rewind.asset_selection) == {FN_HARMONIZE.path[-1]}
     summary = execute(world, rewind)
-    assert summary.built == [] and summary.cached == [HARMONIZE]  # the old tag still exists
+    assert summary.built == [] and summary.cached == []  # the old tag still exists
+    assert summary.functions_updated == [FN_HARMONIZE.path[-1]]
 
 
 def test_fetch_failure_is_a_skip_with_the_reason(world, tmp_path: Path) -> None:
@@ -462,9 +461,9 @@ def test_rewind_to_a_commit_that_had_a_run_requests_a_new_run(world) -> None:
     [again], _, cursor = tick(world, cursor)
     used = {r.tags.get("dagster/run_key") for r in instance.get_runs()}
     assert again.tags[COMMIT_TAG] == a and again.run_key not in used and cursor == a
-    assert names(again.asset_selection) == {HARMONIZE, FN_HARMONIZE.path[-1]}
+    assert names(again.asset_selection) == {FN_HARMONIZE.path[-1]}  # A's image is built
     # a retried tick (same state) gets the same key: Dagster's dedup still protects retries
     assert run_key_for(a, list(again.asset_selection), instance) == again.run_key
     summary = execute(world, again)
-    assert summary.cached == [HARMONIZE] and summary.functions_updated == [FN_HARMONIZE.path[-1]]
+    assert summary.cached == [] and summary.functions_updated == [FN_HARMONIZE.path[-1]]
     assert run_key_for(a, list(again.asset_selection), instance) != again.run_key

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -593,12 +592,10 @@ def images_from_manifest(
     repo: str | None, manifest: str | None
 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Image names and their `codebuild:` overrides from images.yaml."""
-    try:
-        from build_assets.core.manifest import load_manifest
-        from build_assets.settings import Settings
-    except ImportError as exc:  # pragma: no cover - manifest support is optional here
-        raise UserError(f"cannot read the manifest ({exc}); pass --image NAME instead") from exc
-    settings = Settings.from_env(repo=repo, manifest=manifest)
+    from build_assets.core.manifest import load_manifest
+    from build_assets.settings import Settings
+
+    settings = Settings.resolve(repo=repo, manifest=manifest)
     model = load_manifest(settings.manifest, settings.repo)
     overrides: dict[str, dict[str, Any]] = {}
     for name, spec in model.images.items():
@@ -611,7 +608,10 @@ def images_from_manifest(
 
 
 def _run_cli(args: argparse.Namespace) -> int:
-    env = getattr(args, "env", None) or os.environ.get("BUILD_ASSETS_ENV") or "dev"
+    from build_assets.settings import Settings
+
+    settings = Settings.resolve(env=getattr(args, "env", None), bucket=args.bucket)
+    env = settings.env
     if args.images:
         images, overrides = list(args.images), {}
     else:
@@ -622,7 +622,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     actions = bootstrap(
         images,
         overrides,
-        bucket=args.bucket,
+        bucket=settings.bucket,
         env=env,
         dry_run=args.dry_run,
         session=session,

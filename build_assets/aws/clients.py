@@ -173,8 +173,7 @@ def aws_errors(action: str, resource: str) -> Iterator[None]:
 
 
 def bucket_name(session: boto3.Session, env: str, explicit: str | None = None) -> str:
-    """Bucket: `explicit`, else $BUILD_ASSETS_BUCKET, else build-assets-<acct>-<region>-<env>."""
-    name = explicit or os.environ.get(ENV_BUCKET)
-    if name:
-        return name
+    """Bucket: `explicit` (the `bucket` setting), else build-assets-<acct>-<region>-<env>."""
+    if explicit:
+        return explicit
     return f"build-assets-{account_id(session)}-{region_of(session)}-{env}"

@@ -9,66 +9,60 @@ import sys
 import time
 from typing import Any
 
-from build_assets.errors import UserError
+from build_assets.project import Project
 
 
-def _resource(args: argparse.Namespace):
-    from build_assets.cli.main import _default_repo
-    from build_assets.dagster.resources import ImageBuildResource
+def project_for(args: argparse.Namespace) -> Project:
+    """The project of the command line: --repo/--manifest over the environment."""
+    from build_assets.cli.main import default_repo
 
-    return ImageBuildResource(repo=args.repo or _default_repo(), manifest=args.manifest)
-
-
-def _select(versions, translator, names: list[str]):
-    """Keys for image or function names given on the command line (clear error if unknown)."""
-    keys = []
-    for name in names:
-        found = [translator.get_image_key(img) for img in versions if img.name == name] + [
-            translator.get_lambda_key(fn, img)
-            for img in versions
-            for fn in img.lambdas
-            if fn == name
-        ]
-        if not found:
-            raise UserError(f"--select: '{name}' is neither an image nor a Lambda function")
-        keys.extend(found)
-    return keys
+    return Project.from_env(repo=args.repo or default_repo(), manifest=args.manifest)
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    if args.async_:
-        return _materialize_async(args)
-    from dagster import DagsterInstance
-
-    from build_assets.dagster.location import load_versions
-    from build_assets.dagster.runner import (
-        all_keys,
-        ensure_dagster_home,
-        run_materialization,
-        stale_keys,
-    )
-    from build_assets.dagster.translator import ImageAssetTranslator
-
-    resource = _resource(args)
-    translator = ImageAssetTranslator()
-    versions = load_versions(resource)
-    ensure_dagster_home()
-    instance = DagsterInstance.get()
+    project = project_for(args)
+    versions = project.versions()
+    if not args.async_:  # one line per dead component, before anything deep fails on it
+        _preflight(project, versions, "for_materialize")
     if args.select:
-        keys = _select(versions, translator, args.select)
+        targets = project.select(versions, args.select)
     elif args.all:
-        keys = all_keys(versions, translator)
+        targets = project.targets(versions)
     else:
-        keys = stale_keys(instance, versions, translator)
-    names = [k.to_user_string() for k in keys]
-    if not keys:
+        project.registry  # noqa: B018 - one line when no registry is configured
+        targets = project.stale(versions)
+    names = ["/".join(t.path) for t in targets]
+    if not targets:
         _out(args, {"stale": [], "message": "nothing is stale"}, "Nothing is stale.")
         return 0
-    resource.registry_prefix()  # fail early, with one line, when no registry is configured
+    project.registry  # noqa: B018 - fail early, with one line, when no registry is configured
+    if args.async_:
+        return _materialize_async(args, project, names)
+    from dagster import DagsterInstance
+
+    from build_assets.dagster.resources import ImageBuildResource
+    from build_assets.dagster.runner import ensure_dagster_home, run_materialization
+    from build_assets.dagster.translator import ImageAssetTranslator
+
+    translator = ImageAssetTranslator()
+    ensure_dagster_home(project.settings)
+    instance = DagsterInstance.get()
+    from build_assets.dagster.reaper import fail_dead_runs, owner_tags
+
+    fail_dead_runs(instance)  # runs whose process was killed would stay STARTED forever
+    keys = [translator.get_asset_key(t) for t in targets]
     if not args.json:
         print(f"Materializing {len(keys)} assets: {', '.join(names)}", file=sys.stderr)
+    resource = ImageBuildResource(
+        repo=str(project.settings.repo), manifest=str(project.settings.manifest)
+    )
     summary = run_materialization(
-        keys, instance=instance, versions=versions, resource=resource, translator=translator
+        keys,
+        instance=instance,
+        versions=versions,
+        resource=resource,
+        translator=translator,
+        tags=owner_tags(),
     )
     if args.json:
         print(json.dumps(summary.to_dict()))
@@ -79,48 +73,18 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     return 0 if summary.success else 1
 
 
-def _materialize_async(args: argparse.Namespace) -> int:
+def _materialize_async(args: argparse.Namespace, project: Project, names: list[str]) -> int:
     """Submit the run through the webserver and return: no Dagster import on this path.
-
-    Keys follow the default translator (["image", NAME], ["lambda", FUNCTION])."""
-    from build_assets.core.versioning import worktree_versions
-    from build_assets.dagster.launch import (
-        built_versions,
-        submit_materialization,
-        webserver_address,
-    )
-    from build_assets.settings import Settings
+    Keys are the targets' default paths (["image", NAME], ["lambda", FUNCTION])."""
+    from build_assets.dagster.launch import submit_materialization
 
     start = time.monotonic()
-    from build_assets.cli.main import _default_repo
-
-    settings = Settings.from_env(repo=args.repo or _default_repo(), manifest=args.manifest)
-    versions = worktree_versions(settings.repo, settings.manifest)
-    wanted: dict[tuple[str, ...], str] = {}
-    by_name: dict[str, list[tuple[str, ...]]] = {}
-    for img in versions:
-        wanted[("image", img.name)] = img.version
-        by_name.setdefault(img.name, []).append(("image", img.name))
-        for fn in img.lambdas:
-            wanted[("lambda", fn)] = img.version
-            by_name.setdefault(fn, []).append(("lambda", fn))
-    if args.select:
-        unknown = [n for n in args.select if n not in by_name]
-        if unknown:
-            raise UserError(f"--select: '{unknown[0]}' is neither an image nor a Lambda function")
-        paths = [p for n in args.select for p in by_name[n]]
-    elif args.all:
-        paths = list(wanted)
-    else:
-        built = built_versions(*webserver_address())
-        paths = [p for p, version in wanted.items() if built.get(p) != version]
-    names = ["/".join(p) for p in paths]
-    if not paths:
-        _out(args, {"stale": [], "message": "nothing is stale"}, "Nothing is stale.")
-        return 0
-    run_id, url = submit_materialization([list(p) for p in paths])
+    s = project.settings
+    run_id, url = submit_materialization(
+        [n.split("/", 1) for n in names], location_name=s.location_name, webserver=s.webserver
+    )
     took = time.monotonic() - start
-    text = f"Submitted run {run_id} for {len(paths)} assets in {took:.2f}s: {url}"
+    text = f"Submitted run {run_id} for {len(names)} assets in {took:.2f}s: {url}"
     _out(args, {"run_id": run_id, "url": url, "assets": names, "seconds": took}, text)
     return 0
 
@@ -131,49 +95,38 @@ def _out(args: argparse.Namespace, obj: dict, text: str) -> None:
 
 def collect_status(args: argparse.Namespace, builds: int = 10) -> dict[str, Any]:
     """Images (tag, built?, digest), Lambda functions (image, up to date?), recent builds."""
-    from build_assets.dagster.location import load_versions
-    from build_assets.engine.records import BuildRecords
-    from build_assets.engine.scheduler import BuildScheduler
-
-    resource = _resource(args)
-    versions = load_versions(resource)
-    registry = resource.registry_prefix()
-    builder = resource.make_builder()
-    scheduler = BuildScheduler(builder, registry)
-    images, lambdas = [], []
-    pinned: dict[str, str | None] = {}
-    for img in versions:
-        req = scheduler.request_for(img, None)
-        digest = builder.existing_digest(req)
-        pinned[img.name] = f"{req.repository}@{digest}" if digest else None
-        images.append(
+    project = project_for(args)
+    versions = project.versions()
+    _preflight(project, versions, "for_status")
+    digests = project.built_digests(versions)
+    images = [
+        {
+            "name": img.name,
+            "tag": img.tag,
+            "image_uri": f"{project.repository(img.name)}:{img.tag}",
+            "built": digests[img.name] is not None,
+            "digest": digests[img.name],
+        }
+        for img in versions
+    ]
+    functions = [t for t in project.targets(versions) if not t.is_image]
+    running = project.running_images(t.name for t in functions)
+    lambdas = []
+    for fn in functions:
+        digest = digests[fn.image]
+        expected = project.pinned_uri(fn.image, digest) if digest else None
+        current = running[fn.name]
+        lambdas.append(
             {
-                "name": img.name,
-                "tag": img.tag,
-                "image_uri": req.image_uri,
-                "built": digest is not None,
-                "digest": digest,
+                "function": fn.name,
+                "image": fn.image,
+                "current_image_uri": current,
+                "expected_image_uri": expected,
+                "up_to_date": current is not None and current == expected,
             }
         )
-    fn_images = [(fn, img) for img in versions for fn in img.lambdas]
-    if fn_images:
-        from build_assets.aws.clients import make_client
-
-        client = make_client("lambda")
-        for fn, img in fn_images:
-            current = _function_image(client, fn)
-            expected = pinned[img.name]
-            lambdas.append(
-                {
-                    "function": fn,
-                    "image": img.name,
-                    "current_image_uri": current,
-                    "expected_image_uri": expected,
-                    "up_to_date": current is not None and current == expected,
-                }
-            )
-    records = BuildRecords().recent(builds, registry)
-    out = {
+    records = project.ledger().recent(builds, project.registry)
+    return {
         "images": images,
         "lambdas": lambdas,
         "builds": [
@@ -190,34 +143,33 @@ def collect_status(args: argparse.Namespace, builds: int = 10) -> dict[str, Any]
             }
             for r in records
         ],
-        "runs": _runs_in_flight(),
+        "runs": _runs_in_flight(project),
     }
-    return out
 
 
-def _function_image(client, function: str) -> str | None:
-    try:
-        return client.get_function(FunctionName=function)["Code"].get("ImageUri")
-    except client.exceptions.ResourceNotFoundException:
-        return None
-    except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
-        from build_assets.aws.clients import describe_error
-
-        raise UserError(describe_error(exc, "get_function", function)) from None
-
-
-def _runs_in_flight() -> list[dict]:
-    import os
-
-    if not os.environ.get("DAGSTER_HOME"):
+def _runs_in_flight(project: Project) -> list[dict]:
+    """Runs queued or running in the Dagster instance, when one is configured (DAGSTER_HOME)."""
+    if not project.settings.dagster_home:
         return []
-    try:
-        from dagster import DagsterInstance
+    from dagster import DagsterInstance
 
-        from build_assets.dagster.launch import in_flight_runs
-    except ModuleNotFoundError:
-        return []
-    return in_flight_runs(DagsterInstance.get())
+    from build_assets.dagster.launch import in_flight_runs
+    from build_assets.dagster.reaper import fail_dead_runs
+
+    instance = DagsterInstance.get()
+    fail_dead_runs(instance)  # a killed `materialize` is not in flight
+    return in_flight_runs(instance)
+
+
+def _preflight(project: Project, versions, check: str) -> None:
+    """`engine.preflight.<check>` for this project's backend, registry and functions."""
+    from build_assets.engine import preflight
+
+    functions = any(img.lambdas for img in versions)
+    local = project.settings.backend == "local"
+    getattr(preflight, check)(
+        project.registry, local=local, functions=functions, home=project.settings.home
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:

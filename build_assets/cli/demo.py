@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from build_assets.errors import UserError
+from build_assets.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "receipts"
 HANDLER = "infra/metadata_harmonizer_step_functions/lambdas/harmonize_metadata.py"
@@ -84,7 +85,7 @@ SEED_STEPS = [
         "3 bases + 2 Lambda images",
         _prepend(DYNAMO, "# Testing async build - receipt_dynamo change"),
     ),
-    Step("Revert", "git checkout -- .", "nothing built: original tags", _revert),
+    Step("Revert", "git checkout -- .", "nothing built: original tags, functions back", _revert),
 ]
 
 
@@ -112,12 +113,12 @@ def make_demo_repo(target: Path, example: Path = EXAMPLE) -> Path:
 
 def ensure_stack(home: Path | None = None) -> None:
     """Point this process at the local stack, starting it when it is not configured."""
-    if os.environ.get("BUILD_ASSETS_REGISTRY") and os.environ.get("AWS_ENDPOINT_URL"):
+    if Settings.resolve().registry and os.environ.get("AWS_ENDPOINT_URL"):
         return
     from build_assets.stack.local import stack_up
 
     info = stack_up(home)
-    os.environ.update(info.env())
+    os.environ.update(info.env())  # like `eval "$(build-assets stack up)"`: AWS SDK, docker
 
 
 def run_demo(
@@ -131,16 +132,17 @@ def run_demo(
     """Run the seed's scenarios in `workdir`; the environment must point at a stack."""
     from dagster import DagsterInstance
 
-    from build_assets.dagster.location import load_versions
     from build_assets.dagster.resources import ImageBuildResource
     from build_assets.dagster.runner import run_materialization, stale_keys
     from build_assets.dagster.translator import ImageAssetTranslator
 
     repo = make_demo_repo(workdir / "monorepo", example)
     namespace = namespace or f"demo-{int(time.time())}"
-    registry = f"{os.environ['BUILD_ASSETS_REGISTRY'].rstrip('/')}/{namespace}"
-    os.environ["BUILD_ASSETS_HOME"] = str(workdir / "state")
-    resource = ImageBuildResource(repo=str(repo), registry=registry, backend="local")
+    registry = f"{Settings.resolve().require_registry()}/{namespace}"
+    resource = ImageBuildResource(
+        repo=str(repo), registry=registry, backend="local", home=str(workdir / "state")
+    )
+    project = resource.project()
     translator = ImageAssetTranslator()
     reports = []
     dagster_home = workdir / "dagster_home"
@@ -149,8 +151,8 @@ def run_demo(
     with DagsterInstance.local_temp(str(dagster_home)) as instance:
         for step in steps or SEED_STEPS:
             step.apply(repo)
-            versions = load_versions(resource)
-            keys = stale_keys(instance, versions, translator)
+            versions = project.versions()
+            keys = stale_keys(project, versions, translator)
             summary = run_materialization(
                 keys,
                 instance=instance,
@@ -166,7 +168,7 @@ def run_demo(
                 built=summary.built,
                 cached=summary.cached,
                 functions_updated=summary.functions_updated,
-                tags=summary.tags,
+                tags={img.name: img.tag for img in versions},
                 seconds=summary.seconds,
                 success=summary.success,
                 problems=summary.problems,

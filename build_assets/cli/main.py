@@ -26,8 +26,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from build_assets.core.gitrepo import WorktreeScan, repo_root
     from build_assets.settings import Settings
 
-    toplevel = None if args.repo else _default_repo()
-    settings = Settings.from_env(repo=args.repo or toplevel, manifest=args.manifest)
+    toplevel = None if args.repo else default_repo()
+    settings = Settings.resolve(repo=args.repo or toplevel, manifest=args.manifest)
     # start git first: the heavier imports below (pydantic, ...) then cost no wall time
     root = Path(toplevel) if toplevel else repo_root(settings.repo)
     scan = WorktreeScan(root, _quick_paths(settings.manifest))
@@ -44,6 +44,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     current = worktree_versions(settings.repo, settings.manifest, scan=scan)
     args.warnings = _secret_warnings(current)
+    ledger = BuildRecords(settings.ledger_path)
     note = None
     if args.since:
         previous = commit_versions(
@@ -54,7 +55,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         against = f"{args.since} ({previous.commit[:12] if previous.commit else ''})"
     else:
         registry = settings.registry or "default"
-        states = BuildRecords().built_states(registry)
+        states = ledger.built_states(registry)
         entries = compare(current, states, "not built yet")
         against = f"last builds in {registry}"
         if not states:
@@ -110,7 +111,7 @@ def _plan_from_cache(scan, settings) -> tuple[list, str, str | None] | None:
     if cached is None:
         return None
     registry = settings.registry or "default"
-    built = BuildRecords().latest_success(registry)
+    built = BuildRecords(settings.ledger_path).latest_success(registry)
     if any(img["name"] in built and built[img["name"]].version != img["version"] for img in cached):
         return None  # some image changed since its build: its reasons need the file lists
     entries = [
@@ -163,12 +164,11 @@ def _plain_path(path: str) -> bool:
     )
 
 
-def _default_repo() -> str | None:
-    import os
+def default_repo() -> str | None:
+    """The git top level of the current folder, unless the repo setting is given."""
+    from build_assets.settings import from_environment
 
-    from build_assets.settings import ENV_REPO
-
-    if os.environ.get(ENV_REPO):
+    if from_environment("repo"):
         return None
     from build_assets.core.gitrepo import repo_root
 

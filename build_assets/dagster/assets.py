@@ -19,13 +19,12 @@ from dagster import (
     multi_asset,
 )
 
-from build_assets.core.plan import PlanEntry, compare
-from build_assets.core.versioning import ImageVersion, VersionSet, commit_versions
+from build_assets.core.versioning import VersionSet
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
-from build_assets.engine.builders.base import Builder, BuildResult
-from build_assets.engine.records import BuildRecords
-from build_assets.engine.scheduler import BLOCKED, BuildScheduler, Outcome
+from build_assets.engine.run import BuildRun, Done
+from build_assets.engine.scheduler import Outcome
+from build_assets.project import Project
 
 COMMIT_TAG = "build-assets/commit"
 POOL = "image_builds"
@@ -40,17 +39,15 @@ def _link(url: str | None) -> MetadataValue | None:
     return MetadataValue.url(url)
 
 
-def _reasons_md(entry: PlanEntry | None) -> str:
-    if entry is None or not entry.reasons:
+def _reasons_md(reasons: list[str]) -> str:
+    if not reasons:
         return "unchanged since the last build"
-    shown = entry.reasons[:MAX_REASONS_SHOWN]
-    more = len(entry.reasons) - len(shown)
+    shown = reasons[:MAX_REASONS_SHOWN]
+    more = len(reasons) - len(shown)
     return "\n".join(f"- {r}" for r in shown) + (f"\n- … {more} more" if more > 0 else "")
 
 
-def image_metadata(
-    outcome: Outcome, entry: PlanEntry | None, commit: str | None
-) -> dict[str, object]:
+def image_metadata(outcome: Outcome, reasons: list[str], commit: str | None) -> dict[str, object]:
     """Metadata of a finished image materialization."""
     r = outcome.result
     assert r is not None
@@ -64,7 +61,7 @@ def image_metadata(
         "cached": r.cached,
         "duration_s": round(r.duration_s, 2),
         "context_files": outcome.image.file_count,
-        "reasons": MetadataValue.md(_reasons_md(entry)),
+        "reasons": MetadataValue.md(_reasons_md(reasons)),
     }
     if "context_bytes" in r.extra:
         meta["context_bytes"] = r.extra["context_bytes"]
@@ -81,50 +78,14 @@ def image_metadata(
     return meta
 
 
-def _failure_text(outcome: Outcome) -> str:
-    if outcome.status == BLOCKED:
-        return f"{outcome.name}: not built: {outcome.reason}"
-    err = outcome.error
-    assert err is not None
-    lines = [
-        f"{outcome.name}: build {err.status}" + (f" in phase {err.phase}" if err.phase else "")
-    ]
-    lines.append(str(err))
-    if err.log_url:
-        lines.append(f"log: {err.log_url}")
-    if err.log_tail:
-        lines.append("--- last log lines ---\n" + err.log_tail)
-    return "\n".join(lines)
-
-
-class _Deployer:
-    """Points Lambda functions at freshly built images (created on the local stack)."""
-
-    def __init__(self, resource: ImageBuildResource) -> None:
-        from build_assets.aws.clients import make_client
-
-        self._client = make_client("lambda")
-        self._create = resource.create_missing_functions()
-        self._role = resource.lambda_role
-        if self._create and not self._role:
-            from build_assets.engine.deploy import ensure_local_execution_role
-
-            self._role = ensure_local_execution_role(make_client("iam"))
-
-    def deploy(self, function: str, image_uri: str):
-        from build_assets.engine.deploy import deploy_function
-
-        return deploy_function(
-            self._client, function, image_uri, create_if_missing=self._create, role_arn=self._role
-        )
-
-
-def _function_result(key, function: str, image: ImageVersion, result: BuildResult, deployed):
+def _function_result(key, done: Done) -> MaterializeResult:
+    result, deployed, image = done.result, done.deployed, done.image
+    assert result is not None and deployed is not None
     return MaterializeResult(
         asset_key=key,
         data_version=DataVersion(result.digest),
         metadata={
-            "function_name": function,
+            "function_name": done.target.name,
             "image_uri": result.pinned_uri,
             "previous_image_uri": deployed.previous_image or "",
             "changed": deployed.changed,
@@ -135,93 +96,49 @@ def _function_result(key, function: str, image: ImageVersion, result: BuildResul
     )
 
 
+def pinned_versions(context: AssetExecutionContext, project: Project, loaded: VersionSet):
+    """The versions this run builds: those its code location loaded, or the content of the
+    commit in the run's `build-assets/commit` tag (the git sensor's runs)."""
+    commit = context.run.tags.get(COMMIT_TAG) if context.run else None
+    if commit and commit != loaded.commit:
+        context.log.info(f"building the content of commit {commit}")
+        return project.versions(commit)
+    return loaded
+
+
 def run_image_builds(
     context: AssetExecutionContext,
-    resource: ImageBuildResource,
+    project: Project,
     loaded: VersionSet,
     translator: ImageAssetTranslator,
 ) -> Iterator[MaterializeResult]:
     """Build the selected images, deploy the selected functions, yield results in order."""
-    settings = resource.settings()
-    versions = loaded
-    commit = context.run.tags.get(COMMIT_TAG) if context.run else None
-    if commit and commit != loaded.commit:
-        versions = commit_versions(settings.repo, commit, settings.manifest)
-        context.log.info(f"building the content of commit {commit}")
-    selected = context.selected_asset_keys
-    images = [img.name for img in versions if translator.get_image_key(img) in selected]
-    functions = [
-        (fn, img)
-        for img in versions
-        for fn in img.lambdas
-        if translator.get_lambda_key(fn, img) in selected
-    ]
-    registry = resource.registry_prefix()
-    builder: Builder = resource.make_builder()
-    records = BuildRecords()
-    plan = {e.name: e for e in compare(versions, records.built_states(registry), "first build")}
-    scheduler = BuildScheduler(
-        builder,
-        registry,
-        max_concurrent=resource.concurrency(),
-        records=records,
-        run_id=context.run.run_id,
-        on_event=context.log.info,
-    )
+    versions = pinned_versions(context, project, loaded)
+    by_key = translator.keys(versions)
+    keys = {t: k for k, t in by_key.items()}
+    selected = [t for k, t in by_key.items() if k in context.selected_asset_keys]
     failures: list[str] = []
-    done: dict[str, BuildResult] = {}
-    known = {translator.get_image_key(img) for img in versions}
-    known |= {translator.get_lambda_key(fn, img) for fn, img in functions}
-    missing = sorted(key.to_user_string() for key in selected - known)
+    missing = sorted(k.to_user_string() for k in context.selected_asset_keys - by_key.keys())
     if missing:  # selected, but absent from the pinned commit's manifest
         failures.append(
             f"not in the manifest at {versions.commit or 'the working tree'}: " + ", ".join(missing)
         )
-    deployers: list[_Deployer] = []  # made at the first deploy: builds never wait on AWS set-up
-
-    def deploy(fn: str, img: ImageVersion, result: BuildResult) -> Iterator[MaterializeResult]:
-        try:
-            if not deployers:
-                deployers.append(_Deployer(resource))
-            deployed = deployers[0].deploy(fn, result.pinned_uri)
-        except Exception as exc:  # noqa: BLE001 - one function failing must not hide others
-            failures.append(f"lambda {fn}: deploy of {result.pinned_uri} failed: {exc}")
+    project.registry  # noqa: B018 - fail first, with one line, when no registry is set
+    run_id = context.run.run_id
+    run = BuildRun(project, versions, selected, run_id=run_id, on_event=context.log.info)
+    for done in run.execute():
+        if not done.ok:
+            failures.append(done.problem or "")
             context.log.error(failures[-1])
-            return
-        context.log.info(
-            f"lambda {fn}: {'updated to' if deployed.changed else 'already on'} {result.pinned_uri}"
-        )
-        yield _function_result(translator.get_lambda_key(fn, img), fn, img, result, deployed)
-
-    for outcome in scheduler.run(versions, images):
-        if not outcome.ok:
-            failures.append(_failure_text(outcome))
-            context.log.error(failures[-1])
-            continue
-        assert outcome.result is not None
-        done[outcome.name] = outcome.result
-        yield MaterializeResult(
-            asset_key=translator.get_image_key(outcome.image),
-            data_version=DataVersion(outcome.result.digest),
-            metadata=image_metadata(outcome, plan.get(outcome.name), versions.commit),
-        )
-        for fn, img in functions:
-            if img.name == outcome.name:
-                yield from deploy(fn, img, outcome.result)
-
-    for fn, img in functions:
-        if img.name in images:
-            continue  # handled (or failed) with its image above
-        req = scheduler.request_for(img, None)
-        digest = builder.existing_digest(req)
-        if digest is None:
-            failures.append(
-                f"lambda {fn}: image {img.name} ({req.image_uri}) is not built; select it too"
+        elif done.target.is_image:
+            assert done.outcome is not None
+            yield MaterializeResult(
+                asset_key=keys[done.target],
+                data_version=DataVersion(done.outcome.result.digest),  # type: ignore[union-attr]
+                metadata=image_metadata(done.outcome, done.reasons, versions.commit),
             )
-            continue
-        result = BuildResult.already_pushed(req, digest, builder.name)
-        yield from deploy(fn, img, result)
-
+        else:
+            yield _function_result(keys[done.target], done)
     if failures:
         raise Failure(
             description=f"{len(failures)} image build/deploy problem(s):\n\n"
@@ -252,6 +169,6 @@ def build_images_asset(
     def _build_images(
         context: AssetExecutionContext, image_builds: ImageBuildResource
     ) -> Iterator[MaterializeResult]:
-        yield from run_image_builds(context, image_builds, versions, translator)
+        yield from run_image_builds(context, image_builds.project(), versions, translator)
 
     return _build_images

@@ -17,9 +17,10 @@ the run's own load sees (no commit pinning, unlike the git sensor), and assets t
 already missing at the first evaluation are not requested.
 """
 
-from dagster import AssetSpec, AutomationCondition
+from dagster import AutomationCondition
 
-from build_assets.core.versioning import ImageVersion, VersionSet
+from build_assets.core.targets import Target
+from build_assets.core.versioning import VersionSet
 from build_assets.dagster.translator import ImageAssetTranslator
 
 
@@ -34,13 +35,7 @@ def image_automation_condition() -> AutomationCondition:
 class AutomatedImageAssetTranslator(ImageAssetTranslator):
     """The default translator with `image_automation_condition()` on every image and function."""
 
-    def get_automation_condition(self, image: ImageVersion) -> AutomationCondition | None:
+    def get_automation_condition(
+        self, target: Target, versions: VersionSet
+    ) -> AutomationCondition | None:
         return image_automation_condition()
-
-    def get_image_spec(self, image: ImageVersion, versions: VersionSet) -> AssetSpec:
-        spec = super().get_image_spec(image, versions)
-        return spec.replace_attributes(automation_condition=self.get_automation_condition(image))
-
-    def get_lambda_spec(self, function: str, image: ImageVersion) -> AssetSpec:
-        spec = super().get_lambda_spec(function, image)
-        return spec.replace_attributes(automation_condition=self.get_automation_condition(image))

@@ -22,8 +22,6 @@ no webserver; the daemon launches the run on its own code server of the same loc
 from __future__ import annotations
 
 import json
-import os
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -43,10 +41,6 @@ IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 _LOCATIONS_QUERY = (
     "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError {"
     " __typename } } } } }"
-)
-_BUILT_QUERY = (
-    "{ assetNodes { assetKey { path } assetMaterializations(limit: 1) {"
-    " metadataEntries { label ... on TextMetadataEntry { text } } } } }"
 )
 _LAUNCH_MUTATION = """
 mutation Launch($params: ExecutionParams!) {
@@ -74,9 +68,9 @@ class SubmittedRun(NamedTuple):
     url: str
 
 
-def webserver_address() -> tuple[str, int]:
-    """(host, port) of the Dagster webserver (BUILD_ASSETS_WEBSERVER, default 127.0.0.1:3000)."""
-    address = os.environ.get(ENV_WEBSERVER) or DEFAULT_WEBSERVER
+def webserver_address(address: str | None = None) -> tuple[str, int]:
+    """(host, port) of the Dagster webserver (setting `webserver`, default 127.0.0.1:3000)."""
+    address = address or DEFAULT_WEBSERVER
     host, _, port = address.rpartition(":")
     try:
         return host or "127.0.0.1", int(port)
@@ -103,10 +97,9 @@ def graphql(host: str, port: int, query: str, variables: dict | None = None) -> 
     return payload["data"]
 
 
-def discover_location(host: str, port: int) -> str:
+def discover_location(host: str, port: int, explicit: str | None = None) -> str:
     """The code location serving build-assets (`dagster dev -m build_assets.definitions`
-    names it after the module, workspace.yaml `build_assets`; BUILD_ASSETS_LOCATION_NAME wins)."""
-    explicit = os.environ.get(ENV_LOCATION)
+    names it after the module, workspace.yaml `build_assets`; an explicit name wins)."""
     if explicit:
         return explicit
     entries = graphql(host, port, _LOCATIONS_QUERY)["workspaceOrError"].get("locationEntries", [])
@@ -126,22 +119,9 @@ def discover_location(host: str, port: int) -> str:
     )
 
 
-def built_versions(host: str, port: int) -> dict[tuple[str, ...], str | None]:
-    """Asset key path -> the version its latest materialization built (None: never)."""
-    out: dict[tuple[str, ...], str | None] = {}
-    for node in graphql(host, port, _BUILT_QUERY)["assetNodes"]:
-        version = None
-        for mat in node["assetMaterializations"]:
-            for entry in mat["metadataEntries"]:
-                if entry["label"] == "version":
-                    version = entry.get("text")
-        out[tuple(node["assetKey"]["path"])] = version
-    return out
-
-
-def run_url(run_id: str) -> str:
-    """The run's page in the UI (BUILD_ASSETS_WEBSERVER, default http://127.0.0.1:3000)."""
-    host, port = webserver_address()
+def run_url(run_id: str, address: str | None = None) -> str:
+    """The run's page in the UI (setting `webserver`, default http://127.0.0.1:3000)."""
+    host, port = webserver_address(address)
     return f"http://{host}:{port}/runs/{run_id}"
 
 
@@ -156,20 +136,26 @@ def submit_materialization(
     *,
     location_name: str | None = None,
     instance: Any = None,
+    webserver: str | None = None,
 ) -> SubmittedRun:
     """Queue a run materializing `asset_keys` (AssetKeys or paths); return (run id, UI link).
 
     Through the webserver's GraphQL API; when no webserver answers and a DagsterInstance is
     given, through that instance instead (`submit_via_instance`).
     """
+    from build_assets.dagster.internals import submit_via_instance
+    from build_assets.settings import Settings
+
+    settings = Settings.resolve(webserver=webserver, location_name=location_name)
+    webserver, location_name = settings.webserver, settings.location_name
     paths = _paths(asset_keys)
-    host, port = webserver_address()
+    host, port = webserver_address(webserver)
     try:
-        location = location_name or discover_location(host, port)
+        location = discover_location(host, port, location_name)
     except WebserverUnavailable:
         if instance is None:
             raise
-        return submit_via_instance(instance, paths, tags, location_name=location_name)
+        return submit_via_instance(instance, paths, tags, location_name=location_name or None)
     params = {
         "selector": {
             "repositoryLocationName": location,
@@ -192,80 +178,6 @@ def submit_materialization(
         raise UserError(f"the webserver refused the run ({result['__typename']}): {message}")
     run_id = result["run"]["runId"]
     return SubmittedRun(run_id, f"http://{host}:{port}/runs/{run_id}")
-
-
-def submit_via_instance(
-    instance: Any,
-    asset_keys: Sequence[Any],
-    tags: dict[str, str] | None = None,
-    *,
-    location_name: str | None = None,
-    module_name: str = DEFAULT_MODULE,
-    python_file: str | None = None,
-) -> SubmittedRun:
-    """Create a run of `asset_keys` in `instance` and submit it to its run coordinator.
-
-    The code location (`module_name`, or `python_file`) is loaded in this process under
-    `location_name` (BUILD_ASSETS_LOCATION_NAME, default `build_assets`): the daemon launches
-    the run on its own code server of that name.
-    """
-    from dagster import AssetKey
-    from dagster._core.definitions.selector import JobSubsetSelector
-    from dagster._core.remote_origin import InProcessCodeLocationOrigin
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-    from dagster._core.workspace.context import WorkspaceProcessContext
-    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-
-    location = location_name or os.environ.get(ENV_LOCATION) or DEFAULT_LOCATION
-    keys = [AssetKey(p) for p in _paths(asset_keys)]
-    target = LoadableTargetOrigin(
-        executable_path=sys.executable,
-        working_directory=os.getcwd(),
-        module_name=None if python_file else module_name,
-        python_file=python_file,
-    )
-    origin = InProcessCodeLocationOrigin(loadable_target_origin=target, location_name=location)
-    with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as process:
-        workspace = process.create_request_context()
-        code_location = workspace.get_code_location(location)
-        repo = code_location.get_repository(REPOSITORY)
-        missing = [k for k in keys if not repo.asset_graph.has(k)]
-        if missing:
-            names = ", ".join(k.to_user_string() for k in missing)
-            raise UserError(f"not assets of code location {location}: {names}")
-        selector = JobSubsetSelector(
-            location_name=location,
-            repository_name=REPOSITORY,
-            job_name=ASSET_JOB,
-            op_selection=None,
-            asset_selection=keys,
-        )
-        remote_job = code_location.get_job(selector)
-        plan = code_location.get_execution_plan(
-            remote_job, {}, step_keys_to_execute=None, known_state=None, instance=instance
-        )
-        run = instance.create_run(
-            job_name=ASSET_JOB,
-            run_id=None,
-            run_config={},
-            resolved_op_selection=None,
-            step_keys_to_execute=plan.execution_plan_snapshot.step_keys_to_execute,
-            op_selection=None,
-            status=None,
-            root_run_id=None,
-            parent_run_id=None,
-            tags={**remote_job.tags, **(tags or {})},
-            job_snapshot=remote_job.job_snapshot,
-            execution_plan_snapshot=plan.execution_plan_snapshot,
-            parent_job_snapshot=remote_job.parent_job_snapshot,
-            remote_job_origin=remote_job.get_remote_origin(),
-            job_code_origin=remote_job.get_python_origin(),
-            asset_selection=frozenset(keys),
-            asset_check_selection=None,
-            asset_graph=repo.asset_graph,
-        )
-        instance.submit_run(run.run_id, workspace)
-    return SubmittedRun(run.run_id, run_url(run.run_id))
 
 
 def in_flight_runs(instance: Any, limit: int = 20) -> list[dict[str, Any]]:

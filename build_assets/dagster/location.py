@@ -1,31 +1,26 @@
 """Builds the Dagster definitions of one monorepo (`build_assets.definitions` exposes them).
 
 Versions are computed once, when the code location loads (one `git ls-files` + one
-`git status`). `BUILD_ASSETS_REF` makes the location track a git ref instead of the
-working tree (versions from git objects, no checkout) — what a server following a branch wants.
+`git status`). The `ref` setting (BUILD_ASSETS_REF) makes the location track a git ref
+instead of the working tree (versions from git objects, no checkout) — what a server
+following a branch wants.
 """
 
 from __future__ import annotations
 
-import os
-
 from dagster import Definitions, in_process_executor
 
-from build_assets.core.versioning import VersionSet, commit_versions, worktree_versions
+from build_assets.core.versioning import VersionSet
 from build_assets.dagster.assets import build_images_asset
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
 
-ENV_REF = "BUILD_ASSETS_REF"
-
 
 def load_versions(resource: ImageBuildResource, ref: str | None = None) -> VersionSet:
-    """Versions of the configured monorepo: at `ref` (or BUILD_ASSETS_REF), else its work tree."""
-    settings = resource.settings()
-    ref = ref or os.environ.get(ENV_REF)
-    if ref:
-        return commit_versions(settings.repo, ref, settings.manifest)
-    return worktree_versions(settings.repo, settings.manifest)
+    """Versions of the configured monorepo: at `ref` (else the configured ref), else its
+    working tree."""
+    project = resource.project()
+    return project.versions(ref) if ref else project.versions()
 
 
 def build_definitions(
@@ -36,18 +31,15 @@ def build_definitions(
     with_sensor: bool = True,
 ) -> Definitions:
     """Definitions for one monorepo: the image/function multi-asset, its resource, the sensor."""
+    from build_assets.dagster.sensor import build_git_push_sensor
+
     resource = resource or ImageBuildResource()
     translator = translator or ImageAssetTranslator()
+    settings = resource.settings()
     versions = load_versions(resource, ref)
-    sensors = []
-    if with_sensor:
-        try:
-            from build_assets.dagster.sensor import build_git_push_sensor
-        except ModuleNotFoundError as exc:  # the sensor module is optional
-            if exc.name != "build_assets.dagster.sensor":
-                raise
-        else:
-            sensors.append(build_git_push_sensor(translator=translator))
+    sensors = (
+        [build_git_push_sensor(translator=translator, settings=settings)] if with_sensor else []
+    )
     # One step polls every build from one process: Dagster's default multiprocess executor
     # would only add a process start per run.
     return Definitions(

@@ -1,9 +1,8 @@
 """Materialize images from Python or the CLI: find what is stale, run it, summarise it.
 
-Stale = the image's current version differs from the code version of its latest
-materialization in the Dagster instance (or it was never materialized); a Lambda function is
-stale with its image. Because versions are Merkle hashes along `base`, a base change makes
-the whole cascade stale at once, and one run builds it all.
+Stale is `Project.stale`: an image whose version's tag is not in the registry, a function
+that does not run its image's current digest. Because versions are Merkle hashes along
+`base`, a base change makes the whole cascade stale at once, and one run builds it all.
 """
 
 import os
@@ -18,35 +17,33 @@ from build_assets.core.versioning import VersionSet
 from build_assets.dagster.assets import build_images_asset
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
-from build_assets.settings import state_home
+from build_assets.project import Project
+from build_assets.settings import Settings
 
 
 def all_keys(versions: VersionSet, translator: ImageAssetTranslator) -> list[AssetKey]:
     """Every image and function key, images in dependency order first."""
-    keys = [translator.get_image_key(img) for img in versions]
-    keys += [translator.get_lambda_key(fn, img) for img in versions for fn in img.lambdas]
-    return keys
+    return list(translator.keys(versions))
 
 
 def stale_keys(
-    instance: DagsterInstance, versions: VersionSet, translator: ImageAssetTranslator
+    project: Project, versions: VersionSet, translator: ImageAssetTranslator
 ) -> list[AssetKey]:
-    """Keys whose current version differs from the version their latest materialization
-    built: the git sensor's rule (`sensor.stale_at`), in `all_keys` order."""
+    """Keys of the targets `Project.stale` finds stale, in `all_keys` order."""
     from build_assets.dagster.sensor import stale_at
 
-    stale = set(stale_at(versions, instance, translator))
-    return [k for k in all_keys(versions, translator) if k in stale]
+    return stale_at(project, versions, translator)
 
 
-def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME, defaulting to $BUILD_ASSETS_HOME/dagster (created with an empty config)."""
-    home = Path(os.environ.get("DAGSTER_HOME") or state_home() / "dagster")
+def ensure_dagster_home(settings: Settings) -> Path:
+    """DAGSTER_HOME, defaulting to <home>/dagster (created with an empty config); exported
+    so the Dagster instance of this process (and its children) finds it."""
+    home = settings.dagster_home or settings.home / "dagster"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ["DAGSTER_HOME"] = str(home)  # for Dagster itself, which reads it there
     return home
 
 

@@ -1,6 +1,7 @@
 """`git_push_sensor`: builds what a push changed, pinned to the pushed commit.
 
-Configuration (arguments of `build_git_push_sensor` win over the environment):
+Configuration (arguments of `build_git_push_sensor` win over the settings, which read the
+environment):
 
 * ``BUILD_ASSETS_GIT_REMOTE`` — remote name, URL or path to fetch (default ``origin`` of the
   monorepo clone ``BUILD_ASSETS_REPO``);
@@ -23,10 +24,9 @@ builds are registry cache hits). A failed
 fetch (remote down, bad URL, timeout) is a SkipReason naming the error; the cursor stays, so
 the next tick retries.
 
-What "built" means: the ``version`` metadata of the latest materialization (what the run
-really built), falling back to the code version Dagster recorded
-(``instance.get_latest_materialization_code_versions``). Both agree when the run's code
-location was at the commit it built; the metadata stays right when it was not (below).
+What "built" means: `Project.stale`, the one rule of the product — an image is built when the
+tag of its version is in the registry, a function is up to date when it runs that image's
+digest. The same answer as `build-assets plan`, `materialize` and `status`, on any machine.
 
 How a run pins what it builds. Code versions are computed when a code location loads, and
 each run loads the code afresh in its own process, possibly after the branch moved again.
@@ -88,16 +88,14 @@ from dagster import (
     sensor,
 )
 
-from build_assets.core.versioning import VersionSet, commit_versions
+from build_assets.core.versioning import VersionSet
 from build_assets.dagster.assets import COMMIT_TAG
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
 from build_assets.errors import UserError
+from build_assets.project import Project
+from build_assets.settings import Settings
 
-ENV_REMOTE = "BUILD_ASSETS_GIT_REMOTE"
-ENV_BRANCH = "BUILD_ASSETS_GIT_BRANCH"
-ENV_INTERVAL = "BUILD_ASSETS_SENSOR_INTERVAL"
-ENV_WEBSERVER = "BUILD_ASSETS_WEBSERVER"
 BRANCH_TAG = "build-assets/branch"
 FETCH_TIMEOUT_S = 120.0
 
@@ -177,37 +175,14 @@ def run_key_for(commit: str, keys: list[AssetKey], instance: DagsterInstance) ->
     return f"{commit}:{h.hexdigest()[:12]}"
 
 
-def built_versions(instance: DagsterInstance, keys: list[AssetKey]) -> dict[AssetKey, str | None]:
-    """The version each asset's latest materialization built (metadata, else code version)."""
-    out: dict[AssetKey, str | None] = {}
-    events = instance.get_latest_materialization_events(keys)
-    code = instance.get_latest_materialization_code_versions(keys)
-    for key in keys:
-        event = events.get(key)
-        mat = event.asset_materialization if event else None
-        version = mat.metadata.get("version") if mat else None
-        out[key] = version.value if version is not None else code.get(key)  # type: ignore[union-attr]
-    return out
-
-
-def wanted_versions(versions: VersionSet, translator: ImageAssetTranslator) -> dict[AssetKey, str]:
-    """Every image and function key of `versions` with the version it should be built at."""
-    wanted: dict[AssetKey, str] = {}
-    for img in versions:
-        wanted[translator.get_image_key(img)] = img.version
-        for fn in img.lambdas:
-            wanted[translator.get_lambda_key(fn, img)] = img.version
-    return wanted
-
-
 def stale_at(
-    versions: VersionSet, instance: DagsterInstance, translator: ImageAssetTranslator
+    project: Project, versions: VersionSet, translator: ImageAssetTranslator, keys=None
 ) -> list[AssetKey]:
-    """Image and function keys whose built version differs from their version in `versions`
-    (images in dependency order, then functions)."""
-    wanted = wanted_versions(versions, translator)
-    built = built_versions(instance, list(wanted))
-    return [key for key, version in wanted.items() if built.get(key) != version]
+    """Keys of `versions` (all, or those in `keys`) that `Project.stale` finds stale."""
+    by_key = translator.keys(versions)
+    targets = [t for k, t in by_key.items() if keys is None or k in keys]
+    stale = set(project.stale(versions, targets))
+    return [k for k, t in by_key.items() if t in stale]
 
 
 def parse_cursor(cursor: str | None) -> tuple[str | None, list[AssetKey]]:
@@ -260,11 +235,11 @@ def request_reload(
     return thread
 
 
-def _location_name(context: SensorEvaluationContext) -> str:
+def _location_name(context: SensorEvaluationContext, settings: Settings) -> str:
     origin = context.code_location_origin
     if origin is not None:
         return origin.location_name
-    return os.environ.get("BUILD_ASSETS_LOCATION_NAME") or "build_assets"
+    return settings.location_name or "build_assets"
 
 
 def _known_keys(context: SensorEvaluationContext) -> set[AssetKey] | None:
@@ -288,8 +263,7 @@ def _split_known(
 
 def _pending_tick(
     context: SensorEvaluationContext,
-    settings_repo: Path,
-    manifest: Path,
+    project: Project,
     translator: ImageAssetTranslator,
     tip: str,
     pending: list[AssetKey],
@@ -301,9 +275,7 @@ def _pending_tick(
         names = ", ".join(k.to_user_string() for k in waiting)
         yield SkipReason(f"{branch} at {tip[:12]}; waiting for a code location reload: {names}")
         return
-    wanted = wanted_versions(commit_versions(settings_repo, tip, manifest), translator)
-    built = built_versions(context.instance, ready)
-    stale = [k for k in ready if k in wanted and built.get(k) != wanted[k]]
+    stale = stale_at(project, project.versions(tip), translator, set(ready))
     context.update_cursor(make_cursor(tip, waiting))
     if not stale:
         yield SkipReason(f"commit {tip[:12]}: pending assets are built")
@@ -323,10 +295,11 @@ def evaluate_push(
     branch: str | None,
 ) -> Iterator[RunRequest | SkipReason]:
     """One tick: fetch, compare the tip's versions with what is built, request one run."""
-    remote = remote or os.environ.get(ENV_REMOTE) or "origin"
-    branch = branch or os.environ.get(ENV_BRANCH) or "main"
     try:
-        settings = resource.settings()
+        project = resource.project()
+        settings = project.settings
+        remote = remote or settings.git_remote
+        branch = branch or settings.git_branch
         tip = fetch_tip(settings.repo, remote, branch)
     except UserError as exc:  # configuration or fetch: say why, try again next tick
         yield SkipReason(str(exc))
@@ -334,9 +307,7 @@ def evaluate_push(
     previous, pending = parse_cursor(context.cursor)
     if tip == previous:
         if pending:
-            yield from _pending_tick(
-                context, settings.repo, settings.manifest, translator, tip, pending, branch
-            )
+            yield from _pending_tick(context, project, translator, tip, pending, branch)
         else:
             yield SkipReason(f"{branch} still at {tip[:12]}")
         return
@@ -349,12 +320,17 @@ def evaluate_push(
         elif check.returncode != 0:
             context.log.info(f"{branch}: previous commit {previous[:12]} is unknown here")
     try:
-        versions = commit_versions(settings.repo, tip, settings.manifest)
+        versions = project.versions(tip)
     except UserError as exc:
         context.update_cursor(tip)  # a broken manifest at this commit: wait for the next push
         yield SkipReason(f"commit {tip[:12]}: {exc}")
         return
-    stale, unknown = _split_known(context, stale_at(versions, context.instance, translator))
+    try:
+        stale_keys = stale_at(project, versions, translator)
+    except UserError as exc:  # registry or Lambda unreachable: say why, retry next tick
+        yield SkipReason(f"commit {tip[:12]}: {exc}")
+        return
+    stale, unknown = _split_known(context, stale_keys)
     if unknown:
         names = ", ".join(k.to_user_string() for k in unknown)
         context.log.warning(f"not in the loaded code location yet, pending a reload: {names}")
@@ -368,9 +344,9 @@ def evaluate_push(
         )
     else:
         yield SkipReason(f"commit {tip[:12]}: every image is already built")
-    address = os.environ.get(ENV_WEBSERVER)
+    address = settings.webserver
     if address:  # the branch moved: let the UI show the new tip's code versions
-        location = _location_name(context)
+        location = _location_name(context, settings)
         context.log.info(f"asking {address} to reload code location {location}")
         request_reload(location, address)
 
@@ -382,14 +358,15 @@ def build_git_push_sensor(
     remote: str | None = None,
     branch: str | None = None,
     interval_seconds: int | None = None,
+    settings: Settings | None = None,
 ) -> SensorDefinition:
     """A sensor that requests one run per pushed commit for exactly the stale assets.
 
-    `remote`/`branch` default to BUILD_ASSETS_GIT_REMOTE/BUILD_ASSETS_GIT_BRANCH (read each
-    tick), `interval_seconds` to BUILD_ASSETS_SENSOR_INTERVAL or 60.
+    `remote`/`branch` default to the resource's settings (BUILD_ASSETS_GIT_REMOTE /
+    BUILD_ASSETS_GIT_BRANCH), `interval_seconds` to `settings.sensor_interval` (60).
     """
     translator = translator or ImageAssetTranslator()
-    interval = interval_seconds or int(os.environ.get(ENV_INTERVAL) or 60)
+    interval = interval_seconds or (settings or Settings.resolve()).sensor_interval
 
     @sensor(
         name=name,

@@ -155,3 +155,37 @@ def ensure_local_execution_role(iam_client: Any, name: str = LOCAL_ROLE_NAME) ->
             AssumeRolePolicyDocument=json.dumps(_LAMBDA_TRUST),
             Description="build-assets local stack: throwaway Lambda execution role",
         )["Role"]["Arn"]
+
+
+def current_image(lambda_client: Any, function_name: str) -> str | None:
+    """The image URI a function runs now (None when it does not exist); one-line errors."""
+    with aws_errors("read Lambda function", function_name):
+        try:
+            code = lambda_client.get_function(FunctionName=function_name).get("Code", {})
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            return None
+    return code.get("ImageUri")
+
+
+class Deployer:
+    """Points Lambda functions at freshly built images (creates them on the local stack)."""
+
+    def __init__(self, lambda_client: Any, *, create_missing: bool, role_arn: str | None) -> None:
+        self._client = lambda_client
+        self._create = create_missing
+        self._role = role_arn
+
+    def deploy(self, function: str, image_uri_pinned: str) -> DeployResult:
+        if self._create and not self._role:
+            from build_assets.aws.clients import make_client
+
+            self._role = ensure_local_execution_role(make_client("iam"))
+        return deploy_function(
+            self._client,
+            function,
+            image_uri_pinned,
+            create_if_missing=self._create,
+            role_arn=self._role,
+        )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from build_assets.core.context import ContextFile
 from build_assets.core.plan import BuiltState
-from build_assets.settings import state_home
+from build_assets.settings import Settings
 
 if TYPE_CHECKING:
     from build_assets.core.versioning import ImageVersion
@@ -98,7 +98,7 @@ class BuildRecords:
     """The ledger file (default: $BUILD_ASSETS_HOME/builds.sqlite)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path else state_home() / "builds.sqlite"
+        self.path = Path(path) if path else Settings.resolve().ledger_path
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)

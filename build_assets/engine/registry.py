@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -64,7 +63,7 @@ def parse_repository(repository: str, registry: str | None = None) -> RepoRef:
     if rest and _looks_like_host(head):
         host, name = head, rest
     else:
-        host = (registry or os.environ.get(ENV_REGISTRY) or "").strip().rstrip("/")
+        host = (registry or "").strip().rstrip("/")
         if not host:
             raise RegistryError(
                 f"no registry host in {repository!r}: set {ENV_REGISTRY} (e.g. 127.0.0.1:5000)"

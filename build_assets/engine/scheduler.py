@@ -19,7 +19,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from build_assets.core.versioning import ImageVersion, VersionSet
-from build_assets.engine.builders.base import Builder, BuildHandle, BuildRequest, BuildResult
+from build_assets.engine.builders.base import (
+    Builder,
+    BuildHandle,
+    BuildRequest,
+    BuildResult,
+    make_request,
+)
 from build_assets.engine.lease import (
     DEFAULT_TTL_S,
     Heartbeat,
@@ -102,16 +108,8 @@ class BuildScheduler:
     def request_for(
         self, image: ImageVersion, base_uri: str | None, previous_tag: str | None = None
     ) -> BuildRequest:
-        return BuildRequest(
-            image=image.name,
-            version=image.version,
-            tag=image.tag,
-            repository=repository_for(self.registry, image.name),
-            dockerfile=image.spec.dockerfile,
-            build_args=dict(image.spec.build_args),
-            base_image=base_uri,
-            context=image.context,
-            previous_tag=previous_tag,
+        return make_request(
+            image, repository_for(self.registry, image.name), base_uri, previous_tag
         )
 
     def run(self, versions: VersionSet, selected: Iterable[str]) -> Iterator[Outcome]:

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from build_assets.core.context import BuildContext
+
+if TYPE_CHECKING:
+    from build_assets.core.versioning import ImageVersion
 
 
 @dataclass(frozen=True)
@@ -103,3 +106,25 @@ class Builder(Protocol):
 
     def cancel(self, handle: BuildHandle) -> None:
         """Stop a build in flight (best effort)."""
+
+
+def make_request(
+    image: ImageVersion,
+    repository: str,
+    base_uri: str | None = None,
+    previous_tag: str | None = None,
+) -> BuildRequest:
+    """The request to build (or look up) one image version in `repository`."""
+    return BuildRequest(
+        image=image.name,
+        version=image.version,
+        tag=image.tag,
+        repository=repository,
+        dockerfile=image.spec.dockerfile,
+        build_args=dict(image.spec.build_args),
+        base_image=base_uri,
+        context=image.context,
+        previous_tag=previous_tag,
+        base_arg=image.base_arg,
+        platform=image.platform,
+    )

@@ -27,7 +27,7 @@ from build_assets.engine import registry
 from build_assets.engine.builders.base import BuildHandle, BuildRequest, BuildResult
 from build_assets.engine.builders.owned import clean_orphaned_once, owner_prefix, popen_owned
 from build_assets.errors import BuildError, UserError
-from build_assets.settings import state_home
+from build_assets.settings import Settings
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_image.sh"
 LOG_TAIL_LINES = 50
@@ -106,15 +106,15 @@ class LocalDockerBuilder:
         script: Path | str = SCRIPT,
     ) -> None:
         """
-        work_dir: logs and temporary contexts (default: state_home()/local-builds).
-        registry_host: used when a request's repository has no host (else BUILD_ASSETS_REGISTRY).
-        max_parallel: builds running at once (default: $BUILD_ASSETS_LOCAL_PARALLEL or 4).
+        work_dir: logs and temporary contexts (default: <settings home>/local-builds).
+        registry_host: used when a request's repository has no host.
+        max_parallel: builds running at once (default 4; see Settings.local_parallel).
         network: network for RUN steps (e.g. "host"); the engine default otherwise.
         env: extra environment for the build script (DOCKER_HOST etc. come from os.environ).
         """
-        self.work_dir = Path(work_dir) if work_dir else state_home() / "local-builds"
+        self.work_dir = Path(work_dir) if work_dir else Settings.resolve().home / "local-builds"
         self.registry_host = registry_host
-        parallel = max_parallel or int(os.environ.get("BUILD_ASSETS_LOCAL_PARALLEL") or 4)
+        parallel = max_parallel or 4
         self._slots = threading.BoundedSemaphore(max(1, parallel))
         self.network = network
         self.env = dict(env or {})

@@ -1,0 +1,124 @@
+"""One build run, Dagster-free: build the selected images (bases first, many in flight),
+deploy the selected functions the moment their image is ready, and stream one `Done` per
+target in topological order. The Dagster multi-asset and any other front end only translate
+these into their own events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from build_assets.core.plan import PlanEntry, compare
+from build_assets.core.targets import Target
+from build_assets.core.versioning import ImageVersion, VersionSet
+from build_assets.engine.builders.base import BuildResult
+from build_assets.engine.deploy import DeployResult
+from build_assets.engine.scheduler import BLOCKED, Outcome
+from build_assets.project import Project
+
+
+@dataclass
+class Done:
+    """The end of one target in a run: a result (image or deploy), or a problem line."""
+
+    target: Target
+    image: ImageVersion
+    result: BuildResult | None = None
+    outcome: Outcome | None = None  # images only
+    deployed: DeployResult | None = None  # functions only
+    problem: str | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def failure_text(outcome: Outcome) -> str:
+    """What a person needs to know about a failed or blocked image."""
+    if outcome.status == BLOCKED:
+        return f"{outcome.name}: not built: {outcome.reason}"
+    err = outcome.error
+    assert err is not None
+    lines = [
+        f"{outcome.name}: build {err.status}" + (f" in phase {err.phase}" if err.phase else "")
+    ]
+    lines.append(str(err))
+    if err.log_url:
+        lines.append(f"log: {err.log_url}")
+    if err.log_tail:
+        lines.append("--- last log lines ---\n" + err.log_tail)
+    return "\n".join(lines)
+
+
+class BuildRun:
+    """Builds and deploys a selection of targets of one version set."""
+
+    def __init__(
+        self,
+        project: Project,
+        versions: VersionSet,
+        selected: list[Target],
+        *,
+        run_id: str | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.project = project
+        self.versions = versions
+        self.selected = selected
+        self.run_id = run_id
+        self.on_event = on_event or (lambda message: None)
+        self._deployer = None  # made at the first deploy: builds never wait on AWS set-up
+
+    def plan(self) -> dict[str, PlanEntry]:
+        """Why each image is built, against the last recorded build of it."""
+        states = self.project.ledger().built_states(self.project.registry)
+        return {e.name: e for e in compare(self.versions, states, "first build")}
+
+    def execute(self) -> Iterator[Done]:
+        images = [t.name for t in self.selected if t.is_image]
+        functions = [t for t in self.selected if not t.is_image]
+        reasons = self.plan()
+        scheduler = self.project.scheduler(run_id=self.run_id, on_event=self.on_event)
+        for outcome in scheduler.run(self.versions, images):
+            entry = reasons.get(outcome.name)
+            target = next(t for t in self.selected if t.is_image and t.name == outcome.name)
+            if not outcome.ok:
+                yield Done(target, outcome.image, outcome=outcome, problem=failure_text(outcome))
+                continue
+            assert outcome.result is not None
+            yield Done(
+                target,
+                outcome.image,
+                result=outcome.result,
+                outcome=outcome,
+                reasons=entry.reasons if entry else [],
+            )
+            for fn in functions:
+                if fn.image == outcome.name:
+                    yield self._deploy(fn, outcome.image, outcome.result)
+        for fn in functions:
+            if fn.image in images:
+                continue  # handled (or failed) with its image above
+            image = self.versions[fn.image]
+            req = self.project.request_for(image)
+            digest = self.project.builder().existing_digest(req)
+            if digest is None:
+                problem = f"lambda {fn.name}: image {image.name} ({req.image_uri}) is not built;"
+                yield Done(fn, image, problem=problem + " select it too")
+                continue
+            result = BuildResult.already_pushed(req, digest, self.project.builder().name)
+            yield self._deploy(fn, image, result)
+
+    def _deploy(self, fn: Target, image: ImageVersion, result: BuildResult) -> Done:
+        try:
+            if self._deployer is None:
+                self._deployer = self.project.deployer()
+            deployed = self._deployer.deploy(fn.name, result.pinned_uri)
+        except Exception as exc:  # noqa: BLE001 - one function failing must not hide others
+            problem = f"lambda {fn.name}: deploy of {result.pinned_uri} failed: {exc}"
+            return Done(fn, image, result=result, problem=problem)
+        verb = "updated to" if deployed.changed else "already on"
+        self.on_event(f"lambda {fn.name}: {verb} {result.pinned_uri}")
+        return Done(fn, image, result=result, deployed=deployed)

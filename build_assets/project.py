@@ -1,0 +1,173 @@
+"""`Project`: the Dagster-free core of build-assets, made once from one `Settings`.
+
+It owns the rules every adapter (CLI, Dagster assets, sensor, async launch, `status`,
+`demo`) relies on: versions at the working tree or at a ref, the targets (image / function)
+and their names, the one stale rule, "what is built" (the registry), image URIs, the builder
+and the deployer. Adapters translate; they decide nothing of their own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from build_assets.core.targets import Target, select, stale_targets, targets_of
+from build_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from build_assets.core.versioning import ImageVersion, VersionSet
+    from build_assets.engine.builders.base import Builder, BuildRequest
+    from build_assets.engine.deploy import Deployer
+    from build_assets.engine.records import BuildRecords
+    from build_assets.engine.scheduler import BuildScheduler
+
+_UNSET: Any = object()
+LOOKUP_THREADS = 16  # registry / Lambda look-ups in flight at once
+
+
+class Project:
+    """One monorepo, one registry, one backend."""
+
+    def __init__(self, settings: Settings, *, builder: Builder | None = None) -> None:
+        self.settings = settings
+        self._builder = builder
+
+    @classmethod
+    def from_env(cls, **explicit: Any) -> Project:
+        """A project from explicit settings (None = not given) over the environment."""
+        return cls(Settings.resolve(**explicit))
+
+    # -- versions and targets ---------------------------------------------------------------
+
+    def versions(self, ref: str | None = _UNSET) -> VersionSet:
+        """Versions at `ref` (default: the configured ref), else of the working tree."""
+        from build_assets.core.versioning import commit_versions, worktree_versions
+
+        ref = self.settings.ref if ref is _UNSET else ref
+        if ref:
+            return commit_versions(self.settings.repo, ref, self.settings.manifest)
+        return worktree_versions(self.settings.repo, self.settings.manifest)
+
+    @staticmethod
+    def targets(versions: VersionSet) -> list[Target]:
+        """Every image (dependency order) and every Lambda function of `versions`."""
+        return targets_of(versions)
+
+    def select(self, versions: VersionSet, names: Iterable[str]) -> list[Target]:
+        """Targets named on a command line; one clear line for an unknown name."""
+        return select(self.targets(versions), names)
+
+    # -- registry -----------------------------------------------------------------------------
+
+    @property
+    def registry(self) -> str:
+        return self.settings.require_registry()
+
+    def repository(self, image: str) -> str:
+        """Repository of an image: '<registry prefix>/<image>'."""
+        return f"{self.registry}/{image}"
+
+    def request_for(
+        self, image: ImageVersion, base_uri: str | None = None, previous_tag: str | None = None
+    ) -> BuildRequest:
+        """What a builder needs to build (or look up) one image version."""
+        from build_assets.engine.builders.base import make_request
+
+        return make_request(image, self.repository(image.name), base_uri, previous_tag)
+
+    def builder(self) -> Builder:
+        """The builder of the configured backend (made once)."""
+        if self._builder is None:
+            self._builder = self._make_builder()
+        return self._builder
+
+    def _make_builder(self) -> Builder:
+        s = self.settings
+        if s.backend == "codebuild":
+            from build_assets.aws.clients import aws_errors, bucket_name, make_session
+            from build_assets.aws.codebuild import CodeBuildBuilder
+
+            session = make_session()
+            with aws_errors("resolve", "the context bucket"):
+                bucket = bucket_name(session, s.env, s.bucket)  # same default as bootstrap
+            return CodeBuildBuilder(bucket=bucket, env=s.env, session=session)
+        from build_assets.engine.builders.local import LocalDockerBuilder
+
+        return LocalDockerBuilder(
+            work_dir=s.home / "local-builds",
+            max_parallel=s.max_concurrent_builds or s.local_parallel,
+        )
+
+    def built_digests(self, versions: VersionSet, names: Iterable[str] | None = None):
+        """Image name -> digest of its current tag in the registry (None: not built)."""
+        builder = self.builder()
+        images = [versions[n] for n in names] if names is not None else list(versions)
+        requests = [self.request_for(img) for img in images]
+        with ThreadPoolExecutor(max_workers=min(LOOKUP_THREADS, max(1, len(requests)))) as pool:
+            digests = list(pool.map(builder.existing_digest, requests))
+        return {img.name: d for img, d in zip(images, digests, strict=True)}
+
+    def pinned_uri(self, image: str, digest: str) -> str:
+        return f"{self.repository(image)}@{digest}"
+
+    # -- functions ------------------------------------------------------------------------------
+
+    def running_images(self, functions: Iterable[str]) -> dict[str, str | None]:
+        """Function -> the image URI it runs now (None: the function does not exist)."""
+        from build_assets.engine.deploy import current_image
+
+        functions = list(functions)
+        if not functions:
+            return {}
+        client = self._lambda_client()
+        with ThreadPoolExecutor(max_workers=min(LOOKUP_THREADS, len(functions))) as pool:
+            uris = list(pool.map(lambda fn: current_image(client, fn), functions))
+        return dict(zip(functions, uris, strict=True))
+
+    @functools.cache  # noqa: B019 - one client per project
+    def _lambda_client(self):
+        from build_assets.aws.clients import make_client
+
+        return make_client("lambda")
+
+    def deployer(self) -> Deployer:
+        """Points functions at images (creates missing ones on the local stack only)."""
+        from build_assets.engine.deploy import Deployer
+
+        return Deployer(
+            self._lambda_client(),
+            create_missing=self.settings.backend == "local",
+            role_arn=self.settings.lambda_role,
+        )
+
+    # -- the stale rule ---------------------------------------------------------------------
+
+    def stale(self, versions: VersionSet, targets: Iterable[Target] | None = None) -> list[Target]:
+        """Targets whose current version is not built (images) or not deployed (functions),
+        asking the registry and Lambda — the same answer on every machine."""
+        targets = self.targets(versions) if targets is None else list(targets)
+        images = {t.image for t in targets}
+        digests = self.built_digests(versions, [i.name for i in versions if i.name in images])
+        running = self.running_images(t.name for t in targets if not t.is_image)
+        return stale_targets(targets, digests, running, self.repository)
+
+    # -- build records (a local cache of provenance) ------------------------------------------
+
+    def ledger(self) -> BuildRecords:
+        from build_assets.engine.records import BuildRecords
+
+        return BuildRecords(self.settings.ledger_path)
+
+    def scheduler(self, *, run_id: str | None = None, on_event=None) -> BuildScheduler:
+        from build_assets.engine.scheduler import BuildScheduler
+
+        return BuildScheduler(
+            self.builder(),
+            self.registry,
+            max_concurrent=self.settings.concurrency,
+            records=self.ledger(),
+            run_id=run_id,
+            on_event=on_event,
+        )
