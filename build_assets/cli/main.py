@@ -195,12 +195,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     if command is None or (command not in _PLUGIN_COMMANDS and command != "plan"):
         wanted = set(_PLUGIN_COMMANDS.values())
     for name in sorted(wanted):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+        module = importlib.import_module(name)
         add_cli: Callable[[argparse._SubParsersAction], None] = module.add_cli
         add_cli(sub)
     return parser

@@ -59,10 +59,12 @@ def file_reasons(
     before = {f.path: f for f in old}
     after = {f.path: f for f in new}
     reasons = []
-    for path in sorted(before.keys() | after.keys()):
-        a, b = before.get(path), after.get(path)
+    for key in sorted(before.keys() | after.keys()):
+        a, b = before.get(key), after.get(key)
         if a == b:
             continue
+        # names that are not UTF-8 come surrogate-escaped from git: show their bytes as \xNN
+        path = key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         if path == dockerfile and a is not None and b is not None:
             reasons.append("Dockerfile changed")
         elif a is None:

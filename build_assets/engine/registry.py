@@ -163,22 +163,6 @@ def list_tags(
     return sorted(set(tags))
 
 
-def delete_tag(
-    repository: str, tag: str, *, registry: str | None = None, timeout: float = DEFAULT_TIMEOUT
-) -> bool:
-    """Delete the manifest a tag points to (registry needs delete enabled); False if absent."""
-    digest = manifest_digest(repository, tag, registry=registry, timeout=timeout)
-    if digest is None:
-        return False
-    ref = parse_repository(repository, registry)
-    url = f"{ref.base_url}/manifests/{digest}"
-    status, _, _ = _request("DELETE", url, timeout=timeout)
-    if status == 404:
-        return False
-    _check(status, url)
-    return True
-
-
 def ping(host: str, *, timeout: float = 2.0) -> bool:
     """True when `host` answers the distribution API base endpoint (GET /v2/)."""
     try:
