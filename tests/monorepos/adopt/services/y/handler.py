@@ -1,0 +1,5 @@
+from lambda_only import helper
+
+
+def handler(event, context):
+    return helper()
