@@ -106,6 +106,9 @@ class ImageSpec(BaseModel):
     repository: str | None = None  # name override (template allowed)
     # context paths (gitignore-style globs) that look like credentials but are meant to ship
     allow_secrets: tuple[str, ...] = Field(default=(), max_length=MAX_LIST)
+    # shown in Dagster only (never hashed): asset owners (emails or `team:name`), description
+    owners: tuple[str, ...] = Field(default=(), max_length=MAX_LIST)
+    description: str | None = None
 
     @field_validator("dockerfile")
     @classmethod
