@@ -231,3 +231,58 @@ def test_uncommitted_manifest_given_explicitly_makes_every_image_new(
     assert proc.returncode == 0, proc.stderr
     entries = json.loads(proc.stdout)["images"]
     assert all(e["changed"] and e["reasons"] == ["new image"] for e in entries)
+
+
+# --- real builds on the local stack -----------------------------------------------------------
+
+
+@pytest.mark.stack
+def test_real_builds_pass_the_base_under_the_dockerfiles_arg(
+    repo: Path, local_stack, tmp_path: Path
+) -> None:
+    """The public registry is unreachable here: a Lambda image can only build if its base
+    reaches `BASE_IMAGE_URI` (else `FROM ${BASE_IMAGE_URI:-public.ecr.aws/…}` would pull)."""
+    from build_assets.engine.builders.local import LocalDockerBuilder
+    from build_assets.engine.scheduler import BuildScheduler
+
+    # offline roots: the bases' own ARG default points at the public runtime
+    for base in BASES:
+        line = f"    dockerfile: bases/{base[-1]}/Dockerfile\n"
+        replace_in(repo, "images.yaml", line, line + "    build_args: {PYTHON_BASE: scratch}\n")
+    replace_in(repo, "images.yaml", "platform: linux/arm64\n", "")  # the engine's own
+    commit_all(repo, "offline")
+    registry = f"{local_stack.registry}/issue9-{tmp_path.name[-12:].lower()}"
+    builder = LocalDockerBuilder(tmp_path / "builder", registry_host=local_stack.registry)
+    vs = worktree_versions(repo)
+    first = {o.name: o for o in BuildScheduler(builder, registry).run(vs, ["base-a", "svc-x"])}
+    assert {n: o.status for n, o in first.items()} == {"base-a": "built", "svc-x": "built"}, {
+        n: (o.error and o.error.log_tail[-600:]) for n, o in first.items()
+    }
+
+    def layers(uri: str) -> list[str]:
+        subprocess.run(["docker", "pull", "-q", uri], check=True, capture_output=True)
+        out = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}", uri],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        return json.loads(out)
+
+    base_layers = layers(first["base-a"].result.image_uri)
+    lambda_layers = layers(first["svc-x"].result.image_uri)
+    assert lambda_layers[: len(base_layers)] == base_layers  # built on base-a, not elsewhere
+    assert len(lambda_layers) == len(base_layers) + 2  # lambda_only + handler
+
+    prepend(repo, "services/x/handler.py", "# Test 1")
+    vs = worktree_versions(repo)
+    again = {
+        o.name: o.status for o in BuildScheduler(builder, registry).run(vs, ["base-a", "svc-x"])
+    }
+    assert again == {"base-a": "cached", "svc-x": "built"}
+    git(repo, "checkout", "--", ".")
+    vs = worktree_versions(repo)
+    back = {
+        o.name: o.status for o in BuildScheduler(builder, registry).run(vs, ["base-a", "svc-x"])
+    }
+    assert back == {"base-a": "cached", "svc-x": "cached"}
