@@ -5,6 +5,12 @@ when it loaded (those are the code versions Dagster records for the run), and a 
 changes afterwards fails the build instead of silently shipping other content. A run tagged
 with `build-assets/commit` (the git sensor's runs) builds that commit's content from git
 objects instead, whatever the working tree holds.
+
+The run log tells the story as it happens: first the plan (a markdown table: what is built and
+why, what is cached, what is blocked), then one line per state change of each target
+(`[NAME] image building: BUILD · est. 40s · log …`, see `engine.progress`), so the run view's
+log filter by image works and `build-assets status --watch` can follow any run of the instance.
+The same events are published in-process for a terminal around `dagster.materialize`.
 """
 
 from collections.abc import Iterator
@@ -22,6 +28,7 @@ from dagster import (
 from build_assets.core.versioning import VersionSet
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
+from build_assets.engine import progress as pg
 from build_assets.engine.run import BuildRun, Done
 from build_assets.engine.scheduler import Outcome
 from build_assets.project import Project
@@ -47,8 +54,14 @@ def _reasons_md(reasons: list[str]) -> str:
     return "\n".join(f"- {r}" for r in shown) + (f"\n- … {more} more" if more > 0 else "")
 
 
-def image_metadata(outcome: Outcome, reasons: list[str], commit: str | None) -> dict[str, object]:
-    """Metadata of a finished image materialization."""
+def image_metadata(
+    outcome: Outcome,
+    reasons: list[str],
+    commit: str | None,
+    durations: dict[str, float] | None = None,
+) -> dict[str, object]:
+    """Metadata of a finished image materialization; `durations` (queue_wait_s, build_s,
+    push_s) are floats so the asset page plots them over time."""
     r = outcome.result
     assert r is not None
     meta: dict[str, object] = {
@@ -63,6 +76,8 @@ def image_metadata(outcome: Outcome, reasons: list[str], commit: str | None) -> 
         "context_files": outcome.image.file_count,
         "reasons": MetadataValue.md(_reasons_md(reasons)),
     }
+    for key, seconds in (durations or {}).items():
+        meta[key] = MetadataValue.float(float(seconds))
     if "context_bytes" in r.extra:
         meta["context_bytes"] = r.extra["context_bytes"]
     if r.build_id:
@@ -106,6 +121,20 @@ def pinned_versions(context: AssetExecutionContext, project: Project, loaded: Ve
     return loaded
 
 
+def plan_markdown(rows: list[dict[str, str]], commit: str | None) -> str:
+    """The run's plan as a markdown table (the first log entry of a run)."""
+    counts = {a: sum(r["action"] == a for r in rows) for a in ("build", "cached", "blocked")}
+    head = (
+        f"Plan at {commit[:12] if commit else 'the working tree'}: {counts['build']} to build,"
+        f" {counts['cached']} cached, {counts['blocked']} blocked"
+    )
+    lines = [head, "", "| target | kind | tag | action | why |", "|---|---|---|---|---|"]
+    for r in rows:
+        why = r["why"].replace("|", "\\|")
+        lines.append(f"| {r['target']} | {r['kind']} | {r['tag']} | {r['action']} | {why} |")
+    return "\n".join(lines)
+
+
 def run_image_builds(
     context: AssetExecutionContext,
     project: Project,
@@ -125,7 +154,20 @@ def run_image_builds(
         )
     project.registry  # noqa: B018 - fail first, with one line, when no registry is set
     run_id = context.run.run_id
-    run = BuildRun(project, versions, selected, run_id=run_id, on_event=context.log.info)
+
+    def on_progress(ev: pg.Progress) -> None:
+        context.log.info(ev.line())
+        pg.publish(ev)
+
+    run = BuildRun(
+        project,
+        versions,
+        selected,
+        run_id=run_id,
+        on_event=context.log.debug,  # the progress lines say the same, structured
+        on_progress=on_progress,
+    )
+    context.log.info(plan_markdown(run.preview(), versions.commit))
     for done in run.execute():
         if not done.ok:
             failures.append(done.problem or "")
@@ -135,7 +177,9 @@ def run_image_builds(
             yield MaterializeResult(
                 asset_key=keys[done.target],
                 data_version=DataVersion(done.outcome.result.digest),  # type: ignore[union-attr]
-                metadata=image_metadata(done.outcome, done.reasons, versions.commit),
+                metadata=image_metadata(
+                    done.outcome, done.reasons, versions.commit, done.durations
+                ),
             )
         else:
             yield _function_result(keys[done.target], done)

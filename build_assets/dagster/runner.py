@@ -7,7 +7,7 @@ that does not run its image's current digest. Because versions are Merkle hashes
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from build_assets.core.versioning import VersionSet
 from build_assets.dagster.assets import build_images_asset
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
+from build_assets.engine import progress as pg
 from build_assets.project import Project
 from build_assets.settings import Settings
 
@@ -74,22 +75,27 @@ def run_materialization(
     translator: ImageAssetTranslator | None = None,
     tags: dict[str, str] | None = None,
     log_level: str = "INFO",
+    on_progress: Callable[[pg.Progress], None] | None = None,
 ) -> RunSummary:
-    """Materialize `keys` in this process (one step, many builds in flight) and summarise."""
+    """Materialize `keys` in this process (one step, many builds in flight) and summarise.
+
+    on_progress: every `Progress` event of the run, as it happens (the step publishes them to
+    the listeners of this context: see `engine.progress.listening`)."""
     translator = translator or ImageAssetTranslator()
     keys = list(keys)
     start = time.monotonic()
     if not keys:
         return RunSummary(run_id=None, success=True, seconds=0.0)
-    result = materialize(
-        [build_images_asset(versions, translator)],
-        instance=instance,
-        resources={"image_builds": resource},
-        selection=keys,
-        tags=tags,
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-    )
+    with pg.listening(on_progress):
+        result = materialize(
+            [build_images_asset(versions, translator)],
+            instance=instance,
+            resources={"image_builds": resource},
+            selection=keys,
+            tags=tags,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        )
     summary = RunSummary(
         run_id=result.run_id, success=result.success, seconds=time.monotonic() - start
     )

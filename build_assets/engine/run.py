@@ -1,7 +1,8 @@
 """One build run, Dagster-free: build the selected images (bases first, many in flight),
 deploy the selected functions the moment their image is ready, and stream one `Done` per
 target in topological order. The Dagster multi-asset and any other front end only translate
-these into their own events.
+these into their own events. Every state change of every target (queued, waiting for its base,
+building, deploying, done, ...) is also a `Progress` event for `on_progress`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from build_assets.core.plan import PlanEntry, compare
 from build_assets.core.targets import Target
 from build_assets.core.versioning import ImageVersion, VersionSet
+from build_assets.engine import progress as pg
 from build_assets.engine.builders.base import BuildResult
 from build_assets.engine.deploy import DeployResult
 from build_assets.engine.scheduler import BLOCKED, Outcome
@@ -29,6 +31,7 @@ class Done:
     deployed: DeployResult | None = None  # functions only
     problem: str | None = None
     reasons: list[str] = field(default_factory=list)
+    durations: dict[str, float] = field(default_factory=dict)  # images: queue_wait_s, build_s..
 
     @property
     def ok(self) -> bool:
@@ -63,6 +66,7 @@ class BuildRun:
         *,
         run_id: str | None = None,
         on_event: Callable[[str], None] | None = None,
+        on_progress: Callable[[pg.Progress], None] | None = None,
     ) -> None:
         self.project = project
         self.versions = versions
@@ -70,22 +74,69 @@ class BuildRun:
         self.run_id = run_id
         self.on_event = on_event or (lambda message: None)
         self._deployer = None  # made at the first deploy: builds never wait on AWS set-up
+        self.progress = pg.ProgressTracker(on_progress, run_id=run_id)
 
     def plan(self) -> dict[str, PlanEntry]:
         """Why each image is built, against the last recorded build of it."""
         states = self.project.ledger().built_states(self.project.registry)
         return {e.name: e for e in compare(self.versions, states, "first build")}
 
+    def preview(self) -> list[dict[str, str]]:
+        """The run's plan before any build: per selected image 'build' (with why), 'cached'
+        (its tag is in the registry) or 'blocked' (an unselected base is not built); per
+        function the image it is deployed from. One registry look-up per image, in parallel."""
+        images = [t.name for t in self.selected if t.is_image]
+        bases = {self.versions[n].base for n in images} - set(images) - {None}
+        digests = self.project.built_digests(self.versions, [*images, *sorted(bases)])  # type: ignore[list-item]
+        reasons = self.plan()
+        rows = []
+        for name in images:
+            image = self.versions[name]
+            if digests.get(name):
+                action, why = "cached", "tag already in the registry"
+            elif image.base in bases and not digests.get(image.base):  # type: ignore[arg-type]
+                action, why = "blocked", f"base {image.base} is not built and not selected"
+            else:
+                entry = reasons.get(name)
+                action, why = "build", "; ".join(entry.reasons[:3]) if entry else "first build"
+            rows.append(
+                {"target": name, "kind": pg.IMAGE, "tag": image.tag, "action": action, "why": why}
+            )
+        for fn in self.selected:
+            if not fn.is_image:
+                rows.append(
+                    {
+                        "target": fn.name,
+                        "kind": pg.LAMBDA,
+                        "tag": self.versions[fn.image].tag,
+                        "action": "deploy",
+                        "why": f"image {fn.image}",
+                    }
+                )
+        return rows
+
     def execute(self) -> Iterator[Done]:
         images = [t.name for t in self.selected if t.is_image]
         functions = [t for t in self.selected if not t.is_image]
+        for fn in functions:
+            if fn.image in images:
+                self.progress.set(fn.name, pg.WAITING, fn.image, kind=pg.LAMBDA)
+            else:
+                self.progress.set(fn.name, pg.QUEUED, kind=pg.LAMBDA)
         reasons = self.plan()
         scheduler = self.project.scheduler(run_id=self.run_id, on_event=self.on_event)
+        scheduler.progress = self.progress  # one board for images and functions
         for outcome in scheduler.run(self.versions, images):
             entry = reasons.get(outcome.name)
             target = next(t for t in self.selected if t.is_image and t.name == outcome.name)
+            durations = self.progress.durations(outcome.name)
             if not outcome.ok:
-                yield Done(target, outcome.image, outcome=outcome, problem=failure_text(outcome))
+                for fn in functions:
+                    if fn.image == outcome.name:
+                        why = f"image {outcome.name} {outcome.status}"
+                        self.progress.set(fn.name, pg.BLOCKED, why, kind=pg.LAMBDA)
+                problem = failure_text(outcome)
+                yield Done(target, outcome.image, outcome=outcome, problem=problem)
                 continue
             assert outcome.result is not None
             yield Done(
@@ -94,6 +145,7 @@ class BuildRun:
                 result=outcome.result,
                 outcome=outcome,
                 reasons=entry.reasons if entry else [],
+                durations=durations,
             )
             for fn in functions:
                 if fn.image == outcome.name:
@@ -106,19 +158,26 @@ class BuildRun:
             digest = self.project.builder().existing_digest(req)
             if digest is None:
                 problem = f"lambda {fn.name}: image {image.name} ({req.image_uri}) is not built;"
+                self.progress.set(
+                    fn.name, pg.BLOCKED, f"image {image.name} not built", kind=pg.LAMBDA
+                )
                 yield Done(fn, image, problem=problem + " select it too")
                 continue
             result = BuildResult.already_pushed(req, digest, self.project.builder().name)
             yield self._deploy(fn, image, result)
 
     def _deploy(self, fn: Target, image: ImageVersion, result: BuildResult) -> Done:
+        self.progress.set(fn.name, pg.DEPLOYING, kind=pg.LAMBDA)
         try:
             if self._deployer is None:
                 self._deployer = self.project.deployer()
             deployed = self._deployer.deploy(fn.name, result.pinned_uri)
         except Exception as exc:  # noqa: BLE001 - one function failing must not hide others
             problem = f"lambda {fn.name}: deploy of {result.pinned_uri} failed: {exc}"
+            self.progress.set(fn.name, pg.FAILED, f"deploy: {exc}", kind=pg.LAMBDA)
             return Done(fn, image, result=result, problem=problem)
         verb = "updated to" if deployed.changed else "already on"
+        detail = "updated" if deployed.changed else "already current"
+        self.progress.set(fn.name, pg.DONE, detail, kind=pg.LAMBDA)
         self.on_event(f"lambda {fn.name}: {verb} {result.pinned_uri}")
         return Done(fn, image, result=result, deployed=deployed)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from build_assets.core.versioning import ImageVersion, VersionSet
+from build_assets.engine import progress as pg
 from build_assets.engine.builders.base import (
     Builder,
     BuildHandle,
@@ -81,6 +82,7 @@ class BuildScheduler:
         records: BuildRecords | None = None,
         run_id: str | None = None,
         on_event: Callable[[str], None] | None = None,
+        on_progress: Callable[[pg.Progress], None] | None = None,
         clock: Callable[[], float] = time.time,
         leases: LeaseStore | None = None,
         lease_ttl_s: float = DEFAULT_TTL_S,
@@ -88,7 +90,9 @@ class BuildScheduler:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """leases: where build leases live (default: next to the ledger when `records` is
-        given, else none: a scheduler without a ledger is a test or a benchmark)."""
+        given, else none: a scheduler without a ledger is a test or a benchmark).
+        on_event: one line per notable step; on_progress: a structured `Progress` per state
+        change of an image (`self.progress` is the tracker: `BuildRun` shares its own)."""
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         self.builder = builder
@@ -98,6 +102,7 @@ class BuildScheduler:
         self.run_id = run_id
         self.on_event = on_event or (lambda msg: log.info(msg))
         self.clock = clock
+        self.progress = pg.ProgressTracker(on_progress, run_id=run_id, clock=clock)
         if leases is None and records is not None:
             leases = SqliteLeaseStore(records.path.parent / "leases.sqlite")
         self.leases = leases
@@ -128,6 +133,16 @@ class BuildScheduler:
         held: dict[str, str] = {}  # image -> key of the lease we hold while building it
         parked: dict[str, tuple[BuildRequest, Holder, float]] = {}  # held elsewhere: waiting
         backoff = _BACKOFF_S[0]
+        track = self.progress.set
+        if self.records is not None:
+            found = pg.load_estimates(self.records.path, self.registry, order)
+            self.progress.estimates.update(found)
+        for name in order:
+            base = versions[name].base
+            if base in chosen:
+                track(name, pg.WAITING, base)
+            else:
+                track(name, pg.QUEUED)
 
         def release(name: str) -> None:
             key = held.pop(name, None)
@@ -147,6 +162,7 @@ class BuildScheduler:
                 if not grant.acquired:
                     since = parked[name][2] if name in parked else self.clock()
                     if name not in parked:
+                        track(name, pg.WAITING, grant.holder.describe())
                         self.on_event(
                             f"{name}: {req.image_uri} is being built by"
                             f" {grant.holder.describe()}; waiting for it"
@@ -167,15 +183,32 @@ class BuildScheduler:
                         reason = f"built by {other.describe()}"
                         settle(Outcome(name, CACHED, image, result=result, reason=reason))
                         return
+            track(name, pg.UPLOADING if self.builder.name == "codebuild" else pg.PREPARING)
             handle = self.builder.start(req)
             self.on_event(f"{name}: building {req.image_uri} ({handle.build_id})")
             in_flight.append(handle)
+            observe(handle)
+
+        def observe(handle: BuildHandle) -> None:
+            """The phase of a build in flight, when its builder tells (else 'building')."""
+            state, detail = pg.handle_phase(handle) or (pg.BUILDING, "")
+            track(handle.request.image, state, detail, log_url=pg.handle_log_url(handle))
 
         def settle(outcome: Outcome) -> None:
             outcomes[outcome.name] = outcome
             if outcome.result is not None:
                 pinned[outcome.name] = outcome.result.pinned_uri
             self._record(outcome, versions)
+            r, err = outcome.result, outcome.error
+            if outcome.status in (BUILT, CACHED):
+                state = pg.DONE if outcome.status == BUILT else pg.CACHED
+                track(outcome.name, state, outcome.reason or "", log_url=r.log_url if r else None)
+            elif outcome.status == BLOCKED:
+                track(outcome.name, pg.BLOCKED, outcome.reason or "")
+            elif err is not None:
+                where = f" in {err.phase}" if err.phase else ""
+                state = pg.CANCELLED if err.status == "STOPPED" else pg.FAILED
+                track(outcome.name, state, f"build {err.status}{where}", log_url=err.log_url)
 
         def external_base(name: str) -> tuple[str | None, str | None]:
             """(pinned uri, problem) of an unselected base, looked up in the registry."""
@@ -238,6 +271,11 @@ class BuildScheduler:
                         continue
                     if len(in_flight) >= self.max_concurrent:
                         waiting.insert(0, name)
+                        for queued in waiting:  # base ready, no build slot: queued
+                            if versions[queued].base not in chosen or (
+                                versions[queued].base in outcomes
+                            ):
+                                track(queued, pg.QUEUED)
                         break
                     launch(name, req)
 
@@ -250,6 +288,8 @@ class BuildScheduler:
                         in_flight.remove(handle)
                         settle(self._finish(handle, versions))
                         release(handle.request.image)
+                    for handle in in_flight:
+                        observe(handle)
                 elif parked:  # only waiting on other processes: look again after a pause
                     self.sleep(backoff)
                     backoff = min(backoff * 2, _BACKOFF_S[1])
@@ -257,6 +297,7 @@ class BuildScheduler:
         finally:
             for handle in in_flight:
                 self.on_event(f"{handle.request.image}: cancelling build {handle.build_id}")
+                track(handle.request.image, pg.CANCELLED, handle.build_id)
                 try:
                     self.builder.cancel(handle)
                 except Exception as exc:  # noqa: BLE001 - cancelling is best effort
