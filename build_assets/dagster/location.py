@@ -29,22 +29,49 @@ def build_definitions(
     *,
     ref: str | None = None,
     with_sensor: bool = True,
+    sensor_options: dict | None = None,
+    with_checks: bool = True,
+    check_options: dict | None = None,
+    with_upstream: bool = True,
 ) -> Definitions:
-    """Definitions for one monorepo: the image/function multi-asset, its resource, the sensor."""
+    """Definitions for one monorepo: the image/function multi-asset, its resource, the sensor,
+    the asset checks and their schedule (stopped), the external base images.
+
+    `sensor_options` go to `build_git_push_sensor`; `check_options` to `build_image_checks`
+    (`fail_on`, `warn_on`) and `cron` to `build_check_schedule`.
+    """
+    from build_assets.dagster.checks import build_check_schedule, build_image_checks
     from build_assets.dagster.sensor import build_git_push_sensor
+    from build_assets.dagster.upstream import build_upstream_assets
 
     resource = resource or ImageBuildResource()
     translator = translator or ImageAssetTranslator()
     settings = resource.settings()
     versions = load_versions(resource, ref)
     sensors = (
-        [build_git_push_sensor(translator=translator, settings=settings)] if with_sensor else []
+        [build_git_push_sensor(translator=translator, settings=settings, **(sensor_options or {}))]
+        if with_sensor
+        else []
     )
+    assets: list = [build_images_asset(versions, translator)]
+    upstream = build_upstream_assets(versions, settings.manifest, translator)
+    if with_upstream and upstream is not None:
+        assets.append(upstream)
+    checks, schedules = [], []
+    if with_checks:
+        options = dict(check_options or {})
+        cron = options.pop("cron", None)
+        scans = settings.backend == "codebuild"
+        checks.append(build_image_checks(versions, translator, scans=scans, **options))
+        schedule = build_check_schedule(versions, translator, **({"cron": cron} if cron else {}))
+        schedules.append(schedule)
     # One step polls every build from one process: Dagster's default multiprocess executor
     # would only add a process start per run.
     return Definitions(
         executor=in_process_executor,
-        assets=[build_images_asset(versions, translator)],
+        assets=assets,
+        asset_checks=checks,
         resources={"image_builds": resource},
         sensors=sensors,
+        schedules=schedules,
     )

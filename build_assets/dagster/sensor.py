@@ -81,6 +81,7 @@ from dagster import (
     AssetKey,
     AssetSelection,
     DagsterInstance,
+    DefaultSensorStatus,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
@@ -359,6 +360,7 @@ def build_git_push_sensor(
     branch: str | None = None,
     interval_seconds: int | None = None,
     settings: Settings | None = None,
+    default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
 ) -> SensorDefinition:
     """A sensor that requests one run per pushed commit for exactly the stale assets.
 
@@ -372,6 +374,7 @@ def build_git_push_sensor(
         name=name,
         minimum_interval_seconds=interval,
         asset_selection=AssetSelection.all(),
+        default_status=default_status,
         description="Fetches a git branch; builds the images its newest commit changed.",
     )
     def _git_push_sensor(context: SensorEvaluationContext, image_builds: ImageBuildResource):

@@ -1,0 +1,216 @@
+"""Upstream base images in the lineage: one observable asset per external `FROM`.
+
+An external base is a `FROM` of an image's Dockerfile that is neither the manifest `base`
+(the build arg that receives it), nor a stage of the same Dockerfile, nor `scratch`; when a
+lock file of pinned digests exists next to the manifest (`bases.lock`), its entries are
+external bases too. Each one is an asset at the root of the graph (`["upstream", ...]`, group
+`upstream_images`) that every image built on it depends on. Observing it asks the base's
+registry for the digest of its tag (`registry.manifest_digest`): that digest is the asset's
+data version, so when upstream moves, Dagster marks every image above it as changed upstream.
+When a digest is pinned (`FROM ref@sha256:…` or a lock entry), the `pinned_is_current` check
+fails while the pinned digest is behind upstream, naming both digests.
+
+`bases.lock` (YAML): `{bases: {REFERENCE: DIGEST}}` or a bare `{REFERENCE: DIGEST}` mapping,
+where REFERENCE is `[host/]repo[:tag]` and DIGEST is `sha256:…` (or `{digest: sha256:…}`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    AssetSpec,
+    DataVersion,
+    ObserveResult,
+    multi_observable_source_asset,
+)
+
+from build_assets.core.dockerfile import expand
+from build_assets.core.dockerfile import parse as parse_dockerfile
+from build_assets.core.safeyaml import load as load_yaml
+from build_assets.core.versioning import VersionSet
+from build_assets.errors import UserError
+
+LOCK_FILE = "bases.lock"
+GROUP = "upstream_images"
+CHECK = "pinned_is_current"
+DOCKER_HUB = "registry-1.docker.io"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One external base: its reference (`repo:tag`) and the digest pinned for it, if any."""
+
+    reference: str
+    pinned: str | None
+
+    @property
+    def repository(self) -> str:
+        """Registry host + repository, Docker Hub's names made explicit."""
+        name = self.reference.rsplit("@", 1)[0]
+        last = name.rsplit("/", 1)[-1]
+        if ":" in last:
+            name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+        head, _, rest = name.partition("/")
+        if rest and ("." in head or ":" in head or head == "localhost"):
+            return name
+        return f"{DOCKER_HUB}/{name if rest else 'library/' + name}"
+
+    @property
+    def tag(self) -> str:
+        last = self.reference.rsplit("@", 1)[0].rsplit("/", 1)[-1]
+        return last.split(":", 1)[1] if ":" in last else "latest"
+
+
+def upstream_key(reference: str) -> AssetKey:
+    """["upstream", <reference with every run of other characters as '_'>]."""
+    return AssetKey(["upstream", _UNSAFE.sub("_", reference.split("@", 1)[0]).strip("_")])
+
+
+def read_lock(manifest: Path) -> dict[str, str]:
+    """Reference -> pinned digest from `bases.lock` next to the manifest ({} without one)."""
+    path = Path(manifest).parent / LOCK_FILE
+    if not path.is_file():
+        return {}
+    data = load_yaml(path.read_text(), str(path)) or {}  # one clear line on bad YAML
+    if isinstance(data, dict) and isinstance(data.get("bases"), dict):
+        data = data["bases"]
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of base reference -> sha256 digest")
+    out: dict[str, str] = {}
+    for ref, value in data.items():
+        digest = value.get("digest") if isinstance(value, dict) else value
+        if not isinstance(digest, str) or not _DIGEST.match(digest):
+            raise UserError(f"{path}: base '{ref}': '{digest}' is not a sha256:<64 hex> digest")
+        out[str(ref)] = digest
+    return out
+
+
+def _dockerfile_refs(versions: VersionSet, name: str) -> list[str]:
+    image = versions[name]
+    try:
+        text = (versions.root / image.spec.dockerfile).read_text(errors="replace")
+    except OSError:
+        return []
+    dockerfile = parse_dockerfile(text)
+    values = {k: v for k, v in dockerfile.global_args.items() if v is not None}
+    values.update(image.spec.build_args)
+    stages = dockerfile.stage_names()
+    refs: list[str] = []
+    for i, frm in enumerate(dockerfile.froms):
+        if i == 0 and image.base and frm.arg == image.base_arg:
+            continue  # the manifest base, passed as a build arg
+        ref = expand(frm.image, values)
+        if not ref or ref.lower() in stages or ref.lower() == "scratch" or "$" in ref:
+            continue
+        if ref not in refs:
+            refs.append(ref)
+    return refs
+
+
+def external_bases(versions: VersionSet, name: str) -> list[str]:
+    """References (`repo:tag`, no digest) of the external bases of one image."""
+    out: list[str] = []
+    for ref in _dockerfile_refs(versions, name):
+        plain = ref.split("@", 1)[0]
+        if plain not in out:
+            out.append(plain)
+    return out
+
+
+def upstreams(versions: VersionSet, manifest: Path | None = None) -> list[Upstream]:
+    """Every external base of the manifest, with its pinned digest (FROM @digest or lock)."""
+    lock = read_lock(manifest) if manifest else {}
+    found: dict[str, str | None] = {}
+    for image in versions:
+        for ref in _dockerfile_refs(versions, image.name):
+            plain, _, digest = ref.partition("@")
+            found.setdefault(plain, digest or None)
+    for ref, digest in lock.items():
+        found[ref] = digest
+    return [Upstream(ref, digest) for ref, digest in found.items()]
+
+
+def observe(
+    upstream: Upstream, key: AssetKey | None = None
+) -> tuple[ObserveResult, AssetCheckResult | None]:
+    """The upstream digest as the data version; the pinned check when a digest is pinned."""
+    from build_assets.engine.registry import manifest_digest
+
+    key = key or upstream_key(upstream.reference)
+    digest = manifest_digest(upstream.repository, upstream.tag)
+    if digest is None:
+        raise UserError(f"upstream base {upstream.reference}: tag not found in its registry")
+    meta = {"reference": upstream.reference, "upstream_digest": digest}
+    if upstream.pinned:
+        meta["pinned_digest"] = upstream.pinned
+    result = ObserveResult(asset_key=key, data_version=DataVersion(digest), metadata=meta)
+    if not upstream.pinned:
+        return result, None
+    behind = digest != upstream.pinned
+    check = AssetCheckResult(
+        asset_key=key,
+        check_name=CHECK,
+        passed=not behind,
+        severity=AssetCheckSeverity.ERROR,
+        description=(
+            f"pinned base is behind upstream: {upstream.reference} pinned at {upstream.pinned},"
+            f" upstream is at {digest}"
+            if behind
+            else f"{upstream.reference} is pinned at the upstream digest {digest}"
+        ),
+        metadata=meta,
+    )
+    return result, check
+
+
+def build_upstream_assets(versions: VersionSet, manifest: Path | None = None, translator=None):
+    """One observable multi-asset for every external base (None when there is none)."""
+    found = upstreams(versions, manifest)
+    if not found:
+        return None
+    key_of = translator.get_upstream_key if translator is not None else upstream_key
+    by_key = {key_of(u.reference): u for u in found}
+    specs = [
+        AssetSpec(
+            key=key,
+            group_name=GROUP,
+            kinds={"docker"},
+            description=f"External base image {u.reference} (observed: its registry digest).",
+            metadata={
+                "reference": u.reference,
+                **({"pinned_digest": u.pinned} if u.pinned else {}),
+            },
+        )
+        for key, u in by_key.items()
+    ]
+    checks = [
+        AssetCheckSpec(
+            CHECK, asset=key, description="The pinned digest is the upstream tag's digest."
+        )
+        for key, u in by_key.items()
+        if u.pinned
+    ]
+
+    @multi_observable_source_asset(
+        name="upstream_base_images", specs=specs, check_specs=checks, can_subset=True
+    )
+    def _observe(context) -> Iterator[ObserveResult | AssetCheckResult]:
+        for key, upstream in by_key.items():
+            if key not in context.selected_asset_keys:
+                continue
+            result, check = observe(upstream, key)
+            yield result
+            if check is not None:
+                yield check
+
+    return _observe
