@@ -286,3 +286,44 @@ def test_real_builds_pass_the_base_under_the_dockerfiles_arg(
         o.name: o.status for o in BuildScheduler(builder, registry).run(vs, ["base-a", "svc-x"])
     }
     assert back == {"base-a": "cached", "svc-x": "cached"}
+
+
+# --- bootstrap with the team's names and arm64 (moto over HTTP) --------------------------------
+
+
+def test_bootstrap_uses_the_manifest_names_and_platforms_and_adopts_existing(
+    repo: Path, aws
+) -> None:
+    from build_assets.aws.bootstrap import bootstrap, images_from_manifest
+
+    replace_in(
+        repo,
+        "images.yaml",
+        'naming:\n  codebuild_project: "{image}-{env}-img-builder"\n',
+        'naming:\n  codebuild_project: "{image}-{env}-img-builder"\n  repository: "team/{image}"\n',
+    )
+    images, overrides = images_from_manifest(str(repo), str(repo / "images.yaml"))
+    cb = aws.client("codebuild")
+    existing = "svc-x-dev-harmonize-img-builder"  # the team's project, made before adoption
+    aws.client("ecr").create_repository(repositoryName="team/svc-x")
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError(f"unexpected sleep({seconds})")
+
+    actions = bootstrap(images, overrides, bucket="issue9-ctx", session=aws, sleep=no_sleep)
+    by_name = {(a.kind, a.name): a.status for a in actions}
+    assert by_name[("codebuild-project", existing)] == "created"
+    assert by_name[("ecr-repository", "team/svc-x")] == "updated"  # adopted, settings fixed
+    assert by_name[("ecr-repository", "team/base-a")] == "created"
+    projects = {
+        p["name"]: p
+        for p in cb.batch_get_projects(
+            names=[existing, "svc-z-dev-img-builder", "base-a-dev-img-builder"]
+        )["projects"]
+    }
+    assert projects[existing]["environment"]["type"] == "ARM_CONTAINER"
+    assert "aarch64" in projects[existing]["environment"]["image"]
+    assert projects["svc-z-dev-img-builder"]["environment"]["type"] == "LINUX_CONTAINER"
+    assert projects["base-a-dev-img-builder"]["environment"]["type"] == "ARM_CONTAINER"
+    again = bootstrap(images, overrides, bucket="issue9-ctx", session=aws, sleep=no_sleep)
+    assert {a.status for a in again} == {"unchanged"}  # adopted: nothing duplicated

@@ -38,12 +38,17 @@ from build_assets.errors import UserError
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "aws/codebuild/standard:7.0"
+DEFAULT_ARM_IMAGE = "aws/codebuild/amazonlinux2-aarch64-standard:3.0"
+ENVIRONMENT_TYPES = {"linux/amd64": "LINUX_CONTAINER", "linux/arm64": "ARM_CONTAINER"}
 DEFAULT_COMPUTE = "BUILD_GENERAL1_SMALL"
 DEFAULT_TIMEOUT = 60
 DEFAULT_EXPIRY_DAYS = 30
 LIFECYCLE_RULE_ID = "build-assets-expire-contexts"
 POLICY_NAME = "build-assets-codebuild"
-OVERRIDE_KEYS = frozenset({"compute_type", "timeout_minutes", "image"})
+# per image: CodeBuild settings, the platform, and name templates ({image}, {env})
+OVERRIDE_KEYS = frozenset(
+    {"compute_type", "timeout_minutes", "image", "platform", "project_name", "repository_name"}
+)
 TAGS = {"managed-by": "build-assets"}
 # a project that is started without build-assets' per-build buildspec fails loudly
 PLACEHOLDER_BUILDSPEC = (
@@ -118,6 +123,17 @@ class Bootstrapper:
         self.iam = iam or make_client("iam", self.session)
         self.codebuild = codebuild or make_client("codebuild", self.session)
         self._sleep = sleep
+        self._settings: dict[str, dict[str, Any]] = {}
+
+    def project_of(self, image: str) -> str:
+        """The CodeBuild project name of an image (the manifest's template, else default)."""
+        template = self._settings.get(image, {}).get("project_name")
+        return project_name(image, self.env, template)
+
+    def repository_of(self, image: str) -> str:
+        """The ECR repository name of an image (the manifest's template, else the image)."""
+        template = self._settings.get(image, {}).get("repository_name")
+        return template.format(image=image, env=self.env) if template else image
 
     @property
     def role_name(self) -> str:
@@ -138,6 +154,7 @@ class Bootstrapper:
         """Bucket, repositories, role, projects, in that order (the role needs their names)."""
         images = list(dict.fromkeys(images))
         settings = project_settings(images, overrides or {})
+        self._settings = settings
         actions = [self.ensure_bucket()]
         actions += [self.ensure_repository(image) for image in images]
         actions.append(self.ensure_role(images))
@@ -268,7 +285,9 @@ class Bootstrapper:
     # -- ECR --------------------------------------------------------------------------------
 
     def ensure_repository(self, image: str) -> Action:
-        """ECR repository `image` with immutable tags and scan on push."""
+        """ECR repository of `image` with immutable tags and scan on push (an existing one of
+        that name is adopted: only its settings are brought in line)."""
+        image = self.repository_of(image)
         with aws_errors("read ECR repository", image):
             try:
                 repo = self.ecr.describe_repositories(repositoryNames=[image])["repositories"][0]
@@ -321,8 +340,7 @@ class Bootstrapper:
         """Least privilege: the bucket's contexts/, these repositories, these log groups."""
         p, r, a = self.partition, self.region, self.account
         log_groups = [
-            f"arn:{p}:logs:{r}:{a}:log-group:/aws/codebuild/{project_name(i, self.env)}"
-            for i in images
+            f"arn:{p}:logs:{r}:{a}:log-group:/aws/codebuild/{self.project_of(i)}" for i in images
         ]
         statements: list[dict[str, Any]] = [
             {
@@ -350,7 +368,9 @@ class Bootstrapper:
                     "ecr:PutImage",
                     "ecr:UploadLayerPart",
                 ],
-                "Resource": [f"arn:{p}:ecr:{r}:{a}:repository/{i}" for i in images],
+                "Resource": [
+                    f"arn:{p}:ecr:{r}:{a}:repository/{self.repository_of(i)}" for i in images
+                ],
             },
             {
                 "Sid": "BuildLogs",
@@ -440,7 +460,7 @@ class Bootstrapper:
 
     def project_definition(self, image: str, settings: Mapping[str, Any]) -> dict[str, Any]:
         """create_project/update_project arguments for one image."""
-        project = project_name(image, self.env)
+        project = self.project_of(image)
         return {
             "name": project,
             "description": f"build-assets: builds the {image} image ({self.env})",
@@ -451,7 +471,7 @@ class Bootstrapper:
             },
             "artifacts": {"type": "NO_ARTIFACTS"},
             "environment": {
-                "type": "LINUX_CONTAINER",
+                "type": ENVIRONMENT_TYPES[settings.get("platform") or "linux/amd64"],
                 "image": settings["image"],
                 "computeType": settings["compute_type"],
                 "privilegedMode": True,
@@ -468,7 +488,7 @@ class Bootstrapper:
         self, images: Sequence[str], settings: Mapping[str, Mapping[str, Any]]
     ) -> list[Action]:
         """One CodeBuild project per image, updated only where it differs."""
-        names = [project_name(i, self.env) for i in images]
+        names = [self.project_of(i) for i in images]
         existing: dict[str, dict[str, Any]] = {}
         with aws_errors("read CodeBuild projects", ", ".join(names)):
             for i in range(0, len(names), 100):
@@ -546,10 +566,19 @@ def project_settings(
                 f"{image}: unknown CodeBuild settings {', '.join(extra)}"
                 f" (allowed: {', '.join(sorted(OVERRIDE_KEYS))})"
             )
+        platform = given.get("platform")
+        if platform is not None and platform not in ENVIRONMENT_TYPES:
+            raise UserError(
+                f"{image}: platform '{platform}' (allowed: {', '.join(ENVIRONMENT_TYPES)})"
+            )
+        arm = platform == "linux/arm64"
         out[image] = {
             "compute_type": given.get("compute_type", DEFAULT_COMPUTE),
             "timeout_minutes": int(given.get("timeout_minutes", DEFAULT_TIMEOUT)),
-            "image": given.get("image", DEFAULT_IMAGE),
+            "image": given.get("image", DEFAULT_ARM_IMAGE if arm else DEFAULT_IMAGE),
+            "platform": platform,
+            "project_name": given.get("project_name"),
+            "repository_name": given.get("repository_name"),
         }
     return out
 
@@ -591,8 +620,13 @@ def bootstrap(
 def images_from_manifest(
     repo: str | None, manifest: str | None
 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Image names and their `codebuild:` overrides from images.yaml."""
-    from build_assets.core.manifest import load_manifest
+    """Image names and their overrides from images.yaml: `codebuild:` settings, the platform
+    and the naming templates (only where they differ from the defaults)."""
+    from build_assets.core.manifest import (
+        DEFAULT_PROJECT_NAME,
+        DEFAULT_REPOSITORY_NAME,
+        load_manifest,
+    )
     from build_assets.settings import Settings
 
     settings = Settings.resolve(repo=repo, manifest=manifest)
@@ -600,10 +634,17 @@ def images_from_manifest(
     overrides: dict[str, dict[str, Any]] = {}
     for name, spec in model.images.items():
         options = getattr(spec, "codebuild", None)
-        if options is None:
-            continue
-        values = options if isinstance(options, Mapping) else vars(options)
-        overrides[name] = {k: values.get(k) for k in OVERRIDE_KEYS if values.get(k) is not None}
+        values: dict[str, Any] = {}
+        if options is not None:
+            values.update(options if isinstance(options, Mapping) else vars(options))
+        values["platform"] = model.platform_of(name)
+        project = spec.codebuild_project or model.naming.codebuild_project
+        repository = spec.repository or model.naming.repository
+        values["project_name"] = project if project != DEFAULT_PROJECT_NAME else None
+        values["repository_name"] = repository if repository != DEFAULT_REPOSITORY_NAME else None
+        given = {k: values.get(k) for k in OVERRIDE_KEYS if values.get(k) is not None}
+        if given:
+            overrides[name] = given
     return list(model.images), overrides
 
 

@@ -64,8 +64,11 @@ _START_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _START_LOCKS_GUARD = threading.Lock()
 
 
-def project_name(image: str, env: str) -> str:
-    """CodeBuild project of an image (created by `build-assets bootstrap`)."""
+def project_name(image: str, env: str, template: str | None = None) -> str:
+    """CodeBuild project of an image (created by `build-assets bootstrap`): the manifest's
+    naming template (`{image}`, `{env}`) or `<image>-<env>-img-builder`."""
+    if template:
+        return template.format(image=image, env=env)
     return f"{image}-{env}-img-builder"
 
 
@@ -294,7 +297,8 @@ class CodeBuildBuilder:
             "IMAGE_TAG": request.tag,
             "DOCKERFILE": request.dockerfile,
             "BASE_IMAGE": request.base_image or "",
-            "BASE_ARG": request.base_arg if request.base_image else "",
+            # the script's default is BASE_IMAGE: only another arg name is passed
+            "BASE_ARG": request.base_arg if request.base_arg != "BASE_IMAGE" else "",
             "PLATFORM": request.platform or "",
             "BUILD_ARGS": "\n".join(f"{k}={v}" for k, v in sorted(request.build_args.items())),
             "CACHE_FROM": (
@@ -319,7 +323,7 @@ class CodeBuildBuilder:
 
     def start(self, request: BuildRequest) -> BuildHandle:
         """Upload the context, then attach to an in-flight build of this version or start one."""
-        project = project_name(request.image, self.env)
+        project = project_name(request.image, self.env, request.project_template)
         with self._start_lock(project, request.version):
             key, _ = self.upload_context(request)
             same = [

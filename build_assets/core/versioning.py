@@ -30,7 +30,13 @@ from build_assets.core.gitrepo import (
     resolve_commit,
 )
 from build_assets.core.ignore import DOCKERIGNORE, DockerIgnore
-from build_assets.core.manifest import ImageSpec, Manifest, load_manifest, parse_manifest
+from build_assets.core.manifest import (
+    DEFAULT_PROJECT_NAME,
+    ImageSpec,
+    Manifest,
+    load_manifest,
+    parse_manifest,
+)
 from build_assets.errors import ManifestError
 
 __all__ = ["DOCKERIGNORE", "DockerIgnore", "VersionSet", "commit_versions", "worktree_versions"]
@@ -114,6 +120,7 @@ class ImageVersion:
         base_arg: str | Callable[[], str | None] | None = None,
         platform: str | None = None,
         ignore: DockerIgnore | Callable[[], DockerIgnore] | None = None,
+        project_template: str | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -124,6 +131,7 @@ class ImageVersion:
         self._identity = identity
         self._base_arg = base_arg
         self._ignore = ignore
+        self._project_template = project_template
         self.platform = platform  # linux/amd64 | linux/arm64 | None (the engine's own)
 
     def __repr__(self) -> str:
@@ -146,6 +154,11 @@ class ImageVersion:
         """The entry as hashed (manifest fields plus defaults and ignore file in force)."""
         value = self._identity() if callable(self._identity) else self._identity
         return value if value is not None else self.spec.identity()
+
+    @property
+    def project_template(self) -> str | None:
+        """The manifest's CodeBuild project name template for this image, when not default."""
+        return self._project_template
 
     @functools.cached_property
     def base_arg(self) -> str:
@@ -207,6 +220,11 @@ def effective_identity(manifest: Manifest, name: str, ignore_path: str | None) -
     if ignore_path not in (DOCKERIGNORE, None) or manifest.dockerignore_of(name) is False:
         identity["dockerignore"] = ignore_path or False
     return identity
+
+
+def _project_template(manifest: Manifest, name: str) -> str | None:
+    template = manifest.images[name].codebuild_project or manifest.naming.codebuild_project
+    return None if template == DEFAULT_PROJECT_NAME else template
 
 
 class _Ignores:
@@ -283,6 +301,7 @@ def compute_versions(
             base_arg=check.base_arg,
             platform=manifest.platform_of(name),
             ignore=rules,
+            project_template=_project_template(manifest, name),
         )
     if problems:
         raise ManifestError(problems[0], lines=problems)
@@ -381,6 +400,7 @@ def _from_cache(manifest: Manifest, scan: WorktreeScan, cached: dict) -> Version
             base_arg=base_arg(spec),
             platform=manifest.platform_of(name),
             ignore=ignore_of(name),
+            project_template=_project_template(manifest, name),
         )
     return VersionSet(manifest=manifest, images=out, commit=None, root=scan.root)
 

@@ -36,6 +36,7 @@ class BuildRequest:
     previous_tag: str | None = None  # last built tag of this image, for --cache-from
     base_arg: str = "BASE_IMAGE"  # the build arg the Dockerfile's first FROM takes the base from
     platform: str | None = None  # linux/amd64 | linux/arm64 (None: the builder's own)
+    project_template: str | None = None  # CodeBuild project name template ({image}, {env})
 
     @property
     def image_uri(self) -> str:
