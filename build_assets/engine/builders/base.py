@@ -128,4 +128,5 @@ def make_request(
         previous_tag=previous_tag,
         base_arg=image.base_arg,
         platform=image.platform,
+        project_template=image.project_template,
     )
