@@ -109,8 +109,29 @@ def check_events(text: str, source: str) -> None:
             )
 
 
+_last: tuple[str, str, Any] | None = None  # (text, source, document or ManifestError)
+
+
 def load(text: str, source: str) -> Any:
-    """The YAML document of `text`, within the limits; ManifestError (one line) otherwise."""
+    """The YAML document of `text`, within the limits; ManifestError (one line) otherwise.
+
+    The last answer is remembered: `plan` reads the manifest twice (its paths, to start git
+    early, then to validate it), and a large document then costs one parse."""
+    global _last
+    if _last is not None and _last[0] == text and _last[1] == source:
+        if isinstance(_last[2], ManifestError):
+            raise ManifestError(str(_last[2]), lines=_last[2].lines)
+        return _last[2]
+    try:
+        data = _load(text, source)
+    except ManifestError as exc:
+        _last = (text, source, exc)
+        raise
+    _last = (text, source, data)
+    return data
+
+
+def _load(text: str, source: str) -> Any:
     size = len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > MAX_BYTES else len(text)
     if size > MAX_BYTES:
         raise ManifestError(
