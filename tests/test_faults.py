@@ -362,6 +362,7 @@ def test_stack_restart_keeps_addresses_and_plan_knows_what_is_built(
     stack_down(home, log=_quiet)
     port = int(info.registry.rsplit(":", 1)[1])
     with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
         start = time.monotonic()
@@ -428,8 +429,8 @@ def test_read_only_state_folder_is_one_line(stack_env: StackInfo, tmp_path: Path
             start = time.monotonic()
             res = _cli([*args, "--repo", str(repo)], env, timeout=60)
             assert time.monotonic() - start < 10
-            if args == ["plan"] and res.returncode == 0:
-                continue  # plan only reads: a read-only ledger is enough
+            if args != ["materialize", "--all"] and res.returncode == 0:
+                continue  # plan and status only read: a read-only ledger is enough
             _one_line_error(res, "state folder", "BUILD_ASSETS_HOME")
     finally:
         subprocess.run(["umount", str(state)], check=True)
