@@ -20,6 +20,7 @@ import yaml
 from dagster import DagsterInstance
 from dagster._core.instance.ref import InstanceRef
 
+from build_assets.dagster.assets import POOL
 from build_assets.dagster.location import load_versions
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.runner import RunSummary, all_keys, run_materialization
@@ -199,6 +200,7 @@ def test_seed_scenarios_on_the_production_profile(profile_env, aws, tmp_path, mo
 WORKER = """
 import json, sys
 from dagster import DagsterInstance
+from build_assets.dagster.assets import POOL
 from build_assets.dagster.location import load_versions
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.runner import run_materialization
@@ -276,7 +278,10 @@ def _workers_world(stack_env, tmp_path: Path, pool_limit: int):
     config["concurrency"]["pools"]["default_limit"] = pool_limit
     config.pop("compute_logs")  # the workers' step logs stay local (no bucket on the stack)
     dagster_home = tmp_path / "dagster_home"
-    instance_at(dagster_home, config).dispose()  # creates the schema once, before the race
+    # Create the schema and the pool's limit row once, before the race: two runs that first
+    # use a pool at the same moment both insert its default limit (a unique violation).
+    with instance_at(dagster_home, config) as instance:
+        instance.event_log_storage.set_concurrency_slots(POOL, pool_limit)
     return repo, registry, dagster_home
 
 
