@@ -23,6 +23,7 @@ _EXPORTS = {
     "ImageAssetTranslator": "build_assets.dagster.translator",
     "ImageBuildResource": "build_assets.dagster.resources",
     "build_definitions": "build_assets.dagster.location",
+    "ImagesComponent": "build_assets.dagster.component",
     "Builder": "build_assets.engine.builders.base",
     "BuildRequest": "build_assets.engine.builders.base",
     "BuildResult": "build_assets.engine.builders.base",
@@ -39,6 +40,7 @@ __all__ = [
     "GitError",
     "ImageAssetTranslator",
     "ImageBuildResource",
+    "ImagesComponent",
     "ManifestError",
     "Project",
     "Settings",
@@ -50,6 +52,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from build_assets.core.targets import Target
+    from build_assets.dagster.component import ImagesComponent
     from build_assets.dagster.location import build_definitions
     from build_assets.dagster.resources import ImageBuildResource
     from build_assets.dagster.translator import ImageAssetTranslator
@@ -66,3 +69,8 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """Module attributes plus the lazy exports (`dg list components` walks `dir()`)."""
+    return sorted(set(globals()) | set(__all__))
