@@ -30,7 +30,8 @@ def _repo(tmp_path: Path) -> VersionSet:
     lines = ["images:"]
     for name, base in CASCADE.items():
         (tmp_path / name).mkdir()
-        (tmp_path / name / "Dockerfile").write_text(f"FROM scratch\n# {name}\n")
+        head = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}" if base else "FROM scratch"
+        (tmp_path / name / "Dockerfile").write_text(f"{head}\n# {name}\n")
         lines.append(f"  {name}:\n    dockerfile: {name}/Dockerfile")
         if base:
             lines.append(f"    base: {base}")
