@@ -51,19 +51,40 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
     fail_dead_runs(instance)  # runs whose process was killed would stay STARTED forever
     keys = [translator.get_asset_key(t) for t in targets]
-    if not args.json:
-        print(f"Materializing {len(keys)} assets: {', '.join(names)}", file=sys.stderr)
     resource = ImageBuildResource(
         repo=str(project.settings.repo), manifest=str(project.settings.manifest)
     )
-    summary = run_materialization(
-        keys,
-        instance=instance,
-        versions=versions,
-        resource=resource,
-        translator=translator,
-        tags=owner_tags(),
-    )
+    title = f"Materializing {len(keys)} assets"
+    # Dagster's own event lines only with -v; the progress table (or lines) says it all
+    log_level = "INFO" if args.verbose else "CRITICAL"
+    if not args.verbose:
+        import warnings
+
+        from dagster import BetaWarning, PreviewWarning
+
+        for category in (BetaWarning, PreviewWarning):
+            warnings.filterwarnings("ignore", category=category)
+    view = _progress_view(args, title)
+    try:
+        with view:
+            summary = run_materialization(
+                keys,
+                instance=instance,
+                versions=versions,
+                resource=resource,
+                translator=translator,
+                tags=owner_tags(),
+                log_level=log_level,
+                on_progress=view.update if view.shows else None,
+            )
+    except KeyboardInterrupt:
+        _say_cancelled(view)
+        return 130
+    if summary.problems and any(
+        "KeyboardInterrupt" in p or "interrupt" in p.lower() for p in summary.problems
+    ):
+        _say_cancelled(view)
+        return 130
     if args.json:
         print(json.dumps(summary.to_dict()))
     else:
@@ -71,6 +92,40 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
         print_summary(summary)
     return 0 if summary.success else 1
+
+
+class _NoView:
+    """No progress display (--json)."""
+
+    shows = False
+
+    def __enter__(self) -> _NoView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def cancelled(self) -> list:
+        return []
+
+
+def _progress_view(args: argparse.Namespace, title: str):
+    """The live table (terminal), plain lines (anything else), or nothing (--json)."""
+    if args.json:
+        return _NoView()
+    from build_assets.cli.live import ProgressView
+
+    return ProgressView(title)
+
+
+def _say_cancelled(view) -> None:
+    """After Ctrl-C: which builds were cancelled, which targets never finished."""
+    rows = view.cancelled()
+    if not rows:
+        print("build-assets: interrupted; no build was in flight", file=sys.stderr)
+        return
+    names = ", ".join(f"{r.name} ({r.label})" for r in rows)
+    print(f"build-assets: interrupted; cancelled: {names}", file=sys.stderr)
 
 
 def _materialize_async(args: argparse.Namespace, project: Project, names: list[str]) -> int:
@@ -173,6 +228,8 @@ def _preflight(project: Project, versions, check: str) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.watch:
+        return _watch(args)
     status = collect_status(args, builds=args.builds)
     if args.json:
         print(json.dumps(status))
@@ -181,6 +238,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     print_status(status)
     return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """`status --watch`: the progress of every run in flight in the Dagster instance."""
+    from dagster import DagsterInstance
+
+    from build_assets.cli.live import watch_runs
+    from build_assets.dagster.reaper import fail_dead_runs
+    from build_assets.dagster.runner import ensure_dagster_home
+
+    project = project_for(args)
+    ensure_dagster_home(project.settings)
+    instance = DagsterInstance.get()
+    fail_dead_runs(instance)  # a killed `materialize` is not in flight
+    try:
+        return watch_runs(instance, as_json=args.json)
+    except KeyboardInterrupt:
+        return 130  # stops watching; the runs go on
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -205,9 +280,17 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="submit the run to the Dagster queue and return at once (needs the daemon)",
     )
+    m.add_argument(
+        "-v", "--verbose", action="store_true", help="also print Dagster's own event lines"
+    )
     m.set_defaults(func=cmd_materialize)
 
     s = subparsers.add_parser("status", help="tags, built images, Lambda images, recent builds")
     _common(s)
     s.add_argument("--builds", type=int, default=10, help="how many recent builds to show")
+    s.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the runs in flight (UI, sensor, other terminals) until they finish",
+    )
     s.set_defaults(func=cmd_status)
