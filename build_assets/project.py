@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from build_assets.core.versioning import ImageVersion, VersionSet
     from build_assets.engine.builders.base import Builder, BuildRequest
     from build_assets.engine.deploy import Deployer
+    from build_assets.engine.lease import LeaseStore
     from build_assets.engine.records import BuildRecords
     from build_assets.engine.scheduler import BuildScheduler
 
@@ -160,6 +161,12 @@ class Project:
 
         return BuildRecords(self.settings.ledger_path)
 
+    def leases(self) -> LeaseStore:
+        """Build leases: PostgreSQL when `lease_url` is set (every machine), else this one's."""
+        from build_assets.engine.lease import open_store
+
+        return open_store(self.settings.lease_url, self.settings.home)
+
     def scheduler(self, *, run_id: str | None = None, on_event=None) -> BuildScheduler:
         from build_assets.engine.scheduler import BuildScheduler
 
@@ -170,4 +177,5 @@ class Project:
             records=self.ledger(),
             run_id=run_id,
             on_event=on_event,
+            leases=self.leases(),
         )

@@ -19,6 +19,7 @@ from typing import Any
 from build_assets.errors import UserError
 
 BACKENDS = ("local", "codebuild")
+_LEASE_SCHEMES = ("postgresql://", "postgres://")
 
 
 class SettingsError(UserError):
@@ -44,6 +45,7 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "git_branch": ("BUILD_ASSETS_GIT_BRANCH", "main"),
     "sensor_interval": ("BUILD_ASSETS_SENSOR_INTERVAL", 60),
     "dagster_home": ("DAGSTER_HOME", None),
+    "lease_url": ("BUILD_ASSETS_LEASE_URL", None),
 }
 ENV_REPO = ENVIRONMENT["repo"][0]
 ENV_REGISTRY = ENVIRONMENT["registry"][0]
@@ -74,6 +76,7 @@ class Settings:
     git_branch: str
     sensor_interval: int
     dagster_home: Path | None
+    lease_url: str | None  # postgresql://... : build leases every machine sees
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> Settings:
@@ -103,6 +106,12 @@ class Settings:
             )
         if values["registry"]:
             values["registry"] = str(values["registry"]).strip().rstrip("/")
+        if values["lease_url"] and not values["lease_url"].startswith(_LEASE_SCHEMES):
+            source = "lease_url" if explicit.get("lease_url") else ENVIRONMENT["lease_url"][0]
+            raise SettingsError(
+                f"{source}: expected a postgresql://user:password@host:port/database URL,"
+                f" got '{values['lease_url'].split('@')[-1]}'"
+            )
         return cls(**values)
 
     def with_(self, **changes: Any) -> Settings:

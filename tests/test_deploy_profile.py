@@ -307,16 +307,20 @@ def test_two_workers_share_postgres_and_build_each_version_once(
 @pytest.mark.stack
 def test_two_workers_in_parallel_steps(stack_env, postgres_db, tmp_path, monkeypatch) -> None:
     """Pool limit 2: both steps build at once; both runs succeed with the right tags and
-    functions. One build per version then needs a lease every worker sees."""
+    functions, and each version is built once: the build leases live in the same Postgres
+    (BUILD_ASSETS_LEASE_URL), so the second worker waits for the first's build of a shared
+    base and records it `cached`."""
     for key, value in postgres_db.env().items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("BUILD_ASSETS_LEASE_URL", postgres_db.url)
     repo, registry, dagster_home = _workers_world(stack_env, tmp_path, 2)
     summaries, homes = _two_workers(tmp_path, repo, registry, dagster_home)
     _check_workers(summaries, stack_env, registry)
     built = _real_builds(homes)
-    if sorted(built) != sorted(ALL_IMAGES):
-        pytest.xfail(
-            "build leases (build_assets/engine/lease.py) live in each worker's own state folder"
-            " (SQLite); no store shared through Postgres yet, so parallel workers may both build"
-            f" a shared base: {sorted(built)}"
-        )
+    assert sorted(built) == sorted(ALL_IMAGES), built  # each version built exactly once
+    cached = set(summaries[0]["cached"]) | set(summaries[1]["cached"])
+    assert cached & {"base-receipt-dynamo", "base-receipt-label"}
+    # the leases were taken in Postgres (none in either worker's own state folder)
+    keys = {r[0] for r in psql(postgres_db, "SELECT key FROM build_assets_leases")}
+    assert {k.split("@")[0].rsplit("/", 1)[-1] for k in keys} == set(ALL_IMAGES), keys
+    assert not any((home / "leases.sqlite").exists() for home in homes)

@@ -9,8 +9,9 @@ while its process runs (pid + process start time, so a reused pid is not mistake
 dead holder's lease is taken over at once.
 
 `LeaseStore` is the protocol; `SqliteLeaseStore` serves every builder of one machine (a SQLite
-file in the state folder, short `BEGIN IMMEDIATE` transactions). A store shared by many
-machines (PostgreSQL) implements the same four methods.
+file in the state folder, short `BEGIN IMMEDIATE` transactions); `PostgresLeaseStore` serves
+every machine that reaches one PostgreSQL database (`BUILD_ASSETS_LEASE_URL`, e.g. the Dagster
+instance's), with expiry on the server's clock so machines' clocks do not matter.
 """
 
 from __future__ import annotations
@@ -119,6 +120,21 @@ class LeaseStore(Protocol):
         """The live holder of `key`, if any."""
 
 
+def open_store(url: str | None, home: Path) -> LeaseStore:
+    """The store of a `lease_url` setting (PostgreSQL), else this machine's SQLite file."""
+    if url:
+        return PostgresLeaseStore(url)
+    return SqliteLeaseStore(home / "leases.sqlite")
+
+
+def live_keys(store: LeaseStore, prefix: str = "") -> list[str]:
+    """Keys with a live holder that start with `prefix` (stores without a listing: none)."""
+    listing = getattr(store, "keys", None)
+    if listing is None:
+        return []
+    return [k for k in listing(prefix) if store.holder(k) is not None]
+
+
 class SqliteLeaseStore:
     """Leases in a SQLite file every process of this machine sees (default: the state home)."""
 
@@ -215,6 +231,164 @@ class SqliteLeaseStore:
             row = conn.execute(f"SELECT {self._COLS} FROM leases WHERE key = ?", (key,)).fetchone()
         return self._row_holder(row[:5]) if self._live(row, now) else None
 
+    def keys(self, prefix: str = "") -> list[str]:
+        """Keys not released and not expired that start with `prefix`."""
+        if not self.path.exists():
+            return []
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT key FROM leases WHERE released = 0 AND expires_at > ?"
+                " AND substr(key, 1, ?) = ?",
+                (self.clock(), len(prefix), prefix),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS build_assets_leases (
+    key TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    start_time BIGINT,
+    run_id TEXT,
+    acquired_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    released BOOLEAN NOT NULL DEFAULT FALSE
+)
+"""
+_PG_NOW = "extract(epoch from clock_timestamp())::double precision"
+
+
+class PostgresLeaseStore:
+    """Leases in a PostgreSQL table every machine sees; one short transaction per call.
+
+    `acquire` locks the key's row (`SELECT ... FOR UPDATE` after an `INSERT ... ON CONFLICT DO
+    NOTHING`), so two machines racing for one version serialise on it. Times are the server's
+    (`clock_timestamp()`), unless a `clock` is given (tests)."""
+
+    def __init__(self, url: str, clock=None) -> None:
+        self.url = url
+        self.clock = clock
+        self._ready = False
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _tx(self):
+        import psycopg2
+
+        try:
+            conn = psycopg2.connect(self.url, connect_timeout=10)
+        except psycopg2.OperationalError as e:
+            from build_assets.errors import UserError
+
+            where = self.url.rsplit("@", 1)[-1]
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"lease store: cannot connect to postgresql://…@{where}: {first}"
+            ) from None
+        try:
+            with conn, conn.cursor() as cur:
+                if not self._ready:
+                    with self._lock:
+                        cur.execute("SELECT pg_advisory_xact_lock(4242013)")  # one CREATE at once
+                        cur.execute(_PG_SCHEMA)
+                        self._ready = True
+                yield cur
+        finally:
+            conn.close()
+
+    def _now(self, cur) -> float:
+        if self.clock is not None:
+            return float(self.clock())
+        cur.execute(f"SELECT {_PG_NOW}")
+        return float(cur.fetchone()[0])
+
+    _COLS = "token, host, pid, start_time, run_id, expires_at, released"
+
+    @staticmethod
+    def _live(row: tuple | None, now: float) -> bool:
+        if row is None or row[-1] or row[-2] <= now:
+            return False
+        return SqliteLeaseStore._row_holder(row[:5]).alive_here()
+
+    def acquire(self, key: str, holder: Holder, ttl_s: float = DEFAULT_TTL_S) -> Grant:
+        with self._tx() as cur:
+            now = self._now(cur)
+            cur.execute(
+                "INSERT INTO build_assets_leases (key, token, host, pid, acquired_at, expires_at,"
+                " released) VALUES (%s, '', '', 0, 0, 0, TRUE) ON CONFLICT (key) DO NOTHING",
+                (key,),
+            )
+            cur.execute(
+                f"SELECT {self._COLS} FROM build_assets_leases WHERE key = %s FOR UPDATE", (key,)
+            )
+            row = cur.fetchone()
+            fresh = row[0] == ""  # the placeholder row we just made
+            if row[0] == holder.token:
+                previous = None
+            elif self._live(row, now):
+                return Grant(False, SqliteLeaseStore._row_holder(row[:5]))
+            else:
+                previous = None if fresh else SqliteLeaseStore._row_holder(row[:5])
+            cur.execute(
+                "UPDATE build_assets_leases SET token = %s, host = %s, pid = %s, start_time = %s,"
+                " run_id = %s, acquired_at = %s, expires_at = %s, released = FALSE WHERE key = %s",
+                (
+                    holder.token,
+                    holder.host,
+                    holder.pid,
+                    holder.start_time,
+                    holder.run_id,
+                    now,
+                    now + ttl_s,
+                    key,
+                ),
+            )
+            if fresh:
+                cur.execute(
+                    "DELETE FROM build_assets_leases WHERE released AND expires_at < %s",
+                    (now - _PRUNE_AFTER_S,),
+                )
+        return Grant(True, holder, previous)
+
+    def renew(self, key: str, holder: Holder, ttl_s: float = DEFAULT_TTL_S) -> bool:
+        with self._tx() as cur:
+            now = self._now(cur)
+            cur.execute(
+                "UPDATE build_assets_leases SET expires_at = %s"
+                " WHERE key = %s AND token = %s AND NOT released",
+                (now + ttl_s, key, holder.token),
+            )
+            return cur.rowcount == 1
+
+    def release(self, key: str, holder: Holder) -> None:
+        with self._tx() as cur:
+            now = self._now(cur)
+            cur.execute(
+                "UPDATE build_assets_leases SET released = TRUE, expires_at = %s"
+                " WHERE key = %s AND token = %s",
+                (now, key, holder.token),
+            )
+
+    def holder(self, key: str) -> Holder | None:
+        with self._tx() as cur:
+            now = self._now(cur)
+            cur.execute(f"SELECT {self._COLS} FROM build_assets_leases WHERE key = %s", (key,))
+            row = cur.fetchone()
+        return SqliteLeaseStore._row_holder(row[:5]) if self._live(row, now) else None
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Keys not released and not expired that start with `prefix`."""
+        with self._tx() as cur:
+            now = self._now(cur)
+            cur.execute(
+                "SELECT key FROM build_assets_leases WHERE NOT released AND expires_at > %s"
+                " AND left(key, %s) = %s",
+                (now, len(prefix), prefix),
+            )
+            return [r[0] for r in cur.fetchall()]
+
 
 class Heartbeat:
     """Renews a set of held leases from a background thread every `ttl_s / 4` seconds."""
@@ -245,7 +419,7 @@ class Heartbeat:
             with self._lock:
                 keys = list(self._keys)
             for key in keys:
-                with contextlib.suppress(sqlite3.Error, OSError):
+                with contextlib.suppress(Exception):  # a missed beat is retried; expiry is long
                     self.store.renew(key, self.holder, self.ttl_s)
 
     def stop(self) -> None:
