@@ -46,6 +46,7 @@ GIT_ENV = {
     "GIT_COMMITTER_EMAIL": "bench@example.com",
 }
 DIRTY_FILES = 1000
+HISTORY = 50  # commits after the first one: `plan --since HEAD~50` compares across them
 MARKER = ".git/bench-params"  # inside .git: no untracked file in the tree
 
 
@@ -133,7 +134,20 @@ def generate(repo: Path, files: int, images: int, seed: int = 7) -> None:
     (repo / "README.md").write_text("synthetic monorepo\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "synthetic monorepo")
-    (repo / MARKER).write_text(json.dumps({"files": files, "images": images}))
+    history(repo, HISTORY, rng)
+    (repo / MARKER).write_text(json.dumps({"files": files, "images": images, "history": HISTORY}))
+
+
+def history(repo: Path, commits: int, rng: random.Random) -> None:
+    """`commits` more commits, each editing 1-3 handler or package files (a team's day)."""
+    files = git(repo, "ls-files", "services", "packages").splitlines()
+    for k in range(commits):
+        edited = rng.sample(files, rng.randint(1, 3))
+        for rel in edited:
+            with open(repo / rel, "a") as f:
+                f.write(f"# change {k}\n")
+        git(repo, "add", "--", *edited)
+        git(repo, "commit", "-q", "-m", f"change {k}")
 
 
 def tracked_count(repo: Path) -> int:
@@ -229,7 +243,7 @@ def main() -> int:
         return 0
 
     repo = args.work
-    params = {"files": args.files, "images": args.images}
+    params = {"files": args.files, "images": args.images, "history": HISTORY}
     marker = repo / MARKER
     if not marker.exists() or json.loads(marker.read_text()) != params:
         print(f"generating {args.files} files / {args.images} images in {repo} ...", flush=True)

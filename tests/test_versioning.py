@@ -732,7 +732,10 @@ def test_clean_tree_cache_is_used_only_for_the_same_state(repo: Path) -> None:
     assert cached[HARMONIZE].file_count == full[HARMONIZE].file_count == 5
 
     data = json.loads(cache_file.read_text())
-    data["images"][CREATE][0] = "f" * 64  # prove that the next call reads the cache
+    data["body"]["images"][CREATE][0] = "f" * 64
+    cache_file.write_text(json.dumps(data))  # hand-edited: its checksum no longer matches
+    assert worktree_versions(repo)[CREATE].version == full[CREATE].version
+    data["sum"] = versioncache._checksum(data["body"])  # prove that the next call reads it
     cache_file.write_text(json.dumps(data))
     assert worktree_versions(repo)[CREATE].version == "f" * 64
     prepend(repo, HANDLER, "# dirty: the cache is not consulted")

@@ -24,6 +24,7 @@ import subprocess
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from build_assets.core.context import (
     MODE_EXEC,
@@ -77,6 +78,49 @@ def resolve_commit(root: Path, ref: str) -> str:
     if proc.returncode != 0:
         raise GitError(f"unknown git ref '{ref}' in {root}")
     return proc.stdout.decode().strip()
+
+
+class CommitRef(NamedTuple):
+    """A ref resolved once: its commit, that commit's tree and the repository's git folder."""
+
+    commit: str
+    tree: str
+    git_dir: Path
+
+
+def resolve_commit_tree(root: Path, ref: str) -> CommitRef:
+    """Commit and tree ids of `ref` and the git folder, in one `git rev-parse` (GitError naming
+    the ref when it is no commit)."""
+    proc = subprocess.run(
+        [
+            "git",
+            "rev-parse",
+            "--absolute-git-dir",
+            "--end-of-options",
+            f"{ref}^{{commit}}",
+            f"{ref}^{{tree}}",
+            "--",
+        ],
+        cwd=root,
+        capture_output=True,
+        check=False,
+    )
+    lines = proc.stdout.decode(errors="replace").splitlines()
+    ids = [x for x in lines[1:] if len(x) in (40, 64) and all(c in _HEX for c in x)]
+    if proc.returncode != 0 or len(ids) != 2:
+        raise GitError(f"unknown git ref '{ref}' in {root}")
+    return CommitRef(ids[0], ids[1], Path(lines[0]))
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def index_tree(root: Path) -> str | None:
+    """The tree id of git's index (`git write-tree`: instant while the index's cached trees
+    are valid), or None when it has none (conflicts, no index)."""
+    proc = subprocess.run(["git", "write-tree"], cwd=root, capture_output=True, check=False)
+    out = proc.stdout.decode().strip()
+    return out if proc.returncode == 0 and len(out) in (40, 64) else None
 
 
 def record(path: str, mode: str, blob: str) -> str:
@@ -349,6 +393,10 @@ class WorktreeScan:
             return hashlib.sha1((self.git_dir / "index").read_bytes()).hexdigest()
         except FileNotFoundError:
             return "no-index"
+
+    def index_rewritten(self) -> None:
+        """Forget the index digest: a git command (`write-tree`) rewrote the index file."""
+        self.__dict__.pop("index_digest", None)
 
     @functools.cached_property
     def changes(self) -> dict[str, str | None]:

@@ -1,9 +1,18 @@
-"""A cache of a clean working tree's image versions, kept in the repository's git folder.
+"""Caches of image versions, kept in the repository's git folder. Losing them only costs time.
 
-Valid only while git's index file is byte-identical (same sha1), the manifest text is the
-same and nothing under the images' paths is modified or untracked (checked by git on every
-run); then hashing 100,000s of index records again would give the same versions, so `plan`
-skips it. Any other state computes versions in full. Losing the file only costs time.
+* The working tree (`build-assets-versions.json`): valid only while git's index file is
+  byte-identical (same sha1), the manifest text is the same and nothing under the images'
+  paths is modified or untracked (checked by git on every run); then hashing 100,000s of
+  index records again would give the same versions, so `plan` skips it.
+* Commits (`build-assets-versions/<key>.json`): versions at a commit are immutable, a
+  function of the commit's tree id, the manifest's place and text, and this scheme (the
+  ignore files in force and every Dockerfile are files of that tree). `plan --since`, the
+  sensor and commit-pinned runs share them; a clean working tree whose index is that tree
+  fills the same entry.
+
+Every entry carries its key and a checksum of its content: a truncated file, an entry of
+another key or scheme, or a hand-edited one is never trusted — it reads as a miss and is
+computed again (and overwritten).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,25 +30,103 @@ if TYPE_CHECKING:
     from build_assets.core.versioning import VersionSet
 
 FILE = "build-assets-versions.json"
-FORMAT = 3  # 3: contexts checked against their Dockerfiles before caching
+COMMITS = "build-assets-versions"  # folder of commit entries
+MAX_COMMIT_ENTRIES = 512  # oldest (by use) removed beyond this
+FORMAT = 4  # 4: checksummed entries, commit entries
 SCHEME = "build-assets/v1"  # versioning.SCHEME (kept here so a cache hit imports nothing)
 
 
-def _key(scan: WorktreeScan, manifest_text: bytes) -> str:
-    h = hashlib.sha256(f"{FORMAT}\0{SCHEME}\0{scan.index_digest}\0".encode())
-    h.update(manifest_text)
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part)
+        h.update(b"\0")
     return h.hexdigest()
+
+
+def _checksum(body: dict) -> str:
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def _read_entry(path: Path, key: str) -> dict | None:
+    """The body of the entry at `path` when it is whole, of this format and scheme, for `key`
+    and unaltered (its checksum matches); None otherwise."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("body"), dict):
+        return None
+    body = data["body"]
+    if data.get("sum") != _checksum(body):
+        return None
+    if body.get("format") != FORMAT or body.get("scheme") != SCHEME or body.get("key") != key:
+        return None
+    if not _well_formed(body):
+        return None
+    return body
+
+
+def _well_formed(body: dict) -> bool:
+    images, order = body.get("images"), body.get("order")
+    if not isinstance(images, dict) or not isinstance(order, list):
+        return False
+    if [row[0] for row in order if isinstance(row, list) and len(row) == 3] != list(images):
+        return False
+    return all(
+        isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and len(v[0]) == 64
+        for v in images.values()
+    )
+
+
+def _write_entry(path: Path, key: str, versions: VersionSet, **extra: str) -> None:
+    """Write one entry atomically (best effort: a read-only .git only costs time)."""
+    body = {
+        "format": FORMAT,
+        "scheme": SCHEME,
+        "key": key,
+        "images": {img.name: [img.version, img.file_count] for img in versions},
+        "order": [[img.name, img.base, list(img.lambdas)] for img in versions],
+        **extra,
+    }
+    _write_body(path, body)
+
+
+def _write_body(path: Path, body: dict) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(exist_ok=True)
+        tmp.write_text(json.dumps({"sum": _checksum(body), "body": body}))
+        os.replace(tmp, path)
+
+
+def _plan_rows(body: dict) -> list[dict]:
+    images = body["images"]
+    return [
+        {"name": name, "version": images[name][0], "base": base, "lambdas": lambdas}
+        for name, base, lambdas in body["order"]
+    ]
+
+
+# -- the working tree -------------------------------------------------------------------------
+
+
+def _key(scan: WorktreeScan, manifest_text: bytes) -> str:
+    return _digest(str(FORMAT), SCHEME, "worktree", scan.index_digest, manifest_text)
+
+
+def _worktree_body(scan: WorktreeScan, manifest_text: bytes) -> dict | None:
+    return _read_entry(scan.git_dir / FILE, _key(scan, manifest_text))
 
 
 def load(scan: WorktreeScan, manifest: Manifest, manifest_text: bytes) -> dict | None:
     """{image: [version, file_count]} when the cache matches this exact state, else None."""
-    try:
-        data = json.loads((scan.git_dir / FILE).read_text())
-    except (OSError, ValueError):
+    body = _worktree_body(scan, manifest_text)
+    if body is None:
         return None
-    if data.get("key") != _key(scan, manifest_text):
-        return None
-    images = data.get("images", {})
+    images = body["images"]
     return images if set(images) == set(manifest.images) else None
 
 
@@ -47,28 +135,73 @@ def load_plan(scan: WorktreeScan, manifest_text: bytes) -> list[dict] | None:
     dependency order as {name, version, base, lambdas}, when the cache matches a clean tree."""
     if not scan.clean:
         return None
-    try:
-        data = json.loads((scan.git_dir / FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if data.get("key") != _key(scan, manifest_text) or "order" not in data:
-        return None
-    images = data["images"]
-    return [
-        {"name": name, "version": images[name][0], "base": base, "lambdas": lambdas}
-        for name, base, lambdas in data["order"]
-    ]
+    body = _worktree_body(scan, manifest_text)
+    return None if body is None else _plan_rows(body)
 
 
-def save(scan: WorktreeScan, manifest_text: bytes, versions: VersionSet) -> None:
-    """Remember the versions of this clean state (best effort, atomic)."""
-    data = {
-        "key": _key(scan, manifest_text),
-        "images": {img.name: [img.version, img.file_count] for img in versions},
-        "order": [[img.name, img.base, list(img.lambdas)] for img in versions],
-    }
-    target = scan.git_dir / FILE
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+def index_tree(scan: WorktreeScan, manifest_text: bytes) -> str | None:
+    """The tree id of the index recorded with a matching clean-tree entry (None: unknown)."""
+    body = _worktree_body(scan, manifest_text) if scan.clean else None
+    tree = body.get("tree") if body else None
+    return tree if isinstance(tree, str) else None
+
+
+def save(
+    scan: WorktreeScan, manifest_text: bytes, versions: VersionSet, tree: str | None = None
+) -> None:
+    """Remember the versions of this clean state; `tree`: the index's tree id, if known."""
+    extra = {"tree": tree} if tree else {}
+    _write_entry(scan.git_dir / FILE, _key(scan, manifest_text), versions, **extra)
+
+
+def save_from_entry(scan: WorktreeScan, manifest_text: bytes, entry: dict, tree: str) -> None:
+    """Remember a clean state whose index is the tree of a commit entry already known."""
+    body = {**entry, "key": _key(scan, manifest_text), "tree": tree}
+    _write_body(scan.git_dir / FILE, body)
+
+
+# -- commits ----------------------------------------------------------------------------------
+
+
+def commit_key(tree: str, manifest_place: str, manifest_text: bytes) -> str:
+    """What the versions at a commit are a function of: its tree, where the manifest is
+    (a path in the tree, or outside it) and its text, the format and the scheme."""
+    return _digest(str(FORMAT), SCHEME, "tree", tree, manifest_place, manifest_text)
+
+
+def _commit_path(git_dir: Path, key: str) -> Path:
+    return git_dir / COMMITS / f"{key}.json"
+
+
+def load_commit(git_dir: Path, key: str) -> dict | None:
+    """{images: {name: [version, file_count]}, order: [[name, base, lambdas]]} of a commit
+    entry that is whole and truly for `key`, else None."""
+    path = _commit_path(git_dir, key)
+    body = _read_entry(path, key)
+    if body is not None:
+        with contextlib.suppress(OSError):
+            os.utime(path)  # most recently used: pruned last
+    return body
+
+
+def load_commit_plan(git_dir: Path, key: str) -> list[dict] | None:
+    """A commit entry as rows {name, version, base, lambdas} in dependency order."""
+    body = load_commit(git_dir, key)
+    return None if body is None else _plan_rows(body)
+
+
+def save_commit(git_dir: Path, key: str, versions: VersionSet) -> None:
+    """Remember the versions at a commit (and keep the folder to MAX_COMMIT_ENTRIES)."""
+    _write_entry(_commit_path(git_dir, key), key, versions)
+    _prune(git_dir / COMMITS)
+
+
+def _prune(folder: Path) -> None:
     with contextlib.suppress(OSError):
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, target)
+        entries = list(os.scandir(folder))
+        if len(entries) <= MAX_COMMIT_ENTRIES:
+            return
+        entries.sort(key=lambda e: e.stat().st_mtime)
+        for entry in entries[: len(entries) - MAX_COMMIT_ENTRIES]:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)

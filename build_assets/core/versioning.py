@@ -25,9 +25,10 @@ from build_assets.core.gitrepo import (
     Snapshot,
     WorktreeScan,
     commit_snapshot,
+    index_tree,
     read_file_at,
     repo_root,
-    resolve_commit,
+    resolve_commit_tree,
 )
 from build_assets.core.ignore import DOCKERIGNORE, DockerIgnore
 from build_assets.core.manifest import (
@@ -320,7 +321,9 @@ def worktree_versions(
 ) -> VersionSet:
     """Versions of the working tree as it is now (staged, unstaged and untracked changes).
 
-    `scan`: a WorktreeScan of the repo already started by the caller (see `plan`).
+    `scan`: a WorktreeScan of the repo already started by the caller (see `plan`). A clean
+    tree is answered from the clean-tree cache, else from the cache of the commit whose tree
+    the index is; a clean tree computed in full fills both.
     """
     root = repo_root(repo) if scan is None else scan.root
     path = Path(manifest_path) if manifest_path else root / "images.yaml"
@@ -329,25 +332,60 @@ def worktree_versions(
     if scan is None or not scan.covers(wanted):
         scan = WorktreeScan(root, wanted)
     manifest_text = path.read_bytes()
-    if scan.clean:
-        cached = versioncache.load(scan, manifest, manifest_text)
-        if cached is not None:
-            return _from_cache(manifest, scan, cached)
-    snapshot = scan.snapshot()
-    versions = compute_versions(manifest, snapshot)
-    if scan.clean:
-        versioncache.save(scan, manifest_text, versions)
+    if not scan.clean:
+        return compute_versions(manifest, scan.snapshot())
+    cached = versioncache.load(scan, manifest, manifest_text)
+    if cached is not None:
+        return _from_cache(manifest, cached, scan.snapshot, root, None, _disk_reader(root))
+    tree = index_tree(root)  # may write git's cached trees into the index file
+    scan.index_rewritten()
+    key = None
+    if tree is not None:
+        key = versioncache.commit_key(tree, _manifest_place(root, path), manifest_text)
+        entry = versioncache.load_commit(scan.git_dir, key)
+        if entry is not None and set(entry["images"]) == set(manifest.images):
+            versioncache.save_from_entry(scan, manifest_text, entry, tree)
+            return _from_cache(
+                manifest, entry["images"], scan.snapshot, root, None, _disk_reader(root)
+            )
+    versions = compute_versions(manifest, scan.snapshot())
+    versioncache.save(scan, manifest_text, versions, tree)
+    if key is not None:
+        versioncache.save_commit(scan.git_dir, key, versions)
     return versions
 
 
-def _from_cache(manifest: Manifest, scan: WorktreeScan, cached: dict) -> VersionSet:
-    """A VersionSet from the clean-tree cache; file lists, identities and base args are
-    computed only when asked for (a clean tree: the files on disk are the index's)."""
+def _manifest_place(root: Path, manifest_path: Path) -> str:
+    """Where the manifest is, as keyed in the commit cache: its path in the tree, or outside."""
+    rel = _manifest_relpath(root, manifest_path)
+    return f"tree:{rel}" if rel else "outside"
+
+
+def _disk_reader(root: Path) -> Callable[[str], str | None]:
+    def read(path: str) -> str | None:
+        try:
+            return (root / path).read_text(errors="replace")
+        except OSError:
+            return None
+
+    return read
+
+
+def _from_cache(
+    manifest: Manifest,
+    cached: dict,
+    snapshot: Callable[[], Snapshot],
+    root: Path,
+    commit: str | None,
+    read_text: Callable[[str], str | None],
+) -> VersionSet:
+    """A VersionSet from a cache entry; the snapshot (made by `snapshot()`), file lists,
+    identities and base args are made only when asked for."""
     state: dict[str, _Ignores] = {}
 
     def ignores() -> _Ignores:
         if "ignores" not in state:
-            state["ignores"] = _Ignores(scan.snapshot())
+            state["ignores"] = _Ignores(snapshot())
         return state["ignores"]
 
     def resolver(name: str) -> Callable[[], tuple[Snapshot, ContextSelection]]:
@@ -376,11 +414,8 @@ def _from_cache(manifest: Manifest, scan: WorktreeScan, cached: dict) -> Version
         def read() -> str | None:
             if spec.base_arg:
                 return spec.base_arg
-            try:
-                text = (scan.root / spec.dockerfile).read_text(errors="replace")
-            except OSError:
-                return None
-            return parse_dockerfile(text).base_arg
+            text = read_text(spec.dockerfile)
+            return None if text is None else parse_dockerfile(text).base_arg
 
         return read
 
@@ -402,7 +437,7 @@ def _from_cache(manifest: Manifest, scan: WorktreeScan, cached: dict) -> Version
             ignore=ignore_of(name),
             project_template=_project_template(manifest, name),
         )
-    return VersionSet(manifest=manifest, images=out, commit=None, root=scan.root)
+    return VersionSet(manifest=manifest, images=out, commit=commit, root=root)
 
 
 def commit_versions(
@@ -421,7 +456,8 @@ def commit_versions(
     images that are new since `ref`.
     """
     root = repo_root(repo)
-    commit = resolve_commit(root, ref)
+    ref_ids = resolve_commit_tree(root, ref)
+    commit = ref_ids.commit
     path = Path(manifest_path) if manifest_path else root / "images.yaml"
     rel = _manifest_relpath(root, path)
     shown = rel or str(manifest_path)
@@ -443,7 +479,18 @@ def commit_versions(
         source = shown
         note = f"{shown} is outside the repository: the same manifest is used for {ref}."
     draft = parse_manifest(text, source)
-    tree = commit_snapshot(root, commit, [*draft.all_paths(), *draft.ignore_paths(), DOCKERIGNORE])
+    wanted = [*draft.all_paths(), *draft.ignore_paths(), DOCKERIGNORE]
+    key = versioncache.commit_key(ref_ids.tree, _manifest_place(root, path), text.encode())
+    entry = versioncache.load_commit(ref_ids.git_dir, key)
+    if entry is not None and set(entry["images"]) == set(draft.images):
+        # same tree, same manifest: validated when the entry was made
+        snapshot = functools.cache(lambda: commit_snapshot(root, commit, wanted))
+        versions = _from_cache(
+            draft, entry["images"], snapshot, root, commit, lambda p: snapshot().read_text(p)
+        )
+        return VersionSet(versions.manifest, versions.images, commit, root, note)
+    tree = commit_snapshot(root, commit, wanted)
     manifest = parse_manifest(text, source, tree.exists)
     versions = compute_versions(manifest, tree)
+    versioncache.save_commit(ref_ids.git_dir, key, versions)
     return VersionSet(versions.manifest, versions.images, versions.commit, versions.root, note)
