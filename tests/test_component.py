@@ -148,3 +148,32 @@ def test_component_with_the_dg_cli(stack_env, tmp_path: Path) -> None:
             )
             evaluation = list(check.values())[0]
             assert evaluation.status.value == "SUCCEEDED", name
+
+
+def test_cli_selection_by_group(stack_env, tmp_path: Path) -> None:
+    """`dagster asset materialize --select 'group:base_images'` builds exactly the bases."""
+    mono = seed_repo(tmp_path / "mono")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "BUILD_ASSETS_REPO": str(mono),
+        "BUILD_ASSETS_REGISTRY": f"{stack_env.registry}/sel{uuid.uuid4().hex[:8]}",
+    }
+    done = subprocess.run(
+        ["dagster", "asset", "materialize", "-m", "build_assets.definitions"]
+        + ["--select", "group:base_images"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with DagsterInstance.from_config(str(home)) as instance:
+        built = {
+            name
+            for name in ALL_IMAGES
+            if instance.get_latest_materialization_event(AssetKey(["image", name]))
+        }
+    assert built == {n for n in ALL_IMAGES if n.startswith("base-")}
