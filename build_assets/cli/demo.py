@@ -9,6 +9,7 @@ Images go to a fresh namespace of the local registry, so every demo starts from 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from build_assets.errors import UserError
 from build_assets.settings import Settings
@@ -128,8 +130,12 @@ def run_demo(
     namespace: str | None = None,
     on_step: Callable[[StepReport], None] | None = None,
     example: Path = EXAMPLE,
+    progress: Callable[[str], Any] | None = None,
 ) -> list[StepReport]:
-    """Run the seed's scenarios in `workdir`; the environment must point at a stack."""
+    """Run the seed's scenarios in `workdir`; the environment must point at a stack.
+
+    progress: given a step's title, a context manager with an `update` method that receives
+    the step's progress events (`cli.live.ProgressView`: the live table)."""
     from dagster import DagsterInstance
 
     from build_assets.dagster.resources import ImageBuildResource
@@ -153,14 +159,17 @@ def run_demo(
             step.apply(repo)
             versions = project.versions()
             keys = stale_keys(project, versions, translator)
-            summary = run_materialization(
-                keys,
-                instance=instance,
-                versions=versions,
-                resource=resource,
-                translator=translator,
-                log_level="WARNING",
-            )
+            view = progress(f"{step.name}: {step.change}") if progress and keys else None
+            with view or contextlib.nullcontext():
+                summary = run_materialization(
+                    keys,
+                    instance=instance,
+                    versions=versions,
+                    resource=resource,
+                    translator=translator,
+                    log_level="CRITICAL" if view else "WARNING",
+                    on_progress=view.update if view else None,
+                )
             report = StepReport(
                 name=step.name,
                 change=step.change,
@@ -230,7 +239,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"Demo monorepo and state in {workdir}")
-    reports = run_demo(workdir, on_step=_print_step, example=Path(args.example))
+    from build_assets.cli.live import ProgressView
+
+    reports = run_demo(
+        workdir, on_step=_print_step, example=Path(args.example), progress=ProgressView
+    )
     print_summary_table(reports)
     return 0 if all(r.success for r in reports) else 1
 

@@ -161,7 +161,8 @@ class ProgressView:
             self._display.stop()  # leaves the final table on the screen
             self._display = None
         if self._own is not None:
-            self._own.flush()
+            self._own.close()  # a duplicate descriptor: stdout itself stays open
+            self._own = None
 
     def _render(self) -> Table:
         with self._lock:
