@@ -110,7 +110,8 @@ def _failing_repo(root: Path) -> Path:
         "pkg/a.py": "A = 1\n",
         "d/base/Dockerfile": "FROM scratch\nCOPY pkg /pkg\n",
         "d/sibling/Dockerfile": on_base + "COPY d/sibling/Dockerfile /s\n",
-        "d/bad/Dockerfile": on_base + "COPY no/such/file /x\n",
+        # fails inside the build: the stage it copies from is in no registry that answers
+        "d/bad/Dockerfile": on_base + "COPY --from=127.0.0.1:9/no/such:image /x /x\n",
         "d/child/Dockerfile": on_base + "COPY d/child/Dockerfile /c\n",
     }
     for rel, text in files.items():
@@ -143,7 +144,7 @@ def test_failed_build_holds_back_dependents_not_siblings(stack_env, tmp_path: Pa
         assert not first.success
         assert sorted(first.built) == ["base", "sibling"]
         problem = "\n".join(first.problems)
-        assert "bad: build FAILED" in problem and "no/such/file" in problem  # log tail shown
+        assert "bad: build FAILED" in problem and "127.0.0.1:9" in problem  # log tail shown
         assert "bad-child: not built: base bad failed" in problem
 
         (repo / "d/bad/Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY d /y\n")
