@@ -31,6 +31,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     # start git first: the heavier imports below (pydantic, ...) then cost no wall time
     root = Path(toplevel) if toplevel else repo_root(settings.repo)
     scan = WorktreeScan(root, _quick_paths(settings.manifest))
+    if args.since:
+        return _cmd_plan_since(args, settings, scan)
 
     from build_assets.core.plan import compare, plan_since
     from build_assets.engine.records import BuildRecords
@@ -63,6 +65,102 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return _print_plan(args, entries, against, note)
 
 
+def _cmd_plan_since(args: argparse.Namespace, settings, scan) -> int:
+    """`plan --since REF`: versions at REF from the commit cache (computed once per tree and
+    manifest), a clean tree's from the clean-tree cache. Only images whose version differs
+    from REF's get reasons, from the files that differ (compared as git records, no per-file
+    objects), and only those files are checked for likely secrets."""
+    fast = _since_from_cache(args, settings, scan)
+    if fast is not None:
+        return _print_plan(args, *fast)
+    from build_assets.core.gitrepo import parse_record
+    from build_assets.core.plan import BuiltState, compare
+    from build_assets.core.versioning import commit_versions, worktree_versions
+
+    current = worktree_versions(settings.repo, settings.manifest, scan=scan)
+    previous = commit_versions(
+        settings.repo, args.since, settings.manifest, missing_ok=args.manifest is not None
+    )
+    states: dict = {}
+    shown: list = []
+    checked: list = []  # what the secret check looks at
+    for img in current:
+        old = previous.images.get(img.name)
+        if old is None or old.version == img.version:
+            shown.append(img)
+            if old is not None:  # unchanged: compared by version alone
+                states[img.name] = BuiltState(old.version, {}, (), old.base_version)
+            else:
+                checked.append(img)  # new: every file is new
+            continue
+        before, after = set(old.records()), img.records()
+        now = set(after)
+        gone = tuple(parse_record(r) for r in before if r not in now)
+        came = tuple(parse_record(r) for r in after if r not in before)
+        states[img.name] = BuiltState(
+            old.version, old.identity, gone, old.base_version, old.exclusion
+        )
+        shown.append(_Narrowed(img, came))
+        checked.append(shown[-1])
+    args.warnings = _secret_warnings(checked)
+    entries = compare(shown, states, "new image")  # type: ignore[arg-type]
+    against = f"{args.since} ({previous.commit[:12] if previous.commit else ''})"
+    return _print_plan(args, entries, against, previous.note)
+
+
+class _Narrowed:
+    """An image version whose `files` are only those added or changed since the other side."""
+
+    def __init__(self, image, files: tuple) -> None:
+        self._image = image
+        self.files = files
+
+    def __getattr__(self, name: str):
+        return getattr(self._image, name)
+
+
+def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
+    """The `--since` plan of a clean, cached tree against a cached commit, when no image
+    changed since REF other than new ones (no reason needs a file list); None otherwise.
+    Imports neither the manifest's validation nor the hashing code."""
+    from build_assets.core import versioncache
+    from build_assets.core.gitrepo import read_file_at, resolve_commit_tree
+    from build_assets.core.plan import PlanEntry
+
+    try:
+        text = settings.manifest.read_bytes()
+    except OSError:
+        return None
+    rows = versioncache.load_plan(scan, text)
+    place = versioncache.manifest_place(scan.root, settings.manifest)
+    if rows is None or not place.startswith("tree:"):
+        return None
+    ref = resolve_commit_tree(scan.root, args.since)
+    at_ref = read_file_at(scan.root, ref.commit, place.removeprefix("tree:"))
+    if at_ref is None:
+        return None
+    key = versioncache.commit_key(ref.tree, place, at_ref.encode())
+    old = versioncache.load_commit_plan(ref.git_dir, key)
+    if old is None:
+        return None
+    before = {row["name"]: row["version"] for row in old}
+    if any(before.get(row["name"], row["version"]) != row["version"] for row in rows):
+        return None
+    entries = [
+        PlanEntry(
+            name=row["name"],
+            version=row["version"],
+            tag="git-" + row["version"][:12],
+            base=row["base"],
+            lambdas=row["lambdas"],
+            changed=row["name"] not in before,
+            reasons=[] if row["name"] in before else ["new image"],
+        )
+        for row in rows
+    ]
+    return entries, f"{args.since} ({ref.commit[:12]})", None
+
+
 def _secret_warnings(versions) -> dict[str, list[str]]:
     """Warn on stderr about context files that look like credentials; {image: [lines]}."""
     from build_assets.core import secrets
@@ -70,7 +168,7 @@ def _secret_warnings(versions) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for img in versions:
         files = {f.path: f for f in img.files}
-        reader = img.context.reader
+        reader = img.reader
         found = secrets.likely_secrets(
             files, img.spec.allow_secrets, lambda p, r=reader, f=files: r.read(f[p])
         )

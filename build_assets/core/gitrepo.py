@@ -485,13 +485,28 @@ def _apply_changes(snap: Snapshot, changed: dict[str, str | None]) -> Snapshot:
     return Snapshot(snap.root, records, None, snap.reader)
 
 
+# `git ls-tree --format` (git >= 2.36) prints canonical records directly: no parsing here
+_TREE_FORMAT = "--format=%(objectmode) %(objectname) 0%x09%(path)"
+
+
 def commit_snapshot(root: Path, commit: str, paths: Iterable[str] | None = None) -> Snapshot:
     """Files of `commit` under `paths` (None = all), read from git objects without a checkout."""
-    out = _run(["ls-tree", "-r", "-z", "--full-tree", commit, *_pathspec(paths)], root)
+    args = ["ls-tree", "-r", "-z", "--full-tree"]
+    try:
+        out = _run([*args, _TREE_FORMAT, commit, *_pathspec(paths)], root)
+    except GitError:  # an older git without --format
+        out = None
+    if out is not None:
+        records = _index_records(out.decode("utf-8", errors="surrogateescape"))
+        snap = Snapshot(root, records, commit, GitObjectReader(root))
+        if snap.paths != sorted(snap.paths):  # tree order differs around '/' in rare names
+            pairs = sorted(zip(snap.paths, records, strict=True))
+            snap = Snapshot(root, [r for _, r in pairs], commit, snap.reader)
+        return snap
+    out = _run([*args, commit, *_pathspec(paths)], root)
     text = out.decode("utf-8", errors="surrogateescape")
     pairs = [(path, record(path, mode, blob)) for mode, blob, path in _TREE_RE.findall(text)]
-    if any(pairs[k][0] > pairs[k + 1][0] for k in range(len(pairs) - 1)):
-        pairs.sort()  # tree order can differ from path order around '/' in rare names
+    pairs.sort()  # tree order can differ from path order around '/' in rare names
     return Snapshot(root, [r for _, r in pairs], commit, GitObjectReader(root))
 
 

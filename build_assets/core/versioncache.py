@@ -163,6 +163,15 @@ def save_from_entry(scan: WorktreeScan, manifest_text: bytes, entry: dict, tree:
 # -- commits ----------------------------------------------------------------------------------
 
 
+def manifest_place(root: Path, manifest_path: Path) -> str:
+    """Where the manifest is, as keyed here: its path inside the tree, or outside it."""
+    try:
+        rel = manifest_path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return "outside"
+    return f"tree:{rel}"
+
+
 def commit_key(tree: str, manifest_place: str, manifest_text: bytes) -> str:
     """What the versions at a commit are a function of: its tree, where the manifest is
     (a path in the tree, or outside it) and its text, the format and the scheme."""

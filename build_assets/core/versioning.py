@@ -22,7 +22,9 @@ from build_assets.core.context import BuildContext, ContextFile
 from build_assets.core.contextcheck import check_image, ignore_file_for
 from build_assets.core.dockerfile import parse as parse_dockerfile
 from build_assets.core.gitrepo import (
+    GitObjectReader,
     Snapshot,
+    WorktreeReader,
     WorktreeScan,
     commit_snapshot,
     index_tree,
@@ -188,6 +190,16 @@ class ImageVersion:
             self._file_count = self._resolve()[1].count()
         return self._file_count
 
+    @property
+    def reader(self) -> WorktreeReader | GitObjectReader:
+        """Reads the content of this image's context files (working tree or git objects)."""
+        return self._resolve()[0].reader
+
+    def records(self) -> list[str]:
+        """The context as canonical records (`<mode> <blob> 0\t<path>`): no per-file objects."""
+        snapshot, selection = self._resolve()
+        return selection.listing(snapshot.records).split("\0")[:-1]
+
     @functools.cached_property
     def files(self) -> tuple[ContextFile, ...]:
         snapshot, selection = self._resolve()
@@ -341,7 +353,7 @@ def worktree_versions(
     scan.index_rewritten()
     key = None
     if tree is not None:
-        key = versioncache.commit_key(tree, _manifest_place(root, path), manifest_text)
+        key = versioncache.commit_key(tree, versioncache.manifest_place(root, path), manifest_text)
         entry = versioncache.load_commit(scan.git_dir, key)
         if entry is not None and set(entry["images"]) == set(manifest.images):
             versioncache.save_from_entry(scan, manifest_text, entry, tree)
@@ -353,12 +365,6 @@ def worktree_versions(
     if key is not None:
         versioncache.save_commit(scan.git_dir, key, versions)
     return versions
-
-
-def _manifest_place(root: Path, manifest_path: Path) -> str:
-    """Where the manifest is, as keyed in the commit cache: its path in the tree, or outside."""
-    rel = _manifest_relpath(root, manifest_path)
-    return f"tree:{rel}" if rel else "outside"
 
 
 def _disk_reader(root: Path) -> Callable[[str], str | None]:
@@ -480,7 +486,9 @@ def commit_versions(
         note = f"{shown} is outside the repository: the same manifest is used for {ref}."
     draft = parse_manifest(text, source)
     wanted = [*draft.all_paths(), *draft.ignore_paths(), DOCKERIGNORE]
-    key = versioncache.commit_key(ref_ids.tree, _manifest_place(root, path), text.encode())
+    key = versioncache.commit_key(
+        ref_ids.tree, versioncache.manifest_place(root, path), text.encode()
+    )
     entry = versioncache.load_commit(ref_ids.git_dir, key)
     if entry is not None and set(entry["images"]) == set(draft.images):
         # same tree, same manifest: validated when the entry was made
