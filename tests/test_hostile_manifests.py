@@ -35,7 +35,7 @@ def _generated(tmp: Path) -> dict[str, tuple[str, str]]:
         "cycle-100k.yaml": (cycle, "a manifest may be at most"),
         "values-300k.yaml": (
             f"images:\n  a:\n{D}    source_paths: [" + ",".join(["a"] * 300_000) + "]\n",
-            "more than 250,000 values",
+            "more than 100,000 values",
         ),
         "symlink-out.yaml": (
             f"images:\n  a:\n{D}    source_paths: [l2/etcdir/passwd]\n",
