@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from build_assets.engine.builders.base import Builder, BuildRequest
     from build_assets.engine.deploy import Deployer
     from build_assets.engine.lease import LeaseStore
+    from build_assets.engine.provenance import ProvenanceCache
     from build_assets.engine.records import BuildRecords
     from build_assets.engine.scheduler import BuildScheduler
 
@@ -154,12 +155,21 @@ class Project:
         running = self.running_images(t.name for t in targets if not t.is_image)
         return stale_targets(targets, digests, running, self.repository)
 
-    # -- build records (a local cache of provenance) ------------------------------------------
+    # -- build records and provenance (local caches of the registry) ---------------------------
 
     def ledger(self) -> BuildRecords:
+        """The local build records; each success also publishes its provenance to the registry."""
+        from build_assets.engine.provenance import Publisher
         from build_assets.engine.records import BuildRecords
 
-        return BuildRecords(self.settings.ledger_path)
+        publish = Publisher(self.settings.registry) if self.settings.registry else None
+        return BuildRecords(self.settings.ledger_path, publish=publish)
+
+    def provenance_cache(self) -> ProvenanceCache:
+        """Provenance blobs fetched from the registry, by digest (deletable)."""
+        from build_assets.engine.provenance import ProvenanceCache
+
+        return ProvenanceCache(self.settings.home / "provenance")
 
     def leases(self) -> LeaseStore:
         """Build leases: PostgreSQL when `lease_url` is set (every machine), else this one's."""

@@ -305,6 +305,7 @@ class CodeBuildBuilder:
                 f"{request.repository}:{request.previous_tag}" if request.previous_tag else ""
             ),
             "ECR_REGISTRY": registry or "",
+            "IMAGE_LABELS": "\n".join(f"{k}={v}" for k, v in sorted(request.labels.items())),
             VERSION_VARIABLE: request.version,
             IMAGE_VARIABLE: request.image,
         }

@@ -87,6 +87,16 @@ class Naming(BaseModel):
     repository: str = DEFAULT_REPOSITORY_NAME
 
 
+class Lifecycle(BaseModel):
+    """Registry clean-up: the newest `keep` versions per repository stay; untagged images
+    expire after `untagged_days` (ECR lifecycle policy and `build-assets gc`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep: int = Field(default=10, ge=1, le=10000)
+    untagged_days: int = Field(default=7, ge=1, le=3650)
+
+
 class ImageSpec(BaseModel):
     """One image of the manifest."""
 
@@ -164,6 +174,7 @@ class Manifest(BaseModel):
     platform: Platform | None = None  # default of every image
     dockerignore: str | Literal[False] | None = None  # default of every image
     naming: Naming = Field(default_factory=Naming)
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)  # never part of a version
 
     def platform_of(self, name: str) -> str | None:
         """The platform an image is built for (its own, else the manifest's), if any."""

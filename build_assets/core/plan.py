@@ -154,6 +154,32 @@ def compare(
     return entries
 
 
+def built_states(current: VersionSet, registry: dict) -> list[PlanEntry]:
+    """Plan entries against what the registry says (image -> `provenance.RegistryState`):
+    an image whose current tag is there is unchanged; else its reasons are computed against
+    the provenance of its last build (`last-build`); else it was never built."""
+    states: dict[str, BuiltState] = {}
+    deleted: set[str] = set()
+    for img in current:
+        state = registry.get(img.name)
+        if state is None:
+            continue
+        if state.digest is not None:
+            states[img.name] = BuiltState.of(img)
+        elif state.last is not None and state.last.version == img.version:
+            deleted.add(img.name)  # built once, but its tag is gone (gc, lifecycle)
+        elif state.last is not None:
+            last = state.last
+            states[img.name] = BuiltState(
+                last.version, last.identity, last.files, last.base_version
+            )
+    entries = compare(current, states, "not built yet")
+    for entry in entries:
+        if entry.name in deleted:
+            entry.reasons = [f"tag {entry.tag} was deleted from the registry"]
+    return entries
+
+
 def plan_since(current: VersionSet, previous: VersionSet) -> list[PlanEntry]:
     """Compare the working tree's versions with those at an earlier ref."""
     states = {img.name: BuiltState.of(img) for img in previous}

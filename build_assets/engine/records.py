@@ -1,7 +1,9 @@
 """Build records: what was built (or found cached), when, by whom — a small SQLite ledger.
 
-`plan` without `--since` compares the working tree with the last successful record of each
-image, and `status` shows the most recent builds. Builders write a record per finished image.
+A local cache, never the truth: what is built is the registry (`engine.provenance`), so this
+file can be deleted without losing anything. `status` shows the most recent builds from it.
+The scheduler writes a record per finished image; with a `publish` hook (the project's
+`provenance.Publisher`) each successful record's provenance also goes to the registry.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import sqlite3
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +23,7 @@ from build_assets.settings import Settings
 
 if TYPE_CHECKING:
     from build_assets.core.versioning import ImageVersion
+    from build_assets.engine.provenance import Provenance
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (
@@ -97,8 +101,13 @@ class BuildRecord:
 class BuildRecords:
     """The ledger file (default: $BUILD_ASSETS_HOME/builds.sqlite)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        publish: Callable[[Provenance], None] | None = None,
+    ) -> None:
         self.path = Path(path) if path else Settings.resolve().ledger_path
+        self.publish = publish
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +125,12 @@ class BuildRecords:
         marks = ", ".join("?" for _ in row)
         with self._connect() as conn:
             conn.execute(f"INSERT INTO builds ({cols}) VALUES ({marks})", tuple(row.values()))
+        if self.publish is not None and rec.status == SUCCEEDED and rec.identity is not None:
+            from build_assets.engine.provenance import Provenance
+
+            self.publish(
+                Provenance(rec.image, rec.version, rec.base_version, rec.identity, rec.files)
+            )
 
     def _rows(self, sql: str, args: tuple) -> list[BuildRecord]:
         if not self.path.exists():

@@ -1,13 +1,18 @@
 """A tiny client for the OCI distribution HTTP API (the local registry, or any plain registry).
 
-Only what the builders need: does a tag exist and with which digest, which tags a repository has,
-and reading a manifest. Plain HTTP for loopback hosts, HTTPS otherwise. Uses only `urllib`.
+Only what build-assets needs: does a tag exist and with which digest, which tags a repository
+has, reading and writing a manifest or a blob (the provenance artifact, `engine.provenance`) and
+deleting a manifest (`gc`). Plain HTTP for loopback hosts, HTTPS otherwise; ECR hosts get a
+Basic token from `ecr:GetAuthorizationToken`. Uses only `urllib` (and boto3 for ECR's token).
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -80,12 +85,43 @@ def parse_repository(repository: str, registry: str | None = None) -> RepoRef:
     return RepoRef(host=host, name=name)
 
 
+_ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+
+
+def is_ecr(host: str) -> bool:
+    """True for an ECR registry host (<account>.dkr.ecr.<region>.amazonaws.com)."""
+    return bool(_ECR_HOST.match(host))
+
+
+@functools.lru_cache(maxsize=8)
+def _ecr_authorization(host: str) -> str:
+    """'Basic <token>' for an ECR host (valid 12 hours; one per process is enough)."""
+    from build_assets.aws.clients import make_client
+
+    region = host.split(".")[3]
+    data = make_client("ecr", region_name=region).get_authorization_token()
+    token = data["authorizationData"][0]["authorizationToken"]
+    base64.b64decode(token)  # fails loudly on a malformed answer
+    return f"Basic {token}"
+
+
 def _request(
-    method: str, url: str, *, accept: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    method: str,
+    url: str,
+    *,
+    accept: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    data: bytes | None = None,
+    content_type: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, method=method)
+    req = urllib.request.Request(url, method=method, data=data)
     if accept:
         req.add_header("Accept", accept)
+    if content_type:
+        req.add_header("Content-Type", content_type)
+    host = urllib.parse.urlsplit(url).netloc
+    if is_ecr(host):
+        req.add_header("Authorization", _ecr_authorization(host))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, dict(resp.headers.items()), resp.read()
@@ -161,6 +197,76 @@ def list_tags(
             path = link[link.index("<") + 1 : link.index(">")]
             url = urllib.parse.urljoin(ref.base_url, path)
     return sorted(set(tags))
+
+
+def get_blob(
+    repository: str, digest: str, *, registry: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> bytes | None:
+    """The bytes of a blob (checked against `digest`), or None if absent."""
+    ref = parse_repository(repository, registry)
+    url = f"{ref.base_url}/blobs/{digest}"
+    status, _, body = _request("GET", url, timeout=timeout)
+    if status == 404:
+        return None
+    _check(status, url)
+    if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+        raise RegistryError(f"registry returned a blob that does not match {digest} at {url}")
+    return body
+
+
+def put_blob(
+    repository: str, data: bytes, *, registry: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> str:
+    """Upload `data` as a blob (skipped when present); its digest."""
+    ref = parse_repository(repository, registry)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    status, _, _ = _request("HEAD", f"{ref.base_url}/blobs/{digest}", timeout=timeout)
+    if status == 200:
+        return digest
+    url = f"{ref.base_url}/blobs/uploads/"
+    status, headers, _ = _request("POST", url, data=b"", timeout=timeout)
+    _check(status, url)
+    location = {k.lower(): v for k, v in headers.items()}.get("location", "")
+    upload = urllib.parse.urljoin(ref.base_url + "/", location)
+    sep = "&" if "?" in upload else "?"
+    put = f"{upload}{sep}digest={urllib.parse.quote(digest)}"
+    status, _, _ = _request(
+        "PUT", put, data=data, content_type="application/octet-stream", timeout=timeout
+    )
+    _check(status, url)
+    return digest
+
+
+def put_manifest(
+    repository: str,
+    reference: str,
+    body: bytes,
+    media_type: str,
+    *,
+    registry: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> str:
+    """PUT a manifest at a tag (or its digest); the manifest's digest."""
+    ref = parse_repository(repository, registry)
+    url = f"{ref.base_url}/manifests/{reference}"
+    status, _, _ = _request("PUT", url, data=body, content_type=media_type, timeout=timeout)
+    _check(status, url)
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def delete_manifest(
+    repository: str, digest: str, *, registry: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> bool:
+    """Delete a manifest by digest (and so every tag on it); False when it was not there."""
+    ref = parse_repository(repository, registry)
+    url = f"{ref.base_url}/manifests/{digest}"
+    status, _, _ = _request("DELETE", url, timeout=timeout)
+    if status == 404:
+        return False
+    if status == 405:
+        raise RegistryError(f"registry {ref.host} does not allow deletes (storage.delete)")
+    _check(status, url)
+    return True
 
 
 def ping(host: str, *, timeout: float = 2.0) -> bool:

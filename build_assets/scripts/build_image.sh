@@ -11,6 +11,7 @@
 #   BASE_ARG        the build arg the Dockerfile's first FROM names (default: BASE_IMAGE)
 #   PLATFORM        target platform, e.g. linux/arm64, passed as --platform (optional)
 #   BUILD_ARGS      newline-separated KEY=VALUE build args (optional)
+#   IMAGE_LABELS    newline-separated KEY=VALUE OCI labels: the image's provenance (optional)
 #   CACHE_FROM      previous image refs of this repository, whitespace-separated (optional)
 #   ECR_REGISTRY    if set, log in to it with `aws ecr get-login-password` first (optional)
 #   DOCKER_NETWORK  network for RUN steps, e.g. host or none (optional; engine default otherwise)
@@ -121,6 +122,13 @@ while IFS= read -r line || [ -n "$line" ]; do
     *) die "BUILD_ARGS line is not KEY=VALUE: $line" ;;
   esac
 done <<<"${BUILD_ARGS:-}"
+while IFS= read -r line || [ -n "$line" ]; do
+  [ -n "$line" ] || continue
+  case "$line" in
+    *=*) args+=(--label "$line") ;;
+    *) die "IMAGE_LABELS line is not KEY=VALUE: $line" ;;
+  esac
+done <<<"${IMAGE_LABELS:-}"
 if [ -n "${DOCKER_NETWORK:-}" ]; then
   args+=(--network "$DOCKER_NETWORK")
 elif [ "$mode" != legacy ] && ! "$DOCKER" network inspect bridge >/dev/null 2>&1; then

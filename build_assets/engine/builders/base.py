@@ -37,6 +37,7 @@ class BuildRequest:
     base_arg: str = "BASE_IMAGE"  # the build arg the Dockerfile's first FROM takes the base from
     platform: str | None = None  # linux/amd64 | linux/arm64 (None: the builder's own)
     project_template: str | None = None  # CodeBuild project name template ({image}, {env})
+    labels: dict[str, str] = field(default_factory=dict)  # OCI labels: engine.provenance
 
     @property
     def image_uri(self) -> str:
@@ -116,6 +117,8 @@ def make_request(
     previous_tag: str | None = None,
 ) -> BuildRequest:
     """The request to build (or look up) one image version in `repository`."""
+    from build_assets.engine.provenance import labels
+
     return BuildRequest(
         image=image.name,
         version=image.version,
@@ -129,4 +132,5 @@ def make_request(
         base_arg=image.base_arg,
         platform=image.platform,
         project_template=image.project_template,
+        labels=labels(image),
     )

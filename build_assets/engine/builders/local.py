@@ -286,6 +286,7 @@ class LocalDockerBuilder:
             IMAGE_TAG=request.tag,
             DOCKERFILE=request.dockerfile,
             BUILD_ARGS="\n".join(f"{k}={v}" for k, v in sorted(request.build_args.items())),
+            IMAGE_LABELS="\n".join(f"{k}={v}" for k, v in sorted(request.labels.items())),
         )
         if request.base_image:
             env["BASE_IMAGE"] = request.base_image
