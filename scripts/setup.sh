@@ -34,6 +34,7 @@ declare -A PKG=(
   [docker-registry]=docker-registry
   [git]=git
   [chromium]=chromium
+  [tmux]=tmux
 )
 missing=()
 for bin in "${!PKG[@]}"; do
@@ -69,7 +70,7 @@ fi
 echo "setup: pip install -e '$ROOT[test]' ($PYTHON)" >&2
 step "pip install" "$PYTHON" -m pip install "${pip_flags[@]}" -e "$ROOT[test]"
 
-for bin in dockerd docker docker-registry git chromium; do
+for bin in dockerd docker docker-registry git chromium tmux; do
   command -v "$bin" >/dev/null || { echo "setup: $bin still missing after install" >&2; exit 1; }
 done
 pg_initdb || { echo "setup: initdb still missing after install (postgresql)" >&2; exit 1; }
