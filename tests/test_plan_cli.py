@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -271,17 +272,36 @@ def test_table_output(repo: Path, home: Path) -> None:
 # --- build records ------------------------------------------------------------------------------
 
 
+def _publish_current(repo: Path, registry: str) -> None:
+    """What a build of the working tree leaves in the registry: each current tag (a tiny
+    config-only image) and its provenance (the `last-build` pointer included)."""
+    from build_assets.engine import provenance as pv
+    from tests.test_gc import _push_image
+
+    for img in worktree_versions(repo):
+        repository = f"{registry}/{img.name}"
+        _push_image(repository, img.tag, "2024-01-01T00:00:00Z")
+        pv.publish(repository, pv.Provenance.of(img))
+
+
 def _record_current(repo: Path, home: Path, registry: str, status: str = SUCCEEDED) -> None:
     records = BuildRecords(home / "builds.sqlite")  # where the CLI's BUILD_ASSETS_HOME points
     for img in worktree_versions(repo):
         records.add(BuildRecord.for_image(img, registry, status, digest="sha256:" + "0" * 64))
 
 
-def test_without_records_nothing_is_built_yet(repo: Path, home: Path) -> None:
+@pytest.fixture
+def registry(stack_env) -> str:
+    """A namespace of its own in the stack's real registry."""
+    return f"{stack_env.registry}/plan-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.stack
+def test_without_builds_nothing_is_built_yet(repo: Path, home: Path, registry: str) -> None:
     runs = run_many(
         {
-            "table": {"args": ("plan",), "cwd": repo, "home": home},
-            "json": {"args": ("plan", "--json"), "cwd": repo, "home": home},
+            "table": {"args": ("plan",), "cwd": repo, "home": home, "registry": registry},
+            "json": {"args": ("plan", "--json"), "cwd": repo, "home": home, "registry": registry},
         }
     )
     proc = runs["table"]
@@ -293,45 +313,53 @@ def test_without_records_nothing_is_built_yet(repo: Path, home: Path) -> None:
     assert all(e["reasons"] == ["not built yet"] for e in entries.values())
 
 
-def test_with_records_only_changed_images_are_rebuilt(repo: Path, home: Path) -> None:
-    _record_current(repo, home, REGISTRY)
-    proc = run_cli("plan", cwd=repo, home=home)
+@pytest.mark.stack
+def test_with_builds_only_changed_images_are_rebuilt(repo: Path, home: Path, registry: str) -> None:
+    _publish_current(repo, registry)
+    proc = run_cli("plan", cwd=repo, home=home, registry=registry)
     assert "Nothing is built yet" not in proc.stdout
     assert "0 to build, 5 unchanged" in proc.stdout
     prepend(repo, HANDLER, "# edit")
     runs = run_many(
         {
-            "same": {"args": ("plan", "--json"), "cwd": repo, "home": home},
+            "same": {"args": ("plan", "--json"), "cwd": repo, "home": home, "registry": registry},
             "other": {
                 "args": ("plan", "--json"),
                 "cwd": repo,
                 "home": home,
-                "registry": "other.test",
+                "registry": registry + "-other",
             },
         }
     )
     entries = entries_of(runs["same"])
     assert rebuilt(entries) == [HARMONIZE]
     assert entries[HARMONIZE]["reasons"] == [f"{HANDLER} modified"]
-    assert rebuilt(entries_of(runs["other"])) == ALL_IMAGES  # another registry's records
+    assert rebuilt(entries_of(runs["other"])) == ALL_IMAGES  # another registry: nothing built
 
 
-def test_failed_records_do_not_count_and_no_registry_means_default(
-    repo: Path, tmp_path: Path
+@pytest.mark.stack
+def test_the_ledger_is_not_the_truth_and_no_registry_means_nothing_built(
+    repo: Path, tmp_path: Path, registry: str
 ) -> None:
-    failed, default = tmp_path / "failed", tmp_path / "default"
-    _record_current(repo, failed, REGISTRY, status=FAILED)
-    _record_current(repo, default, "default")
+    """Local records alone (successes or failures) build nothing; without a registry there
+    is nothing to ask, and plan says so."""
+    recorded = tmp_path / "recorded"
+    _record_current(repo, recorded, registry)
+    _record_current(repo, recorded, registry, status=FAILED)
     runs = run_many(
         {
-            "failed": {"args": ("plan", "--json"), "cwd": repo, "home": failed},
-            "unset": {"args": ("plan", "--json"), "cwd": repo, "home": default, "registry": None},
-            "set": {"args": ("plan", "--json"), "cwd": repo, "home": default},
+            "recorded": {
+                "args": ("plan", "--json"),
+                "cwd": repo,
+                "home": recorded,
+                "registry": registry,
+            },
+            "unset": {"args": ("plan",), "cwd": repo, "home": recorded, "registry": None},
         }
     )
-    assert rebuilt(entries_of(runs["failed"])) == ALL_IMAGES
-    assert rebuilt(entries_of(runs["unset"])) == []  # BUILD_ASSETS_REGISTRY unset: 'default'
-    assert rebuilt(entries_of(runs["set"])) == ALL_IMAGES  # nothing recorded for reg.test
+    assert rebuilt(entries_of(runs["recorded"])) == ALL_IMAGES
+    assert runs["unset"].returncode == 0, runs["unset"].stderr
+    assert "No registry is configured" in runs["unset"].stdout
 
 
 # --- bad input: exit 2, one line per problem, never a traceback ---------------------------------
@@ -539,33 +567,34 @@ def test_closed_stdout_gives_no_traceback(repo: Path, home: Path) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.stack
 def test_clean_tree_plan_from_the_cache_matches_the_full_plan(
-    repo: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+    repo: Path, home: Path, registry: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A second `plan` of a clean tree is answered from the version cache (no manifest
     validation, no hashing) and says exactly what the full computation says."""
     from build_assets.cli.main import _plan_from_cache
     from build_assets.core.gitrepo import WorktreeScan
     from build_assets.core.plan import compare
+    from build_assets.engine import provenance as pv
     from build_assets.settings import Settings
 
     monkeypatch.setenv("BUILD_ASSETS_HOME", str(home))
-    monkeypatch.setenv("BUILD_ASSETS_REGISTRY", "reg.cache")
-    first = json.loads(run_cli("plan", "--json", cwd=repo, home=home).stdout)
+    monkeypatch.setenv("BUILD_ASSETS_REGISTRY", registry)
+    first = json.loads(run_cli("plan", "--json", cwd=repo, home=home, registry=registry).stdout)
     settings = Settings.resolve(repo=repo)
-    fast = _plan_from_cache(WorktreeScan(repo), settings)
+    fast = _plan_from_cache(WorktreeScan(repo), settings, {})
     assert fast is not None
     assert {"images": [e.to_dict() for e in fast[0]]} == first
     full = compare(worktree_versions(repo), {}, "not built yet")
     assert [e.to_dict() for e in fast[0]] == [e.to_dict() for e in full]
     # an image built at another version needs file-level reasons: the cache steps aside
-    records = BuildRecords(home / "builds.sqlite")
     img = worktree_versions(repo)["base-receipt-dynamo"]
-    stale = BuildRecord.for_image(img, "reg.cache", SUCCEEDED, digest="sha256:" + "1" * 64)
-    stale.version = "0" * 64
-    records.add(stale)
-    assert _plan_from_cache(WorktreeScan(repo), settings) is None
+    other = pv.Provenance(img.name, "0" * 64, None, img.identity, img.files)
+    pv.publish(f"{registry}/{img.name}", other)
+    truth: dict = {}
+    assert _plan_from_cache(WorktreeScan(repo), settings, truth) is None
+    assert truth[img.name][1].last == other  # the registry's answer, kept for the full path
     # and a dirty tree never uses it
     (repo / "receipt_dynamo" / "client.py").write_text("# changed\n")
-    records.add(BuildRecord.for_image(img, "reg.cache", SUCCEEDED, digest="sha256:" + "2" * 64))
-    assert _plan_from_cache(WorktreeScan(repo), settings) is None
+    assert _plan_from_cache(WorktreeScan(repo), settings, {}) is None
