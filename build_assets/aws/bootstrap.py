@@ -45,6 +45,10 @@ DEFAULT_COMPUTE = "BUILD_GENERAL1_SMALL"
 DEFAULT_TIMEOUT = 60
 DEFAULT_EXPIRY_DAYS = 30
 LIFECYCLE_RULE_ID = "build-assets-expire-contexts"
+DEFAULT_KEEP = 10  # newest `git-` versions kept per repository (manifest: lifecycle.keep)
+DEFAULT_UNTAGGED_DAYS = 7  # untagged images expire after (manifest: lifecycle.untagged_days)
+# tag prefixes counted per repository: images, their provenance artifacts, buildx caches
+KEPT_PREFIXES = ("git-", "provenance-", "buildcache-git-")
 POLICY_NAME = "build-assets-codebuild"
 # per image: CodeBuild settings, the platform, and name templates ({image}, {env})
 OVERRIDE_KEYS = frozenset(
@@ -111,7 +115,10 @@ class Bootstrapper:
         secret_refs: Sequence[str] = (),
         dry_run: bool = False,
         sleep: Callable[[float], None] = time.sleep,
+        keep_versions: int = DEFAULT_KEEP,
+        untagged_days: int = DEFAULT_UNTAGGED_DAYS,
     ) -> None:
+        self.keep_versions, self.untagged_days = keep_versions, untagged_days
         self.session = session or make_session()
         self.region = region_of(self.session)
         self.partition = partition_of(self.session)
@@ -305,6 +312,7 @@ class Bootstrapper:
                         imageScanningConfiguration={"scanOnPush": True},
                         tags=[{"Key": k, "Value": v} for k, v in TAGS.items()],
                     )
+                    self._ensure_lifecycle_policy(image)
             return self._action("ecr-repository", image, CREATED)
         changes = []
         with aws_errors("update ECR repository", image):
@@ -320,7 +328,61 @@ class Bootstrapper:
                     self.ecr.put_image_scanning_configuration(
                         repositoryName=image, imageScanningConfiguration={"scanOnPush": True}
                     )
+            changes += self._ensure_lifecycle_policy(image)
         return self._action("ecr-repository", image, UPDATED if changes else UNCHANGED, changes)
+
+    def lifecycle_policy(self) -> dict[str, Any]:
+        """Expire untagged images after D days; keep the newest N of each tag family.
+
+        Images a Lambda function still runs are not something a policy can see: `build-assets
+        gc` is the clean-up that checks them (keep N comfortably above deploy lag)."""
+        rules: list[dict[str, Any]] = [
+            {
+                "rulePriority": 1,
+                "description": f"build-assets: expire untagged after {self.untagged_days} days",
+                "selection": {
+                    "tagStatus": "untagged",
+                    "countType": "sinceImagePushed",
+                    "countUnit": "days",
+                    "countNumber": self.untagged_days,
+                },
+                "action": {"type": "expire"},
+            }
+        ]
+        for priority, prefix in enumerate(KEPT_PREFIXES, start=2):
+            rules.append(
+                {
+                    "rulePriority": priority,
+                    "description": f"build-assets: keep the newest {self.keep_versions} {prefix}",
+                    "selection": {
+                        "tagStatus": "tagged",
+                        "tagPrefixList": [prefix],
+                        "countType": "imageCountMoreThan",
+                        "countNumber": self.keep_versions,
+                    },
+                    "action": {"type": "expire"},
+                }
+            )
+        return {"rules": rules}
+
+    def _ensure_lifecycle_policy(self, repository: str) -> list[str]:
+        """Write the lifecycle policy when it differs (a new repository: always)."""
+        desired = self.lifecycle_policy()
+        try:
+            current = json.loads(
+                self.ecr.get_lifecycle_policy(repositoryName=repository)["lifecyclePolicyText"]
+            )
+        except ClientError as exc:
+            if error_code(exc) not in ("LifecyclePolicyNotFoundException",):
+                raise
+            current = None
+        if current == desired:
+            return []
+        if not self.dry_run:
+            self.ecr.put_lifecycle_policy(
+                repositoryName=repository, lifecyclePolicyText=json.dumps(desired)
+            )
+        return [f"lifecycle policy (keep {self.keep_versions}, untagged {self.untagged_days}d)"]
 
     # -- IAM --------------------------------------------------------------------------------
 
@@ -595,6 +657,8 @@ def bootstrap(
     context_expiry_days: int = DEFAULT_EXPIRY_DAYS,
     secret_refs: Sequence[str] = (),
     sleep: Callable[[float], None] = time.sleep,
+    keep_versions: int = DEFAULT_KEEP,
+    untagged_days: int = DEFAULT_UNTAGGED_DAYS,
     **clients: Any,
 ) -> list[Action]:
     """Create/update everything the CodeBuild builder needs; return one Action per resource.
@@ -611,6 +675,8 @@ def bootstrap(
         secret_refs=secret_refs,
         dry_run=dry_run,
         sleep=sleep,
+        keep_versions=keep_versions,
+        untagged_days=untagged_days,
         **clients,
     ).run(images, overrides)
 
@@ -649,6 +715,16 @@ def images_from_manifest(
     return list(model.images), overrides
 
 
+def manifest_lifecycle(repo: str | None, manifest: str | None) -> tuple[int, int]:
+    """(keep, untagged_days) of the manifest's `lifecycle:` (defaults when absent)."""
+    from build_assets.core.manifest import load_manifest
+    from build_assets.settings import Settings
+
+    settings = Settings.resolve(repo=repo, manifest=manifest)
+    lifecycle = load_manifest(settings.manifest, settings.repo).lifecycle
+    return lifecycle.keep, lifecycle.untagged_days
+
+
 def _run_cli(args: argparse.Namespace) -> int:
     from build_assets.settings import Settings
 
@@ -658,6 +734,11 @@ def _run_cli(args: argparse.Namespace) -> int:
         images, overrides = list(args.images), {}
     else:
         images, overrides = images_from_manifest(
+            getattr(args, "repo", None), getattr(args, "manifest", None)
+        )
+    keep, days = DEFAULT_KEEP, DEFAULT_UNTAGGED_DAYS
+    if not args.images:
+        keep, days = manifest_lifecycle(
             getattr(args, "repo", None), getattr(args, "manifest", None)
         )
     session = make_session(region=args.region)
@@ -670,6 +751,8 @@ def _run_cli(args: argparse.Namespace) -> int:
         session=session,
         context_expiry_days=args.expire_days,
         secret_refs=args.secret or (),
+        keep_versions=keep,
+        untagged_days=days,
     )
     for action in actions:
         print(action)

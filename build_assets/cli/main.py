@@ -19,6 +19,7 @@ _PLUGIN_COMMANDS = {
     "status": "build_assets.cli.commands",
     "materialize": "build_assets.cli.commands",
     "demo": "build_assets.cli.demo",
+    "gc": "build_assets.cli.gc",
 }
 
 
@@ -35,10 +36,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         return _cmd_plan_since(args, settings, scan)
 
     from build_assets.core.plan import compare, plan_since
-    from build_assets.engine.records import BuildRecords
 
+    truth: dict = {}  # image -> RegistryState, asked once (the fast path fills it)
     if not args.since:
-        fast = _plan_from_cache(scan, settings)
+        fast = _plan_from_cache(scan, settings, truth)
         if fast is not None:
             return _print_plan(args, *fast)
 
@@ -46,7 +47,6 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     current = worktree_versions(settings.repo, settings.manifest, scan=scan)
     args.warnings = _secret_warnings(current)
-    ledger = BuildRecords(settings.ledger_path)
     note = None
     if args.since:
         previous = commit_versions(
@@ -56,13 +56,34 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         entries = plan_since(current, previous)
         against = f"{args.since} ({previous.commit[:12] if previous.commit else ''})"
     else:
-        registry = settings.registry or "default"
-        states = ledger.built_states(registry)
-        entries = compare(current, states, "not built yet")
-        against = f"last builds in {registry}"
-        if not states:
+        from build_assets.core.plan import built_states
+
+        if settings.registry is None:
+            return _print_plan(args, compare(current, {}, "not built yet"), *_NO_REGISTRY)
+        wanted = [(img.name, img.tag) for img in current]
+        if any(truth.get(name, (None,))[0] != tag for name, tag in wanted):
+            truth = _ask_registry(settings, wanted)
+        states = {name: state for name, (_, state) in truth.items()}
+        entries = built_states(current, states)
+        against = f"the registry {settings.registry}"
+        if not any(s.digest or s.last for s in states.values()):
             note = "Nothing is built yet: every image would be built."
     return _print_plan(args, entries, against, note)
+
+
+_NO_REGISTRY = (
+    "no registry",
+    "No registry is configured (BUILD_ASSETS_REGISTRY): every image would be built.",
+)
+
+
+def _ask_registry(settings, wanted: list[tuple[str, str]]) -> dict:
+    """Image -> (tag asked, RegistryState): the registry, in parallel threads."""
+    from build_assets.engine.provenance import ProvenanceCache, registry_states
+
+    cache = ProvenanceCache(settings.home / "provenance")
+    states = registry_states(settings.registry, wanted, cache)
+    return {name: (tag, states[name]) for name, tag in wanted}
 
 
 def _cmd_plan_since(args: argparse.Namespace, settings, scan) -> int:
@@ -194,13 +215,14 @@ def _print_plan(args: argparse.Namespace, entries: list, against: str, note: str
     return 0
 
 
-def _plan_from_cache(scan, settings) -> tuple[list, str, str | None] | None:
+def _plan_from_cache(scan, settings, truth: dict) -> tuple[list, str, str | None] | None:
     """The plan of a clean tree from the version cache, when no reason needs file lists:
-    every image is either built at its current version or not built at all (None otherwise).
-    Skips manifest validation and hashing entirely; the cache key holds the manifest bytes."""
+    every image is either built at its current version (its tag is in the registry) or never
+    built (no `last-build` provenance); None otherwise, with the registry's answers left in
+    `truth` for the full path. Skips manifest validation and hashing entirely; the cache key
+    holds the manifest bytes."""
     from build_assets.core import versioncache
     from build_assets.core.plan import PlanEntry
-    from build_assets.engine.records import BuildRecords
 
     try:
         cached = versioncache.load_plan(scan, settings.manifest.read_bytes())
@@ -208,15 +230,22 @@ def _plan_from_cache(scan, settings) -> tuple[list, str, str | None] | None:
         return None
     if cached is None:
         return None
-    registry = settings.registry or "default"
-    built = BuildRecords(settings.ledger_path).latest_success(registry)
-    if any(img["name"] in built and built[img["name"]].version != img["version"] for img in cached):
-        return None  # some image changed since its build: its reasons need the file lists
+    tags = {img["name"]: "git-" + img["version"][:12] for img in cached}
+    if settings.registry is None:
+        built: set[str] = set()
+        against, note = _NO_REGISTRY
+    else:
+        truth.update(_ask_registry(settings, list(tags.items())))
+        if any(state.digest is None and state.last for _, state in truth.values()):
+            return None  # some image changed since its last build: reasons need file lists
+        built = {name for name, (_, state) in truth.items() if state.digest}
+        against = f"the registry {settings.registry}"
+        note = None if built else "Nothing is built yet: every image would be built."
     entries = [
         PlanEntry(
             name=img["name"],
             version=img["version"],
-            tag="git-" + img["version"][:12],
+            tag=tags[img["name"]],
             base=img["base"],
             lambdas=img["lambdas"],
             changed=img["name"] not in built,
@@ -224,8 +253,7 @@ def _plan_from_cache(scan, settings) -> tuple[list, str, str | None] | None:
         )
         for img in cached
     ]
-    note = None if built else "Nothing is built yet: every image would be built."
-    return entries, f"last builds in {registry}", note
+    return entries, against, note
 
 
 def _quick_paths(manifest: Path) -> list[str] | None:
