@@ -83,6 +83,19 @@ def _why(
     indices: Iterable[int], selection: ContextSelection, snapshot: Snapshot, ignore: DockerIgnore
 ) -> str | None:
     """None when one of `indices` is in the context, else why none of them is."""
+    if isinstance(indices, range):  # a file or folder: intersect index ranges, no file loop
+        if not indices:
+            return "no such file in the repository"
+        first_excluded = None
+        for lo, hi in selection.ranges:
+            for i in range(max(lo, indices.start), min(hi, indices.stop)):
+                if i not in selection.excluded:
+                    return None
+                if first_excluded is None:
+                    first_excluded = i
+        if first_excluded is None:
+            return "not under source_paths"
+        return ignore.explain(snapshot.paths[first_excluded]) or "excluded by the ignore file"
     first_excluded = None
     found = False
     for i in indices:

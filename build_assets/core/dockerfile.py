@@ -193,6 +193,8 @@ def _words(text: str) -> list[str]:
             value = None
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
+    if '"' not in text and "'" not in text and "\\" not in text:
+        return text.split()
     try:
         return shlex.split(text, posix=True)
     except ValueError:
