@@ -634,38 +634,10 @@ def run(args: argparse.Namespace) -> int:
         return e.exit_code
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register `stack up|down|status` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "stack",
-        help="start/stop the local build stack (Docker engine, registry, moto)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    p.add_argument("--home", help="state folder (default: $BUILD_ASSETS_HOME/stack)")
-    sub = p.add_subparsers(dest="stack_command", required=True, metavar="{up,down,status}")
-    up = sub.add_parser(
-        "up", help='start missing services; use as: eval "$(build-assets stack up)"'
-    )
-    up.add_argument(
-        "--private-docker",
-        action="store_true",
-        help="always run our own dockerd instead of reusing a reachable engine",
-    )
-    up.add_argument(
-        "--postgres",
-        action="store_true",
-        help="also start a PostgreSQL server for Dagster (exports BUILD_ASSETS_POSTGRES_URL)",
-    )
-    sub.add_parser("down", help="stop the services `up` started")
-    st = sub.add_parser("status", help="show each service, pid, address and whether it is alive")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
-    for sp in (up, st, sub.choices["down"]):
-        sp.add_argument("--home", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    p.set_defaults(func=run)
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m build_assets.stack.local up|down|status` (same as `build-assets stack ...`)."""
+    from build_assets.cli.stack import add_cli
+
     parser = argparse.ArgumentParser(prog="build-assets")
     add_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["stack", *(sys.argv[1:] if argv is None else argv)])
