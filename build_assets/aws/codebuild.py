@@ -298,7 +298,9 @@ class CodeBuildBuilder:
             "DOCKERFILE": request.dockerfile,
             "BASE_IMAGE": request.base_image or "",
             # the script's default is BASE_IMAGE: only another arg name is passed
-            "BASE_ARG": request.base_arg if request.base_arg != "BASE_IMAGE" else "",
+            "BASE_ARG": (
+                request.base_arg if request.base_image and request.base_arg != "BASE_IMAGE" else ""
+            ),
             "PLATFORM": request.platform or "",
             "BUILD_ARGS": "\n".join(f"{k}={v}" for k, v in sorted(request.build_args.items())),
             "CACHE_FROM": (
