@@ -188,11 +188,7 @@ def _secret_warnings(versions) -> dict[str, list[str]]:
 
     out: dict[str, list[str]] = {}
     for img in versions:
-        files = {f.path: f for f in img.files}
-        reader = img.reader
-        found = secrets.likely_secrets(
-            files, img.spec.allow_secrets, lambda p, r=reader, f=files: r.read(f[p])
-        )
+        found = secrets.image_secrets(img)
         if found:
             out[img.name] = [secrets.warning(img.name, found)]
             print(f"build-assets: warning: {out[img.name][0]}", file=sys.stderr)

@@ -69,6 +69,24 @@ def likely_secrets(
     ]
 
 
+def could_be_secret(path: str) -> bool:
+    """A quick test on the path alone: every likely secret passes it (token files included,
+    before their content is read)."""
+    return looks_like_secret(path, None)
+
+
+def image_secrets(image) -> list[str]:
+    """The likely secrets of one image's context (an `ImageVersion`): paths are tested first,
+    only the few candidates are read (token files)."""
+    candidates = {f.path: f for f in image.files_where(could_be_secret)}
+    if not candidates:
+        return []
+    reader = image.reader
+    return likely_secrets(
+        candidates, image.spec.allow_secrets, lambda p: reader.read(candidates[p])
+    )
+
+
 def printable(path: str) -> str:
     """A path for output: bytes that are not UTF-8 (surrogate-escaped) shown as \\xNN."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

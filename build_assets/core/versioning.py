@@ -205,6 +205,13 @@ class ImageVersion:
         snapshot, selection = self._resolve()
         return tuple(snapshot.file(i) for i in selection.indices())
 
+    def files_where(self, wanted: Callable[[str], bool]) -> list[ContextFile]:
+        """The context files whose path `wanted` accepts, testing paths only (no per-file
+        objects for the others: cheap on large contexts)."""
+        snapshot, selection = self._resolve()
+        paths = snapshot.paths
+        return [snapshot.file(i) for i in selection.indices() if wanted(paths[i])]
+
     @functools.cached_property
     def context(self) -> BuildContext:
         return BuildContext(files=self.files, reader=self._resolve()[0].reader)
