@@ -2,11 +2,16 @@
 
 Makes (once, then reuses) a git monorepo of 100,000 tracked files and 200 images in a
 realistic cascade — 4 root bases, 16 mid bases, 180 Lambda images each with its own handler
-folder and 1-3 shared packages — then times, side by side in one run (median of --runs):
+folder and 1-3 shared packages — plus 50 commits of history (1-3 files each), then times,
+side by side in one run (median of --runs):
 
   git status --porcelain            what a developer waits for anyway
   plan --json (clean tree)          goal: <= 2x git status
+  plan --since HEAD --json          goal: <= 2x git status (what CI runs)
+  plan --since HEAD~50 --json       goal: <= 2x git status once computed, <= 4x the first
+                                    time (its version cache entry removed before each run)
   plan --json (1,000 files edited)  goal: <= 3x git status
+  small repo (2,000 files, 10 images): plan --since HEAD --json, goal <= 0.2 s
   naive: read + sha256 every file of every image's context (what hashing without git's
   index costs)
 
@@ -71,7 +76,7 @@ def generate(repo: Path, files: int, images: int, seed: int = 7) -> None:
     # no background `gc --auto` after the 100k-object commit: it would run during the timings
     git(repo, "config", "gc.auto", "0")
     git(repo, "config", "maintenance.auto", "false")
-    roots, mids = 4, 16
+    roots, mids = (4, 16) if images >= 21 else (2, 3)  # the small repo: 2 + 3 + 5
     lambdas = images - roots - mids
     packages = max(roots + mids + 3, images // 2)  # bases' own + shared ones
     handler_files = 5
@@ -148,6 +153,31 @@ def history(repo: Path, commits: int, rng: random.Random) -> None:
                 f.write(f"# change {k}\n")
         git(repo, "add", "--", *edited)
         git(repo, "commit", "-q", "-m", f"change {k}")
+
+
+SMALL_FILES, SMALL_IMAGES = 2000, 10
+
+
+def ensure(repo: Path, files: int, images: int) -> None:
+    """Generate the repo unless it is there with these parameters; then a clean tree."""
+    params = {"files": files, "images": images, "history": HISTORY}
+    marker = repo / MARKER
+    if not marker.exists() or json.loads(marker.read_text()) != params:
+        print(f"generating {files} files / {images} images in {repo} ...", flush=True)
+        start = time.perf_counter()
+        generate(repo, files, images)
+        print(f"  generated in {time.perf_counter() - start:.1f}s", flush=True)
+    git(repo, "checkout", "--", ".")
+
+
+def commit_entry(repo: Path, ref: str) -> Path:
+    """The version cache's entry of `ref` (with the repo's images.yaml)."""
+    from build_assets.core import versioncache
+
+    tree = git(repo, "rev-parse", f"{ref}^{{tree}}").strip()
+    text = git(repo, "show", f"{ref}:images.yaml")
+    key = versioncache.commit_key(tree, "tree:images.yaml", text.encode())
+    return repo / ".git" / versioncache.COMMITS / f"{key}.json"
 
 
 def tracked_count(repo: Path) -> int:
@@ -238,25 +268,30 @@ def main() -> int:
     args = parser.parse_args()
     if args.images < 21:
         parser.error("--images: at least 21 (4 root bases, 16 mid bases, Lambda images)")
+    small = args.work.with_name(args.work.name + "_small")
     if args.naive:
         print(naive_hash(args.naive))
         return 0
 
     repo = args.work
-    params = {"files": args.files, "images": args.images, "history": HISTORY}
-    marker = repo / MARKER
-    if not marker.exists() or json.loads(marker.read_text()) != params:
-        print(f"generating {args.files} files / {args.images} images in {repo} ...", flush=True)
-        start = time.perf_counter()
-        generate(repo, args.files, args.images)
-        print(f"  generated in {time.perf_counter() - start:.1f}s", flush=True)
-    git(repo, "checkout", "--", ".")
+    ensure(repo, args.files, args.images)
+    ensure(small, SMALL_FILES, SMALL_IMAGES)
     n_files = tracked_count(repo)
 
     plan = [sys.executable, "-m", "build_assets", "plan", "--json", "--repo", str(repo)]
+    since = [*plan, "--since", "HEAD"]
+    old = [*plan, "--since", f"HEAD~{HISTORY}"]
+    # the first computation at the old commit: its cache entry removed before each run
+    cold = ["sh", "-c", f'rm -f "{commit_entry(repo, f"HEAD~{HISTORY}")}" && exec "$@"', "-", *old]
     status = ["git", "status", "--porcelain"]
     naive = [sys.executable, __file__, "--naive", str(repo)]
-    clean = timed({"status": status, "plan": plan}, repo, args.runs)
+    clean = timed(
+        {"status": status, "plan": plan, "since": since, "old": old, "cold": cold},
+        repo,
+        args.runs,
+    )
+    small_plan = [sys.executable, "-m", "build_assets", "plan", "--json", "--repo", str(small)]
+    small_t = timed({"status": status, "since": [*small_plan, "--since", "HEAD"]}, small, args.runs)
     naive_t = timed({"naive": naive}, repo, max(1, args.runs // 2))["naive"]
     dirty(repo, DIRTY_FILES)
     try:
@@ -271,10 +306,24 @@ def main() -> int:
     if changed == 0:
         sys.exit("dirty plan reported no changed image: the benchmark is broken")
 
+    old_images = json.loads(clean["old"].stdout)["images"]
+    if json.loads(clean["cold"].stdout) != json.loads(clean["old"].stdout):
+        sys.exit("plan --since: cold and cached runs differ: the benchmark is broken")
+    moved = sum(img["changed"] for img in old_images)
     status_t, clean_t, dirty_t = clean["status"], clean["plan"], edited["plan"]
+    since_t, old_t, cold_t = clean["since"], clean["old"], clean["cold"]
+    h = f"HEAD~{HISTORY}"
     rows = [
         ("git status --porcelain (clean)", status_t, "", ""),
         ("plan --json, clean tree", clean_t, _ratio(clean_t, status_t, "git status"), "<= 2x"),
+        ("plan --since HEAD --json", since_t, _ratio(since_t, status_t, "git status"), "<= 2x"),
+        (f"plan --since {h} --json", old_t, _ratio(old_t, status_t, "git status"), "<= 2x"),
+        (
+            f"  same, first computation at {h}",
+            cold_t,
+            _ratio(cold_t, status_t, "git status"),
+            "<= 4x",
+        ),
         (f"git status --porcelain ({DIRTY_FILES} edited)", edited["status"], "", ""),
         (
             f"plan --json, {DIRTY_FILES} files edited",
@@ -283,16 +332,35 @@ def main() -> int:
             "<= 3x",
         ),
         ("naive: read + sha256 every context file", naive_t, _ratio(naive_t, clean_t, "plan"), ""),
+        (
+            f"small repo ({SMALL_FILES} files): git status",
+            small_t["status"],
+            "",
+            "",
+        ),
+        (
+            "small repo: plan --since HEAD --json",
+            small_t["since"],
+            _ratio(small_t["since"], small_t["status"], "git status"),
+            "<= 0.2 s",
+        ),
     ]
     print(
         f"\nrepo: {n_files} tracked files, {len(clean_images)} images; "
-        f"dirty run changes {changed} images; median of {args.runs} runs; "
+        f"dirty run changes {changed} images; {moved} images changed since {h}; "
+        f"median of {args.runs} runs; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n"
     )
     print(f"{'measure':42} {'wall s':>7} {'cpu s':>7}  {'ratio wall / cpu':28} goal (wall)")
     for name, t, ratio, goal in rows:
         print(f"{name:42} {t.wall:7.3f} {t.cpu:7.3f}  {ratio:28} {goal}")
-    ok = clean_t.wall <= 2 * status_t.wall and dirty_t.wall <= 3 * status_t.wall
+    ok = (
+        clean_t.wall <= 2 * status_t.wall
+        and dirty_t.wall <= 3 * status_t.wall
+        and max(since_t.wall, old_t.wall) <= 2 * status_t.wall
+        and cold_t.wall <= 4 * status_t.wall
+        and small_t["since"].wall <= 0.2
+    )
     print(f"\ngoals {'met' if ok else 'MISSED'}")
     return 0 if ok or not args.check else 1
 

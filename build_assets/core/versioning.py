@@ -20,6 +20,7 @@ from pathlib import Path
 from build_assets.core import versioncache
 from build_assets.core.context import BuildContext, ContextFile
 from build_assets.core.contextcheck import check_image, ignore_file_for
+from build_assets.core.dockerfile import Dockerfile
 from build_assets.core.dockerfile import parse as parse_dockerfile
 from build_assets.core.gitrepo import (
     GitObjectReader,
@@ -124,8 +125,10 @@ class ImageVersion:
         platform: str | None = None,
         ignore: DockerIgnore | Callable[[], DockerIgnore] | None = None,
         project_template: str | None = None,
+        dockerfile: Dockerfile | Callable[[], Dockerfile] | None = None,
     ) -> None:
         self.name = name
+        self._dockerfile = dockerfile
         self.spec = spec
         self.version = version
         self.base_version = base_version
@@ -162,6 +165,15 @@ class ImageVersion:
     def project_template(self) -> str | None:
         """The manifest's CodeBuild project name template for this image, when not default."""
         return self._project_template
+
+    @functools.cached_property
+    def dockerfile(self) -> Dockerfile:
+        """This image's Dockerfile, parsed (read once; empty when it cannot be read)."""
+        value = self._dockerfile() if callable(self._dockerfile) else self._dockerfile
+        if value is None:
+            snapshot, _ = self._resolve()
+            value = parse_dockerfile(snapshot.read_text(self.spec.dockerfile) or "")
+        return value
 
     @functools.cached_property
     def base_arg(self) -> str:
@@ -319,6 +331,7 @@ def compute_versions(
             lambda p=pinned: p,
             identity=identity,
             base_arg=check.base_arg,
+            dockerfile=dockerfile,
             platform=manifest.platform_of(name),
             ignore=rules,
             project_template=_project_template(manifest, name),
@@ -423,19 +436,17 @@ def _from_cache(
             manifest, name, ignore_file_for(manifest, name, ignores().snapshot)
         )
 
-    def base_arg(spec: ImageSpec) -> Callable[[], str | None]:
-        def read() -> str | None:
-            if spec.base_arg:
-                return spec.base_arg
-            text = read_text(spec.dockerfile)
-            return None if text is None else parse_dockerfile(text).base_arg
+    def dockerfile(spec: ImageSpec) -> Callable[[], Dockerfile]:
+        return functools.cache(lambda: parse_dockerfile(read_text(spec.dockerfile) or ""))
 
-        return read
+    def base_arg(spec: ImageSpec, parsed: Callable[[], Dockerfile]) -> Callable[[], str | None]:
+        return lambda: spec.base_arg or parsed().base_arg
 
     out: dict[str, ImageVersion] = {}
     for name in manifest.order():
         spec = manifest.images[name]
         version, count = cached[name]
+        parsed = dockerfile(spec)
         base_version = out[spec.base].version if spec.base else None
         out[name] = ImageVersion(
             name,
@@ -445,10 +456,11 @@ def _from_cache(
             resolver(name),
             count,
             identity=identity(name),
-            base_arg=base_arg(spec),
+            base_arg=base_arg(spec, parsed),
             platform=manifest.platform_of(name),
             ignore=ignore_of(name),
             project_template=_project_template(manifest, name),
+            dockerfile=parsed,
         )
     return VersionSet(manifest=manifest, images=out, commit=commit, root=root)
 

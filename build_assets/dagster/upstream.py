@@ -33,7 +33,6 @@ from dagster import (
 )
 
 from build_assets.core.dockerfile import expand
-from build_assets.core.dockerfile import parse as parse_dockerfile
 from build_assets.core.safeyaml import load as load_yaml
 from build_assets.core.versioning import VersionSet
 from build_assets.errors import UserError
@@ -97,11 +96,7 @@ def read_lock(manifest: Path) -> dict[str, str]:
 
 def _dockerfile_refs(versions: VersionSet, name: str) -> list[str]:
     image = versions[name]
-    try:
-        text = (versions.root / image.spec.dockerfile).read_text(errors="replace")
-    except OSError:
-        return []
-    dockerfile = parse_dockerfile(text)
+    dockerfile = image.dockerfile  # parsed once per image version
     values = {k: v for k, v in dockerfile.global_args.items() if v is not None}
     values.update(image.spec.build_args)
     stages = dockerfile.stage_names()

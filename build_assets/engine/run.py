@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from build_assets.core.plan import PlanEntry, compare
 from build_assets.core.targets import Target
 from build_assets.core.versioning import ImageVersion, VersionSet
 from build_assets.engine import progress as pg
 from build_assets.engine.builders.base import BuildResult
-from build_assets.engine.deploy import DeployResult
 from build_assets.engine.scheduler import BLOCKED, Outcome
 from build_assets.project import Project
+
+if TYPE_CHECKING:  # deploy imports boto3: not needed to load definitions
+    from build_assets.engine.deploy import DeployResult
 
 
 @dataclass
