@@ -87,3 +87,39 @@ def test_plan_warns_and_allow_secrets_silences(tmp_path: Path) -> None:
     proc = _plan(repo, tmp_path / "home")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert "warnings" not in json.loads(proc.stdout)["images"][0]
+
+
+def test_materialization_warns_in_the_run_log(tmp_path: Path) -> None:
+    """The Dagster step logs the same warning before it builds (simulated builder)."""
+    from dagster import DagsterInstance, materialize
+
+    from build_assets.dagster.assets import build_images_asset
+    from build_assets.dagster.resources import ImageBuildResource
+    from build_assets.engine.builders.simulated import SimulatedBuilder
+
+    repo = tmp_path / "repo"
+    (repo / "app" / "keys").mkdir(parents=True)
+    (repo / "app" / "Dockerfile").write_text("FROM scratch\nCOPY app /app\n")
+    (repo / "app" / "keys" / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    (repo / "images.yaml").write_text(
+        "images:\n  app:\n    dockerfile: app/Dockerfile\n    source_paths: [app]\n"
+    )
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo)
+    builder = SimulatedBuilder()
+
+    class Simulated(ImageBuildResource):
+        def make_builder(self):
+            return builder
+
+    resource = Simulated(repo=str(repo), registry="reg.invalid", home=str(tmp_path / "home"))
+    versions = resource.project().versions()
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            [build_images_asset(versions, pool=None)],
+            resources={"image_builds": resource},
+            instance=instance,
+        )
+        assert result.success
+        logs = [e.message for e in instance.all_logs(result.run_id)]
+    assert any("app/keys/id_rsa" in (m or "") and "credentials" in (m or "") for m in logs)

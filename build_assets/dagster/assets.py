@@ -135,6 +135,17 @@ def plan_markdown(rows: list[dict[str, str]], commit: str | None) -> str:
     return "\n".join(lines)
 
 
+def warn_about_secrets(context: AssetExecutionContext, versions: VersionSet, selected) -> None:
+    """A warning per selected image whose context holds files that look like credentials."""
+    from build_assets.core.secrets import image_secrets, warning
+
+    for target in selected:
+        if target.is_image:
+            found = image_secrets(versions[target.name])
+            if found:
+                context.log.warning(warning(target.name, found))
+
+
 def run_image_builds(
     context: AssetExecutionContext,
     project: Project,
@@ -154,6 +165,7 @@ def run_image_builds(
         )
     project.registry  # noqa: B018 - fail first, with one line, when no registry is set
     run_id = context.run.run_id
+    warn_about_secrets(context, versions, selected)
 
     def on_progress(ev: pg.Progress) -> None:
         context.log.info(ev.line())
