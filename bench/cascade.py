@@ -502,6 +502,7 @@ def main() -> int:
         "--big-repo", type=Path, help="repo for the load time (default: a private 100k-file one)"
     )
     parser.add_argument("--skip-load", action="store_true", help="skip the load-time part")
+    parser.add_argument("--load-only", action="store_true", help="only the load-time part")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
     args = parser.parse_args()
 
@@ -513,6 +514,10 @@ def main() -> int:
     rows: list[tuple[str, str, str, bool | None]] = []
     notes: list[str] = []
     try:
+        if args.load_only:
+            load_rows(args, tmp, rows, notes)
+            args.skip_load = True
+            raise _LoadOnly
         bases, durations = cascade(args.seed, args.scale)
         crit = critical_path(bases, durations)
         n = len(bases)
@@ -637,6 +642,8 @@ def main() -> int:
         # 4. code-location load time on the 100k-file repo
         if not args.skip_load:
             load_rows(args, tmp, rows, notes)
+    except _LoadOnly:
+        pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -654,6 +661,10 @@ def main() -> int:
         print(f"- {note}")
     print(f"\ngoals {'met' if not missed else f'MISSED: {missed}'}")
     return 1 if missed and args.check else 0
+
+
+class _LoadOnly(Exception):
+    """--load-only: the other parts are skipped."""
 
 
 def load_rows(args, tmp: Path, rows: list, notes: list) -> None:

@@ -35,39 +35,29 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.since:
         return _cmd_plan_since(args, settings, scan)
 
-    from build_assets.core.plan import compare, plan_since
+    from build_assets.core.plan import compare
 
     truth: dict = {}  # image -> RegistryState, asked once (the fast path fills it)
-    if not args.since:
-        fast = _plan_from_cache(scan, settings, truth)
-        if fast is not None:
-            return _print_plan(args, *fast)
+    fast = _plan_from_cache(scan, settings, truth)
+    if fast is not None:
+        return _print_plan(args, *fast)
 
-    from build_assets.core.versioning import commit_versions, worktree_versions
+    from build_assets.core.plan import built_states
+    from build_assets.core.versioning import worktree_versions
 
     current = worktree_versions(settings.repo, settings.manifest, scan=scan)
     args.warnings = _secret_warnings(current)
     note = None
-    if args.since:
-        previous = commit_versions(
-            settings.repo, args.since, settings.manifest, missing_ok=args.manifest is not None
-        )
-        note = previous.note
-        entries = plan_since(current, previous)
-        against = f"{args.since} ({previous.commit[:12] if previous.commit else ''})"
-    else:
-        from build_assets.core.plan import built_states
-
-        if settings.registry is None:
-            return _print_plan(args, compare(current, {}, "not built yet"), *_NO_REGISTRY)
-        wanted = [(img.name, img.tag) for img in current]
-        if any(truth.get(name, (None,))[0] != tag for name, tag in wanted):
-            truth = _ask_registry(settings, wanted)
-        states = {name: state for name, (_, state) in truth.items()}
-        entries = built_states(current, states)
-        against = f"the registry {settings.registry}"
-        if not any(s.digest or s.last for s in states.values()):
-            note = "Nothing is built yet: every image would be built."
+    if settings.registry is None:
+        return _print_plan(args, compare(current, {}, "not built yet"), *_NO_REGISTRY)
+    wanted = [(img.name, img.tag) for img in current]
+    if any(truth.get(name, (None,))[0] != tag for name, tag in wanted):
+        truth = _ask_registry(settings, wanted)
+    states = {name: state for name, (_, state) in truth.items()}
+    entries = built_states(current, states)
+    against = f"the registry {settings.registry}"
+    if not any(s.digest or s.last for s in states.values()):
+        note = "Nothing is built yet: every image would be built."
     return _print_plan(args, entries, against, note)
 
 
