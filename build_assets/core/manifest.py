@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from build_assets.core import safeyaml
+from build_assets.core.lock import is_external, valid_reference
 from build_assets.errors import ManifestError
 
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -200,6 +201,11 @@ class Manifest(BaseModel):
         named = [self.dockerignore, *(s.dockerignore for s in self.images.values())]
         return sorted({p for p in named if isinstance(p, str)})
 
+    def external_base(self, name: str) -> str | None:
+        """An image's `base` when it names a registry image (`registry/repo:tag`), else None."""
+        base = self.images[name].base
+        return base if base is not None and base not in self.images and is_external(base) else None
+
     def order(self) -> list[str]:
         """Image names, every base before its dependents (stable: manifest order otherwise).
 
@@ -366,7 +372,10 @@ def _semantic_problems(
                 f"{where}: bad name (use lowercase letters, digits and single '-', e.g. 'base-api')"
             )
         if spec.base is not None and spec.base not in manifest.images:
-            problems.append(f"{where}, field 'base': unknown image {show(spec.base)}")
+            if not is_external(spec.base):
+                problems.append(f"{where}, field 'base': unknown image {show(spec.base)}")
+            elif not valid_reference(spec.base):
+                problems.append(f"{where}, field 'base': bad image reference {show(spec.base)}")
         for field, values in (
             ("dockerfile", [spec.dockerfile]),
             ("source_paths", spec.source_paths),

@@ -13,7 +13,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable
+import posixpath
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,16 @@ from build_assets.core.gitrepo import (
     resolve_commit_tree,
 )
 from build_assets.core.ignore import DOCKERIGNORE, DockerIgnore
+from build_assets.core.lock import (
+    LOCK_FILE,
+    ExternalBase,
+    cache_text,
+    external_bases,
+    is_external,
+    lock_problems,
+    parse_lock,
+    pinned_reference,
+)
 from build_assets.core.manifest import (
     DEFAULT_PROJECT_NAME,
     ImageSpec,
@@ -126,8 +137,12 @@ class ImageVersion:
         ignore: DockerIgnore | Callable[[], DockerIgnore] | None = None,
         project_template: str | None = None,
         dockerfile: Dockerfile | Callable[[], Dockerfile] | None = None,
+        externals: tuple[ExternalBase, ...] | Callable[[], tuple[ExternalBase, ...]] = (),
+        pins: dict[str, str] | None = None,
     ) -> None:
         self.name = name
+        self._externals = externals
+        self.pins = pins or {}  # external base reference -> digest pinned in bases.lock
         self._dockerfile = dockerfile
         self.spec = spec
         self.version = version
@@ -149,7 +164,28 @@ class ImageVersion:
 
     @property
     def base(self) -> str | None:
-        return self.spec.base
+        """The image of the manifest this one is built on (an external `base:` is not one)."""
+        base = self.spec.base
+        return None if base is None or is_external(base) else base
+
+    @functools.cached_property
+    def externals(self) -> tuple[ExternalBase, ...]:
+        """The external bases this image is built on (`core.lock`)."""
+        return tuple(self._externals() if callable(self._externals) else self._externals)
+
+    @property
+    def pinned_args(self) -> dict[str, str]:
+        """Build args that carry an external base: its pinned `repo@sha256:…` when the lock
+        has it, else the reference itself (an unpinned external manifest `base:`)."""
+        out: dict[str, str] = {}
+        for ext in self.externals:
+            if ext.arg is None:
+                continue  # a literal FROM: built from its tag, versioned by the lock
+            if ext.reference in self.pins:
+                out[ext.arg] = pinned_reference(ext.reference, self.pins[ext.reference])
+            elif ext.line is None:
+                out[ext.arg] = ext.reference
+        return out
 
     @property
     def lambdas(self) -> tuple[str, ...]:
@@ -241,11 +277,16 @@ def hash_image(spec: ImageSpec | dict, listing: str, base_version: str | None) -
     return h.hexdigest()
 
 
-def effective_identity(manifest: Manifest, name: str, ignore_path: str | None) -> dict:
-    """An image's entry as hashed: its own fields plus what the manifest-wide defaults and
-    the ignore file in force add (only when they differ from the plain defaults, so the
-    versions of manifests without them stay what they were)."""
+def effective_identity(
+    manifest: Manifest, name: str, ignore_path: str | None, pins: dict[str, str] | None = None
+) -> dict:
+    """An image's entry as hashed: its own fields plus what the manifest-wide defaults, the
+    ignore file in force and the lock's digests of its external bases add (only when they
+    differ from the plain defaults, so the versions of manifests without them stay what they
+    were)."""
     identity = manifest.images[name].identity()
+    if pins:
+        identity["external_bases"] = dict(sorted(pins.items()))
     platform = manifest.platform_of(name)
     if platform:
         identity["platform"] = platform
@@ -291,18 +332,38 @@ class VersionSet:
         return iter(self.images.values())
 
 
+def _pins(externals: Iterable[ExternalBase], lock: dict[str, str] | None) -> dict[str, str]:
+    """The lock's digests of the given external bases."""
+    lock = lock or {}
+    return {e.reference: lock[e.reference] for e in externals if e.reference in lock}
+
+
+def _externals(manifest: Manifest, name: str, dockerfile: Dockerfile) -> list[ExternalBase]:
+    spec = manifest.images[name]
+    return external_bases(dockerfile, spec.build_args, spec.base, spec.base_arg, manifest.images)
+
+
 def compute_versions(
-    manifest: Manifest, snapshot: Snapshot, ignore: DockerIgnore | None = None
+    manifest: Manifest,
+    snapshot: Snapshot,
+    ignore: DockerIgnore | None = None,
+    *,
+    lock: dict[str, str] | None = None,
+    lock_source: str | None = None,
 ) -> VersionSet:
     """Versions of all images of `manifest` in `snapshot`, bases first.
 
     Each image's Dockerfile is checked against its context (`contextcheck`); every problem
     of every image is raised at once as a ManifestError. `ignore`: force one ignore rule set
     for every image (tests); by default each image's ignore file in force is used.
+    `lock`: the digests of `bases.lock` (hashed into the versions of the images using them);
+    with `lock_source` (the working tree), an external base missing from the lock or an
+    entry no image uses is a problem too.
     """
     out: dict[str, ImageVersion] = {}
     ignores = _Ignores(snapshot)
     problems: list[str] = []
+    usage: dict[str, list[str]] = {}
     for name in manifest.order():
         spec = manifest.images[name]
         if snapshot.index_of(spec.dockerfile) is None:
@@ -319,7 +380,11 @@ def compute_versions(
         dockerfile = parse_dockerfile(snapshot.read_text(spec.dockerfile) or "")
         check = check_image(manifest, name, dockerfile, snapshot, selection, rules)
         problems.extend(check.problems)
-        identity = effective_identity(manifest, name, ignore_path)
+        externals = tuple(_externals(manifest, name, dockerfile))
+        for ext in externals:
+            usage.setdefault(ext.reference, []).append(name)
+        pins = _pins(externals, lock)
+        identity = effective_identity(manifest, name, ignore_path, pins)
         base_version = out[spec.base].version if spec.base in out else None
         version = hash_image(identity, selection.listing(snapshot.records), base_version)
         pinned = (snapshot, selection)
@@ -335,7 +400,11 @@ def compute_versions(
             platform=manifest.platform_of(name),
             ignore=rules,
             project_template=_project_template(manifest, name),
+            externals=externals,
+            pins=pins,
         )
+    if lock is not None and lock_source is not None:
+        problems.extend(lock_problems(usage, lock, lock_source))
     if problems:
         raise ManifestError(problems[0], lines=problems)
     return VersionSet(manifest=manifest, images=out, commit=snapshot.commit, root=snapshot.root)
@@ -363,12 +432,15 @@ def worktree_versions(
     wanted = [*manifest.all_paths(), *manifest.ignore_paths(), DOCKERIGNORE]
     if scan is None or not scan.covers(wanted):
         scan = WorktreeScan(root, wanted)
-    manifest_text = path.read_bytes()
+    lock_file = path.parent / LOCK_FILE
+    lock_bytes = lock_file.read_bytes() if lock_file.is_file() else None
+    lock = None if lock_bytes is None else parse_lock(lock_bytes.decode(), str(lock_file))
+    manifest_text = cache_text(path.read_bytes(), lock_bytes)  # cache keys: manifest + lock
     if not scan.clean:
-        return compute_versions(manifest, scan.snapshot())
+        return compute_versions(manifest, scan.snapshot(), lock=lock, lock_source=str(lock_file))
     cached = versioncache.load(scan, manifest, manifest_text)
     if cached is not None:
-        return _from_cache(manifest, cached, scan.snapshot, root, None, _disk_reader(root))
+        return _from_cache(manifest, cached, scan.snapshot, root, None, _disk_reader(root), lock)
     tree = index_tree(root)  # may write git's cached trees into the index file
     scan.index_rewritten()
     key = None
@@ -378,9 +450,9 @@ def worktree_versions(
         if entry is not None and set(entry["images"]) == set(manifest.images):
             versioncache.save_from_entry(scan, manifest_text, entry, tree)
             return _from_cache(
-                manifest, entry["images"], scan.snapshot, root, None, _disk_reader(root)
+                manifest, entry["images"], scan.snapshot, root, None, _disk_reader(root), lock
             )
-    versions = compute_versions(manifest, scan.snapshot())
+    versions = compute_versions(manifest, scan.snapshot(), lock=lock, lock_source=str(lock_file))
     versioncache.save(scan, manifest_text, versions, tree)
     if key is not None:
         versioncache.save_commit(scan.git_dir, key, versions)
@@ -404,6 +476,7 @@ def _from_cache(
     root: Path,
     commit: str | None,
     read_text: Callable[[str], str | None],
+    lock: dict[str, str] | None = None,
 ) -> VersionSet:
     """A VersionSet from a cache entry; the snapshot (made by `snapshot()`), file lists,
     identities and base args are made only when asked for."""
@@ -431,10 +504,16 @@ def _from_cache(
 
         return get
 
-    def identity(name: str) -> Callable[[], dict]:
+    def identity(name: str, parsed: Callable[[], Dockerfile]) -> Callable[[], dict]:
         return lambda: effective_identity(
-            manifest, name, ignore_file_for(manifest, name, ignores().snapshot)
+            manifest,
+            name,
+            ignore_file_for(manifest, name, ignores().snapshot),
+            _pins(_externals(manifest, name, parsed()), lock),
         )
+
+    def externals(name: str, parsed: Callable[[], Dockerfile]):
+        return lambda: tuple(_externals(manifest, name, parsed()))
 
     def dockerfile(spec: ImageSpec) -> Callable[[], Dockerfile]:
         return functools.cache(lambda: parse_dockerfile(read_text(spec.dockerfile) or ""))
@@ -447,7 +526,7 @@ def _from_cache(
         spec = manifest.images[name]
         version, count = cached[name]
         parsed = dockerfile(spec)
-        base_version = out[spec.base].version if spec.base else None
+        base_version = out[spec.base].version if spec.base in out else None
         out[name] = ImageVersion(
             name,
             spec,
@@ -455,12 +534,14 @@ def _from_cache(
             base_version,
             resolver(name),
             count,
-            identity=identity(name),
+            identity=identity(name, parsed),
             base_arg=base_arg(spec, parsed),
             platform=manifest.platform_of(name),
             ignore=ignore_of(name),
             project_template=_project_template(manifest, name),
             dockerfile=parsed,
+            externals=externals(name, parsed),
+            pins=lock,  # ImageVersion.pinned_args looks up only this image's externals
         )
     return VersionSet(manifest=manifest, images=out, commit=commit, root=root)
 
@@ -505,19 +586,36 @@ def commit_versions(
         note = f"{shown} is outside the repository: the same manifest is used for {ref}."
     draft = parse_manifest(text, source)
     wanted = [*draft.all_paths(), *draft.ignore_paths(), DOCKERIGNORE]
+    lock_text, lock_source = _lock_at(root, commit, rel, path, ref)
+    lock = None if lock_text is None else parse_lock(lock_text, lock_source)
     key = versioncache.commit_key(
-        ref_ids.tree, versioncache.manifest_place(root, path), text.encode()
+        ref_ids.tree,
+        versioncache.manifest_place(root, path),
+        cache_text(text.encode(), None if lock_text is None else lock_text.encode()),
     )
     entry = versioncache.load_commit(ref_ids.git_dir, key)
     if entry is not None and set(entry["images"]) == set(draft.images):
         # same tree, same manifest: validated when the entry was made
         snapshot = functools.cache(lambda: commit_snapshot(root, commit, wanted))
         versions = _from_cache(
-            draft, entry["images"], snapshot, root, commit, lambda p: snapshot().read_text(p)
+            draft, entry["images"], snapshot, root, commit, lambda p: snapshot().read_text(p), lock
         )
         return VersionSet(versions.manifest, versions.images, commit, root, note)
     tree = commit_snapshot(root, commit, wanted)
     manifest = parse_manifest(text, source, tree.exists)
-    versions = compute_versions(manifest, tree)
+    versions = compute_versions(manifest, tree, lock=lock)  # a lock out of step: unpinned
     versioncache.save_commit(ref_ids.git_dir, key, versions)
     return VersionSet(versions.manifest, versions.images, versions.commit, versions.root, note)
+
+
+def _lock_at(root: Path, commit: str, rel: str, path: Path, ref: str) -> tuple[str | None, str]:
+    """(text, name) of the lock next to the manifest as it is at `commit` (inside the
+    repository) or on disk (a manifest outside it)."""
+    if rel:
+        lock_rel = posixpath.join(posixpath.dirname(rel), LOCK_FILE)
+        return read_file_at(root, commit, lock_rel), f"{lock_rel}@{ref}"
+    lock_file = path.parent / LOCK_FILE
+    try:
+        return lock_file.read_text(), str(lock_file)
+    except OSError:
+        return None, str(lock_file)

@@ -125,7 +125,7 @@ def make_request(
         tag=image.tag,
         repository=repository,
         dockerfile=image.spec.dockerfile,
-        build_args=dict(image.spec.build_args),
+        build_args={**image.spec.build_args, **image.pinned_args},  # core.lock
         base_image=base_uri,
         context=image.context,
         previous_tag=previous_tag,
