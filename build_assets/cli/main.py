@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import posixpath
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,8 @@ _PLUGIN_COMMANDS = {
     "materialize": "build_assets.cli.commands",
     "demo": "build_assets.cli.demo",
     "gc": "build_assets.cli.gc",
+    "init": "build_assets.cli.adopt",
+    "bases": "build_assets.cli.adopt",
 }
 
 
@@ -136,10 +139,11 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
     Imports neither the manifest's validation nor the hashing code."""
     from build_assets.core import versioncache
     from build_assets.core.gitrepo import read_file_at, resolve_commit_tree
+    from build_assets.core.lock import LOCK_FILE, cache_text, cache_text_for
     from build_assets.core.plan import PlanEntry
 
     try:
-        text = settings.manifest.read_bytes()
+        text = cache_text_for(settings.manifest)  # manifest + bases.lock
     except OSError:
         return None
     rows = versioncache.load_plan(scan, text)
@@ -150,7 +154,10 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
     at_ref = read_file_at(scan.root, ref.commit, place.removeprefix("tree:"))
     if at_ref is None:
         return None
-    key = versioncache.commit_key(ref.tree, place, at_ref.encode())
+    lock_rel = posixpath.join(posixpath.dirname(place.removeprefix("tree:")), LOCK_FILE)
+    lock_at_ref = read_file_at(scan.root, ref.commit, lock_rel)
+    lock_bytes = None if lock_at_ref is None else lock_at_ref.encode()
+    key = versioncache.commit_key(ref.tree, place, cache_text(at_ref.encode(), lock_bytes))
     old = versioncache.load_commit_plan(ref.git_dir, key)
     if old is None:
         return None
@@ -211,7 +218,9 @@ def _plan_from_cache(scan, settings, truth: dict) -> tuple[list, str, str | None
     from build_assets.core.plan import PlanEntry
 
     try:
-        cached = versioncache.load_plan(scan, settings.manifest.read_bytes())
+        from build_assets.core.lock import cache_text_for
+
+        cached = versioncache.load_plan(scan, cache_text_for(settings.manifest))
     except OSError:
         return None
     if cached is None:
