@@ -17,6 +17,7 @@ from build_assets.core.targets import Target, select, stale_targets, targets_of
 from build_assets.settings import Settings
 
 if TYPE_CHECKING:
+    from build_assets.core.manifest import Manifest
     from build_assets.core.versioning import ImageVersion, VersionSet
     from build_assets.engine.builders.base import Builder, BuildRequest
     from build_assets.engine.deploy import Deployer
@@ -35,6 +36,7 @@ class Project:
     def __init__(self, settings: Settings, *, builder: Builder | None = None) -> None:
         self.settings = settings
         self._builder = builder
+        self._manifest: Manifest | None = None  # names repositories (of the last versions)
 
     @classmethod
     def from_env(cls, **explicit: Any) -> Project:
@@ -49,8 +51,11 @@ class Project:
 
         ref = self.settings.ref if ref is _UNSET else ref
         if ref:
-            return commit_versions(self.settings.repo, ref, self.settings.manifest)
-        return worktree_versions(self.settings.repo, self.settings.manifest)
+            versions = commit_versions(self.settings.repo, ref, self.settings.manifest)
+        else:
+            versions = worktree_versions(self.settings.repo, self.settings.manifest)
+        self._manifest = versions.manifest
+        return versions
 
     @staticmethod
     def targets(versions: VersionSet) -> list[Target]:
@@ -68,8 +73,15 @@ class Project:
         return self.settings.require_registry()
 
     def repository(self, image: str) -> str:
-        """Repository of an image: '<registry prefix>/<image>'."""
-        return f"{self.registry}/{image}"
+        """Repository of an image: '<registry prefix>/<name>', the name from the manifest's
+        `naming.repository` / per-image `repository` template (as `bootstrap` names them)."""
+        from build_assets.engine.scheduler import repository_for
+
+        if self._manifest is None:
+            from build_assets.core.manifest import load_manifest
+
+            self._manifest = load_manifest(self.settings.manifest, self.settings.repo)
+        return repository_for(self.registry, image, self._manifest, self.settings.env)
 
     def request_for(
         self, image: ImageVersion, base_uri: str | None = None, previous_tag: str | None = None
@@ -188,4 +200,5 @@ class Project:
             run_id=run_id,
             on_event=on_event,
             leases=self.leases(),
+            env=self.settings.env,
         )

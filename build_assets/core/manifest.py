@@ -193,7 +193,8 @@ class Manifest(BaseModel):
 
     def repository_name(self, name: str, env: str = "") -> str:
         """The registry repository of an image (ECR repository name)."""
-        template = self.images[name].repository or self.naming.repository
+        spec = self.images.get(name)
+        template = (spec.repository if spec else None) or self.naming.repository
         return template.format(image=name, env=env)
 
     def ignore_paths(self) -> list[str]:

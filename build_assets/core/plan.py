@@ -99,6 +99,10 @@ def entry_reasons(old: dict, new: dict) -> list[str]:
         reasons.append(f"ignore file changed to {new.get('dockerignore') or '.dockerignore'}")
     if old.get("base_arg") != new.get("base_arg"):
         reasons.append("base_arg changed")
+    was, now = old.get("external_bases") or {}, new.get("external_bases") or {}
+    for ref in sorted(was.keys() | now.keys()):
+        if was.get(ref) != now.get(ref):  # bases.lock (core.lock)
+            reasons.append(f"{ref} pinned at {(now.get(ref) or 'nothing')[:19]} in bases.lock")
     if old.get("base") != new.get("base"):
         reasons.append(
             f"base changed from {old.get('base') or 'none'} to {new.get('base') or 'none'}"

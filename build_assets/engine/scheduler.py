@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
+from build_assets.core.manifest import Manifest
 from build_assets.core.versioning import ImageVersion, VersionSet
 from build_assets.engine import progress as pg
 from build_assets.engine.builders.base import (
@@ -65,9 +66,13 @@ def lease_key(request: BuildRequest) -> str:
     return f"{request.repository}@{request.version}"
 
 
-def repository_for(registry: str, image: str) -> str:
-    """Repository of an image in a registry prefix ('host[:port][/namespace]')."""
-    return f"{registry.rstrip('/')}/{image}"
+def repository_for(
+    registry: str, image: str, manifest: Manifest | None = None, env: str = "dev"
+) -> str:
+    """Repository of an image in a registry prefix ('host[:port][/namespace]'), named by the
+    manifest's `naming.repository` / per-image `repository` template when given."""
+    name = manifest.repository_name(image, env) if manifest is not None else image
+    return f"{registry.rstrip('/')}/{name}"
 
 
 class BuildScheduler:
@@ -88,6 +93,7 @@ class BuildScheduler:
         lease_ttl_s: float = DEFAULT_TTL_S,
         lease_wait_s: float = LEASE_WAIT_S,
         sleep: Callable[[float], None] = time.sleep,
+        env: str = "dev",
     ) -> None:
         """leases: where build leases live (default: next to the ledger when `records` is
         given, else none: a scheduler without a ledger is a test or a benchmark).
@@ -109,16 +115,18 @@ class BuildScheduler:
         self.lease_ttl_s = lease_ttl_s
         self.lease_wait_s = lease_wait_s
         self.sleep = sleep
+        self.env = env  # for the manifest's repository name templates ({env})
+        self._manifest: Manifest | None = None  # of the VersionSet being run
 
     def request_for(
         self, image: ImageVersion, base_uri: str | None, previous_tag: str | None = None
     ) -> BuildRequest:
-        return make_request(
-            image, repository_for(self.registry, image.name), base_uri, previous_tag
-        )
+        repository = repository_for(self.registry, image.name, self._manifest, self.env)
+        return make_request(image, repository, base_uri, previous_tag)
 
     def run(self, versions: VersionSet, selected: Iterable[str]) -> Iterator[Outcome]:
         """Build the selected images; yield one Outcome per image, bases before dependents."""
+        self._manifest = versions.manifest
         order = [n for n in versions.manifest.order() if n in set(selected)]
         chosen = set(order)
         previous = self.records.latest_success(self.registry) if self.records else {}

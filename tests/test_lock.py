@@ -1,0 +1,206 @@
+"""External bases pinned by digest in `bases.lock`, on the real local registry playing the
+upstream registry: `bases update` pins, a new upstream image under the same tag re-pins, and
+`plan --since HEAD` shows exactly the dependent cascade; a revert of the lock builds nothing."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from build_assets.core.lock import HEADER, LOCK_FILE, parse_lock, pinned_reference
+from build_assets.core.versioning import worktree_versions
+from build_assets.engine import registry as reg
+from build_assets.engine.builders.base import make_request
+from tests.gitutil import commit_all, git, replace_in
+
+FIXTURE = Path(__file__).resolve().parent / "monorepos" / "adopt"
+DIGEST = "sha256:" + "ab" * 32
+
+
+def push_scratch(registry: str, repository: str, tag: str, content: str) -> str:
+    """Push a one-file FROM-scratch image (OCI manifest, config and one layer) through the
+    distribution API; return its manifest digest."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        data = content.encode()
+        info = tarfile.TarInfo("release")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    layer = gzip.compress(raw.getvalue(), mtime=0)
+    diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
+    repo = f"{registry}/{repository}"
+    config_digest = reg.put_blob(repo, config)
+    layer_digest = reg.put_blob(repo, layer)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": layer_digest,
+                "size": len(layer),
+            }
+        ],
+    }
+    body = json.dumps(manifest).encode()
+    return reg.put_manifest(repo, tag, body, manifest["mediaType"])
+
+
+def cli(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
+    env["BUILD_ASSETS_HOME"] = str(repo.parent / "home")
+    return subprocess.run(
+        [sys.executable, "-m", "build_assets", *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def changed_since_head(repo: Path) -> dict[str, list[str]]:
+    out = cli(repo, "plan", "--since", "HEAD", "--json")
+    assert out.returncode == 0, out.stderr
+    return {i["name"]: i["reasons"] for i in json.loads(out.stdout)["images"] if i["changed"]}
+
+
+def adopt_repo(tmp_path: Path, upstream: str) -> Path:
+    """The adopt fixture with bases a and b FROM `upstream` (ARG default) and base c FROM
+    scratch: svc-x / svc-y sit on a / b, svc-z on c."""
+    root = tmp_path / "adopt"
+    shutil.copytree(FIXTURE, root)
+    for base in ("a", "b"):
+        replace_in(root, f"bases/{base}/Dockerfile", "public.ecr.aws/lambda/python:3.12", upstream)
+    replace_in(root, "bases/c/Dockerfile", "public.ecr.aws/lambda/python:3.12", "scratch")
+    git(root, "init", "-q", "-b", "main")
+    commit_all(root, "adopted")
+    return root
+
+
+@pytest.mark.stack
+def test_bases_update_repins_and_marks_exactly_the_dependent_cascade(
+    stack_env, tmp_path: Path
+) -> None:
+    ns = f"up{uuid.uuid4().hex[:8]}"
+    upstream = f"{stack_env.registry}/{ns}/python:3.12"
+    first = push_scratch(stack_env.registry, f"{ns}/python", "3.12", "3.12.0")
+    repo = adopt_repo(tmp_path, upstream)
+    unpinned = {i.name: i.version for i in worktree_versions(repo)}
+
+    out = cli(repo, "bases", "update")
+    assert out.returncode == 0, out.stderr
+    assert f"{upstream}: pinned at {first[:19]}… (new; base-a, base-b + 2 dependents)" in out.stdout
+    lock_text = (repo / LOCK_FILE).read_text()
+    assert lock_text == f"{HEADER}bases:\n  {upstream}: {first}\n"
+    pinned = worktree_versions(repo)
+    assert {n for n, v in unpinned.items() if pinned[n].version != v} == {
+        "base-a",
+        "base-b",
+        "svc-x",
+        "svc-y",
+    }  # base-c and svc-z have no external base: their versions did not move
+    # the build gets the pinned reference in the arg its FROM names
+    assert pinned["base-a"].pinned_args == {"PYTHON_BASE": pinned_reference(upstream, first)}
+    request = make_request(pinned["base-a"], f"{stack_env.registry}/base-a")
+    assert request.build_args["PYTHON_BASE"] == f"{stack_env.registry}/{ns}/python@{first}"
+    assert pinned["base-c"].pinned_args == {}
+    commit_all(repo, "pin bases")
+    assert changed_since_head(repo) == {}
+
+    # upstream publishes a patch under the same tag
+    second = push_scratch(stack_env.registry, f"{ns}/python", "3.12", "3.12.1")
+    assert second != first
+    dry = cli(repo, "bases", "update", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"{upstream}: {first[:19]}… -> {second[:19]}… (rebuilds base-a, base-b" in dry.stdout
+    assert (repo / LOCK_FILE).read_text() == lock_text
+    assert changed_since_head(repo) == {}
+
+    assert cli(repo, "bases", "update").returncode == 0
+    assert git(repo, "status", "--porcelain") == f" M {LOCK_FILE}"  # one reviewable change
+    changed = changed_since_head(repo)
+    assert set(changed) == {"base-a", "base-b", "svc-x", "svc-y"}
+    assert changed["base-a"] == [f"{upstream} pinned at {second[:19]} in bases.lock"]
+    assert changed["svc-x"] == ["base base-a changed"]
+
+    again = cli(repo, "bases", "update")
+    assert "is up to date" in again.stdout and "unchanged" in again.stdout
+
+    git(repo, "checkout", "--", LOCK_FILE)  # revert: back to the committed versions
+    assert changed_since_head(repo) == {}
+
+
+def test_missing_and_unused_lock_entries_are_one_line_each(tmp_path: Path) -> None:
+    repo = adopt_repo(tmp_path, "registry.example.com/lambda/python:3.12")
+    (repo / LOCK_FILE).write_text(f"bases:\n  registry.example.com/old/python:3.11: {DIGEST}\n")
+    out = cli(repo, "plan", "--since", "HEAD")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert lines == [
+        f"build-assets: error: {repo}/{LOCK_FILE}: external base"
+        " 'registry.example.com/lambda/python:3.12' (used by base-a, base-b) is not pinned:"
+        " run `build-assets bases update`",
+        f"build-assets: error: {repo}/{LOCK_FILE}: 'registry.example.com/old/python:3.11' is"
+        " pinned but no image uses it any more: run `build-assets bases update`",
+    ], out.stderr
+    (repo / LOCK_FILE).write_text("bases:\n  x/y:1: sha256:nope\n")
+    bad = cli(repo, "plan")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        f"build-assets: error: {repo}/{LOCK_FILE}: base 'x/y:1': 'sha256:nope' is not a"
+        " sha256:<64 hex> digest"
+    )
+
+
+def test_unreachable_registry_writes_nothing(tmp_path: Path) -> None:
+    repo = adopt_repo(tmp_path, "127.0.0.1:9/lambda/python:3.12")  # nothing listens on port 9
+    out = cli(repo, "bases", "update")
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[0].startswith(
+        "build-assets: error: 127.0.0.1:9/lambda/python:3.12: registry 127.0.0.1:9 not reachable"
+    )
+    assert not (repo / LOCK_FILE).exists()
+
+
+def test_external_manifest_base_is_pinned_and_passed_in_its_arg(tmp_path: Path) -> None:
+    repo = adopt_repo(tmp_path, "scratch")
+    ref = "registry.example.com/lambda/python:3.12"
+    replace_in(repo, "images.yaml", "    base: base-c\n", f"    base: {ref}\n")
+    before = worktree_versions(repo)["svc-z"]
+    assert before.base is None and before.pinned_args == {"BASE_IMAGE_URI": ref}
+    (repo / LOCK_FILE).write_text(f"bases:\n  {ref}: {DIGEST}\n")
+    after = worktree_versions(repo)["svc-z"]
+    assert after.version != before.version
+    assert after.pinned_args == {"BASE_IMAGE_URI": f"registry.example.com/lambda/python@{DIGEST}"}
+    assert parse_lock((repo / LOCK_FILE).read_text(), LOCK_FILE) == {ref: DIGEST}
+    commit_all(repo, "external base")
+    assert changed_since_head(repo) == {}
+    # a bad reference is one line
+    replace_in(repo, "images.yaml", f"    base: {ref}\n", "    base: 'bad ref:1'\n")
+    out = cli(repo, "plan")
+    assert out.returncode == 2 and "field 'base': bad image reference 'bad ref:1'" in out.stderr
