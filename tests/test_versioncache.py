@@ -19,7 +19,9 @@ from build_assets.core.gitrepo import read_file_at, resolve_commit_tree
 from build_assets.core.plan import plan_since
 from build_assets.core.versioning import commit_versions, worktree_versions
 from tests.gitutil import (
+    AGENT,
     CREATE,
+    DYNAMO,
     HANDLER,
     HARMONIZE,
     LABEL,
@@ -225,3 +227,76 @@ def test_plan_since_is_the_same_cold_warm_and_as_the_library(repo: Path, dirty: 
     reasons = {e["name"]: e["reasons"] for e in cold["images"]}
     assert reasons["create-labels-create2"] == ["new image"]
     assert f"{HANDLER} modified" in reasons[HARMONIZE]
+
+
+def test_plan_since_from_the_tree_diff_matches_the_full_plan(repo: Path) -> None:
+    """Same manifest, only files changed: the cached run answers from `git diff-tree` (no
+    validation imported) with the very entries and warnings of the full computation."""
+    write(repo, {".dockerignore": "**/__pycache__\n", "receipt_label/__pycache__/x.pyc": "1"})
+    commit_all(repo, "ignore file")
+    prepend(repo, HANDLER, "# modified")
+    prepend(repo, "infra/create_labels/lambdas/Dockerfile", "# Dockerfile changed")
+    write(repo, {"receipt_label/receipt_label/new.py": "x = 1\n", "receipt_label/.env": "A=1\n"})
+    write(repo, {"receipt_label/__pycache__/x.pyc": "2"})  # ignored: no reason
+    (repo / DYNAMO).unlink()
+    (repo / AGENT).chmod(0o755)
+    commit_all(repo, "files only")
+    forget(repo)
+    cold = run_plan_full(repo, "--since", "HEAD~1")
+    warm = run_plan_full(repo, "--since", "HEAD~1")
+    assert json.loads(warm.stdout) == json.loads(cold.stdout)
+    assert warm.stderr == cold.stderr and "receipt_label/.env" in warm.stderr
+    assert "pydantic" in cold.imported and "pydantic" not in warm.imported
+    forget(repo)
+    expected = plan_since(worktree_versions(repo), commit_versions(repo, "HEAD~1"))
+    entries = [
+        {k: v for k, v in e.items() if k != "warnings"} for e in json.loads(warm.stdout)["images"]
+    ]
+    assert entries == [e.to_dict() for e in expected]
+    reasons = {e["name"]: e["reasons"] for e in entries}
+    assert reasons["base-receipt-dynamo"] == [f"{DYNAMO} deleted"]
+    assert reasons[CREATE] == ["Dockerfile changed", "base base-receipt-label changed"]
+    assert f"mode of {AGENT} changed" in reasons[HARMONIZE]
+    assert not any("__pycache__" in r for rs in reasons.values() for r in rs)
+
+
+def test_plan_since_diff_leaves_ignore_file_changes_to_the_full_plan(repo: Path) -> None:
+    write(repo, {".dockerignore": "**/new.py\n"})
+    commit_all(repo, "ignore file")
+    write(repo, {".dockerignore": "", "receipt_label/receipt_label/new.py": "x = 1\n"})
+    commit_all(repo, "un-ignored and new")
+    forget(repo)
+    cold = run_plan_full(repo, "--since", "HEAD~1")
+    warm = run_plan_full(repo, "--since", "HEAD~1")
+    assert json.loads(warm.stdout) == json.loads(cold.stdout)
+    assert "pydantic" in warm.imported  # the diff alone cannot say why: full path
+    forget(repo)
+    expected = plan_since(worktree_versions(repo), commit_versions(repo, "HEAD~1"))
+    assert json.loads(warm.stdout)["images"] == [e.to_dict() for e in expected]
+
+
+class PlanRun(subprocess.CompletedProcess):
+    imported: set[str]
+
+
+def run_plan_full(repo: Path, *args: str) -> PlanRun:
+    """`plan --json ARGS` with `-X importtime`: output, warnings and the packages imported."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
+    env["BUILD_ASSETS_HOME"] = str(repo.parent / "home")
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "build_assets", "plan", "--json", *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    run = PlanRun(proc.args, proc.returncode, proc.stdout, "")
+    run.stderr = "\n".join(x for x in lines if not x.startswith("import time:"))
+    run.imported = {
+        x.rsplit("|", 1)[1].strip().split(".")[0] for x in lines if x.startswith("import time:")
+    }
+    return run

@@ -162,8 +162,9 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
     if old is None:
         return None
     before = {row["name"]: row["version"] for row in old}
+    against = f"{args.since} ({ref.commit[:12]})"
     if any(before.get(row["name"], row["version"]) != row["version"] for row in rows):
-        return None
+        return _since_from_diff(args, scan, text, at_ref, ref, rows, old, against)
     entries = [
         PlanEntry(
             name=row["name"],
@@ -176,7 +177,33 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
         )
         for row in rows
     ]
-    return entries, f"{args.since} ({ref.commit[:12]})", None
+    return entries, against, None
+
+
+def _since_from_diff(args, scan, text: bytes, at_ref: str, ref, rows, old, against) -> tuple | None:
+    """Some image changed: its reasons from `git diff-tree` of REF's tree and the index's,
+    when the manifest is the same on both sides (see core.sincediff); None otherwise."""
+    from build_assets.core import safeyaml, sincediff, versioncache
+
+    tree = versioncache.index_tree(scan, text)
+    if tree is None or at_ref.encode() != text:
+        return None
+    try:
+        changes = sincediff.tree_changes(scan.root, ref.tree, tree)
+        manifest = safeyaml.load(text.decode(), str(args.manifest or "images.yaml"))
+    except (ValueError, UserError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    done = sincediff.plan_from_diff(
+        scan.root, manifest, rows, old, changes, lambda p: (scan.root / p).read_bytes()
+    )
+    if done is None:
+        return None
+    entries, args.warnings = done
+    for lines in args.warnings.values():
+        print(f"build-assets: warning: {lines[0]}", file=sys.stderr)
+    return entries, against, None
 
 
 def _secret_warnings(versions) -> dict[str, list[str]]:

@@ -1,0 +1,162 @@
+"""`plan --since REF` without file lists: reasons from git's own diff of two trees.
+
+When the working tree is clean and cached (its index is a known tree), REF's versions are
+cached, the manifest text is the same on both sides and no ignore file changed, an image's
+version changed only because files of its context or its base's version did. Then
+`git diff-tree` of REF's tree and the index's tree (which skips every identical folder by its
+id) names exactly the changed files, and each changed image's reasons are those of them in its
+context — the same lines `plan` computes from the two full contexts. Anything else (an odd
+path, an ignore file or the manifest changed, a submodule) answers None: the caller then takes
+the full path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from build_assets.core.context import ContextFile
+from build_assets.core.gitrepo import _run
+from build_assets.core.ignore import DOCKERIGNORE, DockerIgnore
+from build_assets.core.plan import PlanEntry, file_reasons
+
+_FILE_MODES = ("100644", "100755", "120000")
+_ABSENT = "0" * 6
+
+
+def tree_changes(root: Path, old: str, new: str) -> dict[str, tuple]:
+    """path -> (file at `old` or None, file at `new` or None) for every changed file."""
+    out = _run(["diff-tree", "-r", "-z", "--no-renames", "--full-index", old, new], root)
+    fields = out.decode("utf-8", "surrogateescape").split("\0")
+    changes: dict[str, tuple] = {}
+    for meta, path in zip(fields[0:-1:2], fields[1::2], strict=False):
+        old_mode, new_mode, old_blob, new_blob = meta[1:].split(" ")[:4]
+        if not {old_mode, new_mode} <= {*_FILE_MODES, _ABSENT}:
+            raise ValueError(f"not a file: {path}")  # a submodule: the full path decides
+        changes[path] = (
+            None if old_mode == _ABSENT else ContextFile(path, old_mode, old_blob),
+            None if new_mode == _ABSENT else ContextFile(path, new_mode, new_blob),
+        )
+    return changes
+
+
+def _plain(path: object) -> bool:
+    return (
+        isinstance(path, str)
+        and bool(path)
+        and not path.startswith("/")
+        and all(part not in ("", ".", "..") for part in path.rstrip("/").split("/"))
+        and not any(c in path for c in "\0\n\r\\*?[")
+    )
+
+
+def plan_from_diff(
+    root: Path,
+    manifest: dict,
+    now: list[dict],
+    then: list[dict],
+    changes: dict[str, tuple],
+    read: Callable[[str], bytes],
+) -> tuple[list[PlanEntry], dict[str, list[str]]] | None:
+    """Plan entries of `now` against `then` (cached rows {name, version, base, lambdas}),
+    and the likely-secret warnings of changed images' new files; None when the diff alone
+    cannot tell (see the module's docstring)."""
+    from build_assets.core import secrets
+
+    images = manifest.get("images")
+    if not isinstance(images, dict):
+        return None
+    named = [manifest.get("dockerignore")]
+    named += [s.get("dockerignore") for s in images.values() if isinstance(s, dict)]
+    ignores = {n for n in named if isinstance(n, str)}
+    if any(p.endswith(DOCKERIGNORE) or p in ignores for p in changes):
+        return None  # what is in a context may have changed by rule: the full path says how
+    before = {row["name"]: row for row in then}
+    version = {row["name"]: row["version"] for row in now}
+    entries: list[PlanEntry] = []
+    warnings: dict[str, list[str]] = {}
+    for row in now:
+        name, old = row["name"], before.get(row["name"])
+        reasons: list[str] = []
+        if old is None:
+            reasons = ["new image"]
+        elif old["version"] != row["version"]:
+            spec = images.get(name)
+            if not isinstance(spec, dict):
+                return None
+            mine = _context_changes(root, manifest, spec, changes)
+            if mine is None:
+                return None
+            gone = tuple(a for a, _ in mine.values() if a is not None)
+            came = tuple(b for _, b in mine.values() if b is not None)
+            reasons = file_reasons(gone, came, spec["dockerfile"])
+            base = row["base"]
+            if base and base in before and before[base]["version"] != version.get(base):
+                reasons.append(f"base {base} changed")
+            if not reasons:
+                reasons.append("build inputs changed")
+            found = secrets.likely_secrets(
+                [f.path for f in came], spec.get("allow_secrets") or (), read
+            )
+            if found:
+                warnings[name] = [secrets.warning(name, found)]
+        entries.append(
+            PlanEntry(
+                name=name,
+                version=row["version"],
+                tag="git-" + row["version"][:12],
+                base=row["base"],
+                lambdas=row["lambdas"],
+                changed=bool(reasons),
+                reasons=reasons,
+            )
+        )
+    return entries, warnings
+
+
+def _context_changes(
+    root: Path, manifest: dict, spec: dict, changes: dict[str, tuple]
+) -> dict[str, tuple] | None:
+    """The changed files inside one image's context (its Dockerfile always, else under its
+    source_paths and not excluded by its ignore file in force)."""
+    dockerfile, sources = spec.get("dockerfile"), spec.get("source_paths") or []
+    if not _plain(dockerfile) or not isinstance(sources, list) or not all(map(_plain, sources)):
+        return None
+    prefixes = [s.rstrip("/") for s in sources]
+    inside = {
+        p: c
+        for p, c in changes.items()
+        if p == dockerfile or any(p == s or p.startswith(s + "/") for s in prefixes)
+    }
+    candidates = sorted(p for p in inside if p != dockerfile)
+    if candidates:
+        rules = _ignore_in_force(root, manifest, spec)
+        if rules is None:
+            return None
+        excluded = rules.excluded_indices(candidates)
+        inside = {p: c for p, c in inside.items() if p not in {candidates[i] for i in excluded}}
+    return inside
+
+
+def _ignore_in_force(root: Path, manifest: dict, spec: dict) -> DockerIgnore | None:
+    """Docker's rule (as in contextcheck.ignore_file_for) on a clean tree: the manifest's
+    `dockerignore` (false: none), else `<Dockerfile>.dockerignore`, else the root one."""
+    named = spec.get("dockerignore")
+    if named is None:
+        named = manifest.get("dockerignore")
+    if named is False:
+        return DockerIgnore(None)
+    if isinstance(named, str):
+        path = named
+    elif named is None:
+        own = spec["dockerfile"] + DOCKERIGNORE
+        path = own if (root / own).is_file() else DOCKERIGNORE
+    else:
+        return None
+    try:
+        text = (root / path).read_text(errors="replace")
+    except FileNotFoundError:
+        text = None
+    except OSError:
+        return None
+    return DockerIgnore(text, path)
