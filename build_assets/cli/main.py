@@ -157,13 +157,16 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
     lock_rel = posixpath.join(posixpath.dirname(place.removeprefix("tree:")), LOCK_FILE)
     lock_at_ref = read_file_at(scan.root, ref.commit, lock_rel)
     lock_bytes = None if lock_at_ref is None else lock_at_ref.encode()
-    key = versioncache.commit_key(ref.tree, place, cache_text(at_ref.encode(), lock_bytes))
+    ref_text = cache_text(at_ref.encode(), lock_bytes)
+    key = versioncache.commit_key(ref.tree, place, ref_text)
     old = versioncache.load_commit_plan(ref.git_dir, key)
     if old is None:
         return None
     before = {row["name"]: row["version"] for row in old}
     against = f"{args.since} ({ref.commit[:12]})"
     if any(before.get(row["name"], row["version"]) != row["version"] for row in rows):
+        if ref_text != text:  # the manifest or its lock changed: the full path says how
+            return None
         return _since_from_diff(args, scan, text, at_ref, ref, rows, old, against)
     entries = [
         PlanEntry(
@@ -181,16 +184,16 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
 
 
 def _since_from_diff(args, scan, text: bytes, at_ref: str, ref, rows, old, against) -> tuple | None:
-    """Some image changed: its reasons from `git diff-tree` of REF's tree and the index's,
-    when the manifest is the same on both sides (see core.sincediff); None otherwise."""
+    """Some image changed: its reasons from `git diff-tree` of REF's tree and the index's
+    (the manifest and its lock are the same on both sides; see core.sincediff), else None."""
     from build_assets.core import safeyaml, sincediff, versioncache
 
     tree = versioncache.index_tree(scan, text)
-    if tree is None or at_ref.encode() != text:
+    if tree is None:
         return None
     try:
         changes = sincediff.tree_changes(scan.root, ref.tree, tree)
-        manifest = safeyaml.load(text.decode(), str(args.manifest or "images.yaml"))
+        manifest = safeyaml.load(at_ref, str(args.manifest or "images.yaml"))
     except (ValueError, UserError):
         return None
     if not isinstance(manifest, dict):
