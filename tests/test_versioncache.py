@@ -233,7 +233,8 @@ def test_plan_since_from_the_tree_diff_matches_the_full_plan(repo: Path) -> None
     """Same manifest, only files changed: the cached run answers from `git diff-tree` (no
     validation imported) with the very entries and warnings of the full computation."""
     write(repo, {".dockerignore": "**/__pycache__\n", "receipt_label/__pycache__/x.pyc": "1"})
-    commit_all(repo, "ignore file")
+    write(repo, {"receipt_label/keys/id_rsa": "k", "receipt_dynamo/.npmrc": "_authToken=1"})
+    commit_all(repo, "ignore file, secrets already there")
     prepend(repo, HANDLER, "# modified")
     prepend(repo, "infra/create_labels/lambdas/Dockerfile", "# Dockerfile changed")
     write(repo, {"receipt_label/receipt_label/new.py": "x = 1\n", "receipt_label/.env": "A=1\n"})
@@ -245,7 +246,9 @@ def test_plan_since_from_the_tree_diff_matches_the_full_plan(repo: Path) -> None
     cold = run_plan_full(repo, "--since", "HEAD~1")
     warm = run_plan_full(repo, "--since", "HEAD~1")
     assert json.loads(warm.stdout) == json.loads(cold.stdout)
-    assert warm.stderr == cold.stderr and "receipt_label/.env" in warm.stderr
+    assert warm.stderr == cold.stderr
+    assert "receipt_label/.env, receipt_label/keys/id_rsa" in warm.stderr  # what it ships
+    assert "receipt_dynamo/.npmrc" in warm.stderr
     assert "pydantic" in cold.imported and "pydantic" not in warm.imported
     forget(repo)
     expected = plan_since(worktree_versions(repo), commit_versions(repo, "HEAD~1"))

@@ -83,7 +83,7 @@ def _cmd_plan_since(args: argparse.Namespace, settings, scan) -> int:
     """`plan --since REF`: versions at REF from the commit cache (computed once per tree and
     manifest), a clean tree's from the clean-tree cache. Only images whose version differs
     from REF's get reasons, from the files that differ (compared as git records, no per-file
-    objects), and only those files are checked for likely secrets."""
+    objects), and a check for likely secrets (their whole contexts: what a build ships)."""
     fast = _since_from_cache(args, settings, scan)
     if fast is not None:
         return _print_plan(args, *fast)

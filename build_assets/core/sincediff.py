@@ -12,6 +12,7 @@ the full path.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +41,25 @@ def tree_changes(root: Path, old: str, new: str) -> dict[str, tuple]:
     return changes
 
 
+def _suspects(root: Path) -> list[str]:
+    """Files of the index whose name could be a secret (`secrets.could_be_secret`), matched
+    by git itself over the whole index: globs for every name `secrets` knows, then the exact
+    test. The tree is clean, so the index is the working tree."""
+    from build_assets.core import secrets
+
+    names = [*secrets._NAMES, *secrets._TOKEN_FILES, ".env", ".env.*"]
+    globs = [f":(glob)**/{n}" for n in names] + [f":(glob)**/*{s}" for s in secrets._SUFFIXES]
+    globs += [f":(glob)**/{folder}/{n}" for n, folder in secrets._IN_FOLDER.items()]
+    proc = subprocess.run(
+        ["git", "-c", "core.quotepath=off", "ls-files", "-z", "--", *globs],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    )
+    found = proc.stdout.decode("utf-8", "surrogateescape").split("\0")[:-1]
+    return [p for p in found if secrets.could_be_secret(p)]
+
+
 def _plain(path: object) -> bool:
     return (
         isinstance(path, str)
@@ -59,8 +79,8 @@ def plan_from_diff(
     read: Callable[[str], bytes],
 ) -> tuple[list[PlanEntry], dict[str, list[str]]] | None:
     """Plan entries of `now` against `then` (cached rows {name, version, base, lambdas}),
-    and the likely-secret warnings of changed images' new files; None when the diff alone
-    cannot tell (see the module's docstring)."""
+    and the likely-secret warnings of the images to be built (their whole contexts, as the
+    full plan warns); None when the diff alone cannot tell (see the module's docstring)."""
     from build_assets.core import secrets
 
     images = manifest.get("images")
@@ -71,6 +91,7 @@ def plan_from_diff(
     ignores = {n for n in named if isinstance(n, str)}
     if any(p.endswith(DOCKERIGNORE) or p in ignores for p in changes):
         return None  # what is in a context may have changed by rule: the full path says how
+    suspects = _suspects(root)
     before = {row["name"]: row for row in then}
     version = {row["name"]: row["version"] for row in now}
     entries: list[PlanEntry] = []
@@ -95,9 +116,14 @@ def plan_from_diff(
                 reasons.append(f"base {base} changed")
             if not reasons:
                 reasons.append("build inputs changed")
-            found = secrets.likely_secrets(
-                [f.path for f in came], spec.get("allow_secrets") or (), read
-            )
+        if old is None or old["version"] != row["version"]:  # to be built: what it ships
+            spec = images.get(name)
+            if not isinstance(spec, dict):
+                return None
+            inside = _context_changes(root, manifest, spec, {p: (None,) for p in suspects})
+            if inside is None:
+                return None
+            found = secrets.likely_secrets(sorted(inside), spec.get("allow_secrets") or (), read)
             if found:
                 warnings[name] = [secrets.warning(name, found)]
         entries.append(
