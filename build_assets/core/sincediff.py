@@ -12,7 +12,7 @@ the full path.
 
 from __future__ import annotations
 
-import subprocess
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,22 +42,21 @@ def tree_changes(root: Path, old: str, new: str) -> dict[str, tuple]:
 
 
 def _suspects(root: Path) -> list[str]:
-    """Files of the index whose name could be a secret (`secrets.could_be_secret`), matched
-    by git itself over the whole index: globs for every name `secrets` knows, then the exact
-    test. The tree is clean, so the index is the working tree."""
+    """Files of the index whose name could be a secret (`secrets.could_be_secret`): one
+    `git ls-files` (the tree is clean: the index is the working tree), names screened by one
+    regular expression of every name `secrets` knows, then its exact test."""
     from build_assets.core import secrets
 
-    names = [*secrets._NAMES, *secrets._TOKEN_FILES, ".env", ".env.*"]
-    globs = [f":(glob)**/{n}" for n in names] + [f":(glob)**/*{s}" for s in secrets._SUFFIXES]
-    globs += [f":(glob)**/{folder}/{n}" for n, folder in secrets._IN_FOLDER.items()]
-    proc = subprocess.run(
-        ["git", "-c", "core.quotepath=off", "ls-files", "-z", "--", *globs],
-        cwd=root,
-        capture_output=True,
-        check=True,
-    )
-    found = proc.stdout.decode("utf-8", "surrogateescape").split("\0")[:-1]
-    return [p for p in found if secrets.could_be_secret(p)]
+    names = [*secrets._NAMES, *secrets._TOKEN_FILES, *secrets._IN_FOLDER]
+    screen = re.compile(
+        r"(?:^|/)(?:"
+        + "|".join(re.escape(n) for n in names)
+        + r"|\.env(?:\..*)?|.*(?:"
+        + "|".join(re.escape(s) for s in secrets._SUFFIXES)
+        + "))$"
+    ).search
+    out = _run(["ls-files", "-z"], root).decode("utf-8", "surrogateescape")
+    return [p for p in out.split("\0") if screen(p) and secrets.could_be_secret(p)]
 
 
 def _plain(path: object) -> bool:
