@@ -196,13 +196,18 @@ def run_image_builds(
         else:
             yield _function_result(keys[done.target], done)
     if failures:
+        causes = "\n".join(_cause(f) for f in failures)  # one line per image, first
         raise Failure(
-            description=f"{len(failures)} image build/deploy problem(s):\n\n"
-            + "\n\n".join(failures),
+            description=causes + "\n\ndetails:\n\n" + "\n\n".join(failures),
             metadata={
                 "problems": MetadataValue.md("\n\n".join(f"```\n{f}\n```" for f in failures))
             },
         )
+
+
+def _cause(problem: str) -> str:
+    """The one-line cause of a problem (its first line)."""
+    return next((line for line in problem.splitlines() if line.strip()), problem)
 
 
 def build_images_asset(

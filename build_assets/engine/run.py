@@ -47,10 +47,10 @@ def failure_text(outcome: Outcome) -> str:
         return f"{outcome.name}: not built: {outcome.reason}"
     err = outcome.error
     assert err is not None
-    lines = [
-        f"{outcome.name}: build {err.status}" + (f" in phase {err.phase}" if err.phase else "")
-    ]
-    lines.append(str(err))
+    where = f" in phase {err.phase}" if err.phase else ""
+    message = str(err).removeprefix(f"{outcome.name}: ").strip().splitlines()
+    lines = [f"{outcome.name}: build {err.status}{where}: {message[0] if message else ''}"]
+    lines.extend(message[1:])
     if err.log_url:
         lines.append(f"log: {err.log_url}")
     if err.log_tail:
@@ -90,7 +90,10 @@ class BuildRun:
         function the image it is deployed from. One registry look-up per image, in parallel."""
         images = [t.name for t in self.selected if t.is_image]
         bases = {self.versions[n].base for n in images} - set(images) - {None}
-        digests = self.project.built_digests(self.versions, [*images, *sorted(bases)])  # type: ignore[list-item]
+        try:
+            digests = self.project.built_digests(self.versions, [*images, *sorted(bases)])  # type: ignore[list-item]
+        except Exception:  # noqa: BLE001 - the preview only informs; the builds report per image
+            digests = {}
         reasons = self.plan()
         rows = []
         for name in images:

@@ -45,6 +45,12 @@ LEASE_WAIT_S = 3 * 3600.0  # longest wait for another process's build of the sam
 _BACKOFF_S = (0.05, 2.0)  # first and longest pause between looks at a lease held elsewhere
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its message (first line), or its type when it has none."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 @dataclass
 class Outcome:
     """What happened to one selected image."""
@@ -218,6 +224,12 @@ class BuildScheduler:
                 state = pg.CANCELLED if err.status == "STOPPED" else pg.FAILED
                 track(outcome.name, state, f"build {err.status}{where}", log_url=err.log_url)
 
+        def fail(name: str, exc: Exception, phase: str) -> None:
+            """An unexpected error while handling one image fails that image only."""
+            error = BuildError(name, one_line(exc), status="ERROR", phase=phase)
+            self.on_event(f"{name}: {phase} failed: {one_line(exc)}")
+            settle(Outcome(name, FAILED_STATUS, versions[name], error=error))
+
         def external_base(name: str) -> tuple[str | None, str | None]:
             """(pinned uri, problem) of an unselected base, looked up in the registry."""
             base = versions[name].base
@@ -238,7 +250,13 @@ class BuildScheduler:
                 for name, (req, other, since) in list(parked.items()):
                     if len(in_flight) >= self.max_concurrent:
                         break
-                    launch(name, req, waited_for=other)
+                    try:
+                        launch(name, req, waited_for=other)
+                    except Exception as exc:  # noqa: BLE001 - one image's problem, not the run's
+                        parked.pop(name, None)
+                        release(name)
+                        fail(name, exc, "START")
+                        continue
                     if name in parked and self.clock() - since > self.lease_wait_s:
                         del parked[name]
                         error = BuildError(
@@ -260,17 +278,21 @@ class BuildScheduler:
                         settle(Outcome(name, BLOCKED, image, reason=f"base {base} failed"))
                         continue
                     base_uri, problem = (None, None)
-                    if base:
-                        base_uri, problem = (
-                            (pinned[base], None) if base in pinned else external_base(name)
-                        )
+                    try:
+                        if base:
+                            base_uri, problem = (
+                                (pinned[base], None) if base in pinned else external_base(name)
+                            )
+                        prev = previous.get(name)
+                        req = self.request_for(image, base_uri, prev.tag if prev else None)
+                        if not problem and name not in looked_up:  # once, even when deferred
+                            looked_up[name] = self.builder.existing_digest(req)
+                    except Exception as exc:  # noqa: BLE001 - one image's problem, not the run's
+                        fail(name, exc, "PREPARE")
+                        continue
                     if problem:
                         settle(Outcome(name, BLOCKED, image, reason=problem))
                         continue
-                    prev = previous.get(name)
-                    req = self.request_for(image, base_uri, prev.tag if prev else None)
-                    if name not in looked_up:  # once per image, even when capacity defers it
-                        looked_up[name] = self.builder.existing_digest(req)
                     digest = looked_up[name]
                     if digest is not None:
                         self.on_event(f"{name}: {req.image_uri} already built, not rebuilding")
@@ -285,14 +307,27 @@ class BuildScheduler:
                             ):
                                 track(queued, pg.QUEUED)
                         break
-                    launch(name, req)
+                    try:
+                        launch(name, req)
+                    except Exception as exc:  # noqa: BLE001 - one image's problem, not the run's
+                        release(name)
+                        fail(name, exc, "START")
 
                 # 2. hand out whatever can be yielded in topological order
                 yield from self._emit(order, outcomes, emitted, versions)
 
                 # 3. wait for builds in flight
                 if in_flight:
-                    for handle in self.builder.poll(in_flight):
+                    try:
+                        finished = self.builder.poll(in_flight)
+                    except Exception as exc:  # noqa: BLE001 - the builds in flight fail, not the run
+                        for handle in list(in_flight):
+                            in_flight.remove(handle)
+                            self._cancel(handle)
+                            release(handle.request.image)
+                            fail(handle.request.image, exc, "POLL")
+                        continue
+                    for handle in finished:
                         in_flight.remove(handle)
                         settle(self._finish(handle, versions))
                         release(handle.request.image)
@@ -315,12 +350,23 @@ class BuildScheduler:
             if heartbeat is not None:
                 heartbeat.stop()
 
+    def _cancel(self, handle: BuildHandle) -> None:
+        try:
+            self.builder.cancel(handle)
+        except Exception as exc:  # noqa: BLE001 - cancelling is best effort
+            log.warning("could not cancel %s: %s", handle.build_id, exc)
+
     def _finish(self, handle: BuildHandle, versions: VersionSet) -> Outcome:
         image = versions[handle.request.image]
         try:
             result = self.builder.finish(handle)
-        except BuildError as exc:
-            digest = self.builder.existing_digest(handle.request)
+        except Exception as exc:  # noqa: BLE001 - a failed build fails its image only
+            if not isinstance(exc, BuildError):
+                exc = BuildError(image.name, one_line(exc), status="ERROR", phase="FINISH")
+            try:
+                digest = self.builder.existing_digest(handle.request)
+            except Exception:  # noqa: BLE001 - the build's own error is the one to report
+                digest = None
             if digest is not None:
                 # a concurrent build of the same content pushed first (tags are immutable)
                 self.on_event(f"{image.name}: build {exc.status}, but the tag is in the registry")
