@@ -47,7 +47,7 @@ class ImageAssetTranslator:
         if not target.is_image:
             return "lambda_functions"
         image = versions[target.image]
-        is_base = any(other.base == image.name for other in versions)
+        is_base = image.name in _bases_of(versions)
         return "base_images" if is_base and not image.lambdas else "lambda_images"
 
     def get_description(self, target: Target, versions: VersionSet) -> str:
@@ -178,3 +178,16 @@ def _image_target(versions: VersionSet, name: str) -> Target:
     from build_assets.core.targets import image_target
 
     return image_target(versions[name])
+
+
+_BASES: dict[int, tuple[VersionSet, frozenset[str]]] = {}
+
+
+def _bases_of(versions: VersionSet) -> frozenset[str]:
+    """Names of the images some other image is built on (once per version set, not per spec)."""
+    cached = _BASES.get(id(versions))
+    if cached is None or cached[0] is not versions:
+        cached = (versions, frozenset(img.base for img in versions if img.base))
+        _BASES.clear()  # one version set at a time is enough: keep no others alive
+        _BASES[id(versions)] = cached
+    return cached[1]
