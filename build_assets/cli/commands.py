@@ -12,6 +12,17 @@ from typing import Any
 from build_assets.project import Project
 
 
+def quiet_dagster_warnings() -> None:
+    """Hide Dagster's beta/preview warnings about the APIs build-assets chose on purpose
+    (code references, observable source assets): a person at the terminal cannot act on them."""
+    import warnings
+
+    from dagster import BetaWarning, PreviewWarning
+
+    for category in (BetaWarning, PreviewWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def project_for(args: argparse.Namespace) -> Project:
     """The project of the command line: --repo/--manifest over the environment."""
     from build_assets.cli.main import default_repo
@@ -58,12 +69,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     # Dagster's own event lines only with -v; the progress table (or lines) says it all
     log_level = "INFO" if args.verbose else "CRITICAL"
     if not args.verbose:
-        import warnings
-
-        from dagster import BetaWarning, PreviewWarning
-
-        for category in (BetaWarning, PreviewWarning):
-            warnings.filterwarnings("ignore", category=category)
+        quiet_dagster_warnings()
     view = _progress_view(args, title)
     try:
         with view:

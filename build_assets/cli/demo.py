@@ -233,6 +233,9 @@ def print_summary_table(reports: list[StepReport]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from build_assets.cli.commands import quiet_dagster_warnings
+
+    quiet_dagster_warnings()
     ensure_stack(Path(args.stack_home) if args.stack_home else None)
     workdir = (
         Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="build-assets-demo-"))
