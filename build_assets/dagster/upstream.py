@@ -33,7 +33,6 @@ from dagster import (
 )
 
 from build_assets.core.dockerfile import expand
-from build_assets.core.safeyaml import load as load_yaml
 from build_assets.core.versioning import VersionSet
 from build_assets.errors import UserError
 
@@ -77,21 +76,10 @@ def upstream_key(reference: str) -> AssetKey:
 
 def read_lock(manifest: Path) -> dict[str, str]:
     """Reference -> pinned digest from `bases.lock` next to the manifest ({} without one)."""
-    path = Path(manifest).parent / LOCK_FILE
-    if not path.is_file():
-        return {}
-    data = load_yaml(path.read_text(), str(path)) or {}  # one clear line on bad YAML
-    if isinstance(data, dict) and isinstance(data.get("bases"), dict):
-        data = data["bases"]
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of base reference -> sha256 digest")
-    out: dict[str, str] = {}
-    for ref, value in data.items():
-        digest = value.get("digest") if isinstance(value, dict) else value
-        if not isinstance(digest, str) or not _DIGEST.match(digest):
-            raise UserError(f"{path}: base '{ref}': '{digest}' is not a sha256:<64 hex> digest")
-        out[str(ref)] = digest
-    return out
+    from build_assets.core.lock import read_lock as read_core_lock
+
+    entries, _ = read_core_lock(manifest)
+    return entries or {}
 
 
 def _dockerfile_refs(versions: VersionSet, name: str) -> list[str]:
