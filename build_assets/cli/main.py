@@ -34,7 +34,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     settings = Settings.resolve(repo=args.repo or toplevel, manifest=args.manifest)
     # start git first: the heavier imports below (pydantic, ...) then cost no wall time
     root = Path(toplevel) if toplevel else repo_root(settings.repo)
-    scan = WorktreeScan(root, _quick_paths(settings.manifest))
+    args.manifest_doc = _manifest_doc(root, settings.manifest)
+    scan = WorktreeScan(root, _quick_paths(args.manifest_doc))
     if args.since:
         return _cmd_plan_since(args, settings, scan)
 
@@ -186,20 +187,24 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
 def _since_from_diff(args, scan, text: bytes, at_ref: str, ref, rows, old, against) -> tuple | None:
     """Some image changed: its reasons from `git diff-tree` of REF's tree and the index's
     (the manifest and its lock are the same on both sides; see core.sincediff), else None."""
-    from build_assets.core import safeyaml, sincediff, versioncache
+    from build_assets.core import sincediff, versioncache
 
     tree = versioncache.index_tree(scan, text)
-    if tree is None:
+    manifest = args.manifest_doc  # the same bytes at REF (`text` holds them)
+    if tree is None or not isinstance(manifest, dict):
         return None
     try:
         changes = sincediff.tree_changes(scan.root, ref.tree, tree)
-        manifest = safeyaml.load(at_ref, str(args.manifest or "images.yaml"))
-    except (ValueError, UserError):
-        return None
-    if not isinstance(manifest, dict):
+    except ValueError:
         return None
     done = sincediff.plan_from_diff(
-        scan.root, manifest, rows, old, changes, lambda p: (scan.root / p).read_bytes()
+        scan.root,
+        manifest,
+        rows,
+        old,
+        changes,
+        lambda p: (scan.root / p).read_bytes(),
+        (scan.git_dir, tree),
     )
     if done is None:
         return None
@@ -281,23 +286,47 @@ def _plan_from_cache(scan, settings, truth: dict) -> tuple[list, str, str | None
     return entries, against, note
 
 
-def _quick_paths(manifest: Path) -> list[str] | None:
-    """Top-level paths a manifest draws from, read without validation (None: scan all).
+def _manifest_doc(root: Path, manifest: Path) -> object | None:
+    """The manifest's YAML document read without validation (None: unreadable or invalid;
+    full validation reports that later). Loaded through the bounded loader, so a hostile
+    manifest costs no more here than in validation; the document of the same bytes comes
+    from the cache in the git folder (no YAML parser imported) when it was parsed before."""
+    from build_assets.core import versioncache
 
-    Loaded through the bounded loader, so a hostile manifest costs no more here than in
-    validation (which reports its problems later); odd or too many paths: scan all."""
+    git_dir = root / ".git"  # a linked worktree's .git is a file: no cache, parsed each time
+    try:
+        with manifest.open("rb") as fh:
+            data = fh.read(_MAX_MANIFEST + 1)
+    except OSError:
+        return None
+    cached = versioncache.load_manifest_doc(git_dir, data) if git_dir.is_dir() else None
+    if cached is not None:
+        return cached
     try:
         from build_assets.core import safeyaml
 
-        with manifest.open("rb") as fh:
-            text = fh.read(safeyaml.MAX_BYTES + 1).decode("utf-8")
-        images = safeyaml.load(text, str(manifest))["images"]
+        doc = safeyaml.load(data.decode("utf-8"), str(manifest))
+    except Exception:  # noqa: BLE001 - full validation reports problems later
+        return None
+    if git_dir.is_dir():
+        versioncache.save_manifest_doc(git_dir, data, doc)
+    return doc
+
+
+_MAX_MANIFEST = 2 * 1024 * 1024  # safeyaml.MAX_BYTES (a larger file is refused there)
+
+
+def _quick_paths(doc: object) -> list[str] | None:
+    """Top-level paths a manifest's document draws from (None: scan all); odd or too many
+    paths: scan all (full validation says what is wrong; git gets no odd pathspec)."""
+    try:
+        images = doc["images"]  # type: ignore[index]
         paths = [".dockerignore"]
         for spec in images.values():
             paths.append(spec["dockerfile"])
             paths.extend(spec.get("source_paths") or ())
         if not all(isinstance(p, str) and _plain_path(p) for p in paths):
-            return None  # full validation says what is wrong; git gets no odd pathspec
+            return None
         if sum(len(p.strip("/").split("/", 1)[0]) for p in paths) > 65536:
             return None  # no huge argument list for git
         return paths

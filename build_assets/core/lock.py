@@ -24,9 +24,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from build_assets.core.dockerfile import Dockerfile, expand
 from build_assets.errors import UserError
+
+if TYPE_CHECKING:  # the plan's cache path reads the lock without parsing any Dockerfile
+    from build_assets.core.dockerfile import Dockerfile
 
 LOCK_FILE = "bases.lock"
 HEADER = (
@@ -76,6 +79,8 @@ def external_bases(
 
     `base`/`base_arg`: the image's manifest base and the arg that receives it; `images`: the
     names of the manifest's images (a FROM naming one of them is not external)."""
+    from build_assets.core.dockerfile import expand
+
     names = set(images)
     values = {k: v for k, v in dockerfile.global_args.items() if v is not None}
     values.update(build_args)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 
-import pathspec
-
 # exact file names (any folder)
 _NAMES = {
     "id_rsa",
@@ -63,10 +61,22 @@ def likely_secrets(
     read: Callable[[str], bytes] | None = None,
 ) -> list[str]:
     """The paths that look like credentials, minus those matching an `allow` glob."""
-    spec = pathspec.GitIgnoreSpec.from_lines(allow) if allow else None
+    spec = None
+    if allow:
+        import pathspec  # only for images that allow some: most plans never import it
+
+        spec = pathspec.GitIgnoreSpec.from_lines(allow)
     return [
         p for p in paths if looks_like_secret(p, read) and (spec is None or not spec.match_file(p))
     ]
+
+
+def rules_digest() -> str:
+    """A digest of the path rules above: a cache of candidate paths is keyed on it."""
+    import hashlib
+
+    rules = [sorted(_NAMES), _SUFFIXES, sorted(_IN_FOLDER.items()), sorted(_TOKEN_FILES)]
+    return hashlib.sha256(repr([*rules, _TEMPLATE_SUFFIXES]).encode()).hexdigest()
 
 
 def could_be_secret(path: str) -> bool:

@@ -12,6 +12,7 @@ the full path.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,21 +41,36 @@ def tree_changes(root: Path, old: str, new: str) -> dict[str, tuple]:
     return changes
 
 
-def _suspects(root: Path) -> list[str]:
-    """Files of the index whose name could be a secret (`secrets.could_be_secret`): one
-    `git ls-files` (the tree is clean: the index is the working tree), names screened by set
-    and suffix tests of every name `secrets` knows, then its exact test."""
+def _suspects(root: Path, index: tuple[Path, str] | None = None) -> list[str]:
+    """Files of the index whose name could be a secret (`secrets.could_be_secret`), sorted:
+    one `git ls-files` (the tree is clean: the index is the working tree), names screened by
+    set and suffix tests of every name `secrets` knows, then its exact test. With `index`
+    (the git folder, the index's tree id), remembered per tree (a tree never changes)."""
+    from build_assets.core import secrets, versioncache
+
+    if index is None:
+        return _screen(root)
+    rules = secrets.rules_digest()
+    known = versioncache.load_suspects(*index, rules)
+    if known is not None:
+        return known
+    found = _screen(root)
+    versioncache.save_suspects(*index, rules, found)
+    return found
+
+
+def _screen(root: Path) -> list[str]:
     from build_assets.core import secrets
 
     names = {*secrets._NAMES, *secrets._TOKEN_FILES, *secrets._IN_FOLDER, ".env"}
     suffixes = secrets._SUFFIXES
     out = _run(["ls-files", "-z"], root).decode("utf-8", "surrogateescape")
-    return [
+    return sorted(
         p
         for p in out.split("\0")
         if ((n := p.rpartition("/")[2]) in names or n.endswith(suffixes) or n[:5] == ".env.")
         and secrets.could_be_secret(p)
-    ]
+    )
 
 
 def _plain(path: object) -> bool:
@@ -74,10 +90,13 @@ def plan_from_diff(
     then: list[dict],
     changes: dict[str, tuple],
     read: Callable[[str], bytes],
+    index: tuple[Path, str] | None = None,
 ) -> tuple[list[PlanEntry], dict[str, list[str]]] | None:
     """Plan entries of `now` against `then` (cached rows {name, version, base, lambdas}),
     and the likely-secret warnings of the images to be built (their whole contexts, as the
-    full plan warns); None when the diff alone cannot tell (see the module's docstring)."""
+    full plan warns); None when the diff alone cannot tell (see the module's docstring).
+    `index`: the git folder and the index's tree id, when known (its likely-secret paths are
+    then cached)."""
     from build_assets.core import secrets
 
     images = manifest.get("images")
@@ -88,7 +107,9 @@ def plan_from_diff(
     ignores = {n for n in named if isinstance(n, str)}
     if any(p.endswith(DOCKERIGNORE) or p in ignores for p in changes):
         return None  # what is in a context may have changed by rule: the full path says how
-    suspects = _suspects(root)
+    suspects = _Paths(dict.fromkeys(_suspects(root, index), (None,)))
+    changed = _Paths(changes)
+    rules: dict = {}  # ignore file in force -> DockerIgnore (read once)
     before = {row["name"]: row for row in then}
     version = {row["name"]: row["version"] for row in now}
     entries: list[PlanEntry] = []
@@ -102,7 +123,7 @@ def plan_from_diff(
             spec = images.get(name)
             if not isinstance(spec, dict):
                 return None
-            mine = _context_changes(root, manifest, spec, changes)
+            mine = _context_changes(root, manifest, spec, changed, rules)
             if mine is None:
                 return None
             gone = tuple(a for a, _ in mine.values() if a is not None)
@@ -117,7 +138,7 @@ def plan_from_diff(
             spec = images.get(name)
             if not isinstance(spec, dict):
                 return None
-            inside = _context_changes(root, manifest, spec, {p: (None,) for p in suspects})
+            inside = _context_changes(root, manifest, spec, suspects, rules)
             if inside is None:
                 return None
             found = secrets.likely_secrets(sorted(inside), spec.get("allow_secrets") or (), read)
@@ -137,31 +158,43 @@ def plan_from_diff(
     return entries, warnings
 
 
+class _Paths:
+    """Changed paths, sorted, with what changed: one folder's files are a bisected range."""
+
+    def __init__(self, items: dict[str, tuple]) -> None:
+        self.items = items
+        self.paths = sorted(items)
+
+    def under(self, prefix: str) -> list[str]:
+        """The paths equal to `prefix` or below the folder `prefix`."""
+        lo = bisect.bisect_left(self.paths, prefix)
+        hi = bisect.bisect_left(self.paths, prefix + "0", lo)  # '0' sorts right after '/'
+        return [p for p in self.paths[lo:hi] if p == prefix or p[len(prefix)] == "/"]
+
+
 def _context_changes(
-    root: Path, manifest: dict, spec: dict, changes: dict[str, tuple]
+    root: Path, manifest: dict, spec: dict, changes: _Paths, rules: dict
 ) -> dict[str, tuple] | None:
     """The changed files inside one image's context (its Dockerfile always, else under its
-    source_paths and not excluded by its ignore file in force)."""
+    source_paths and not excluded by its ignore file in force); `rules` memoises ignore
+    files by path."""
     dockerfile, sources = spec.get("dockerfile"), spec.get("source_paths") or []
     if not _plain(dockerfile) or not isinstance(sources, list) or not all(map(_plain, sources)):
         return None
-    prefixes = [s.rstrip("/") for s in sources]
-    inside = {
-        p: c
-        for p, c in changes.items()
-        if p == dockerfile or any(p == s or p.startswith(s + "/") for s in prefixes)
-    }
-    candidates = sorted(p for p in inside if p != dockerfile)
+    found = {p for s in sources for p in changes.under(s.rstrip("/"))}
+    candidates = sorted(found - {dockerfile})
     if candidates:
-        rules = _ignore_in_force(root, manifest, spec)
-        if rules is None:
+        ignore = _ignore_in_force(root, manifest, spec, rules)
+        if ignore is None:
             return None
-        excluded = rules.excluded_indices(candidates)
-        inside = {p: c for p, c in inside.items() if p not in {candidates[i] for i in excluded}}
-    return inside
+        excluded = {candidates[i] for i in ignore.excluded_indices(candidates)}
+        found -= excluded
+    if dockerfile in changes.items:
+        found.add(dockerfile)
+    return {p: changes.items[p] for p in sorted(found)}
 
 
-def _ignore_in_force(root: Path, manifest: dict, spec: dict) -> DockerIgnore | None:
+def _ignore_in_force(root: Path, manifest: dict, spec: dict, memo: dict) -> DockerIgnore | None:
     """Docker's rule (as in contextcheck.ignore_file_for) on a clean tree: the manifest's
     `dockerignore` (false: none), else `<Dockerfile>.dockerignore`, else the root one."""
     named = spec.get("dockerignore")
@@ -176,10 +209,12 @@ def _ignore_in_force(root: Path, manifest: dict, spec: dict) -> DockerIgnore | N
         path = own if (root / own).is_file() else DOCKERIGNORE
     else:
         return None
-    try:
-        text = (root / path).read_text(errors="replace")
-    except FileNotFoundError:
-        text = None
-    except OSError:
-        return None
-    return DockerIgnore(text, path)
+    if path not in memo:
+        try:
+            text = (root / path).read_text(errors="replace")
+        except FileNotFoundError:
+            text = None
+        except OSError:
+            text = False
+        memo[path] = None if text is False else DockerIgnore(text, path)
+    return memo[path]

@@ -214,3 +214,57 @@ def _prune(folder: Path) -> None:
         for entry in entries[: len(entries) - MAX_COMMIT_ENTRIES]:
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
+
+
+# -- the manifest's parsed document and the index's likely-secret paths -----------------------
+
+MANIFEST_DOC = "build-assets-manifest.json"
+SUSPECTS = "build-assets-suspects.json"
+
+
+def _small_entry(path: Path, key: str) -> dict | None:
+    """The body of a one-value entry {key, value} when whole, for `key` and unaltered."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("body"), dict):
+        return None
+    body = data["body"]
+    if data.get("sum") != _checksum(body) or body.get("key") != key or "value" not in body:
+        return None
+    return body
+
+
+def load_manifest_doc(git_dir: Path, manifest_bytes: bytes) -> object | None:
+    """The YAML document these exact manifest bytes parsed to before (None: not known), so a
+    plan answered by the caches imports no YAML parser. Only documents that JSON keeps
+    exactly are stored (`save_manifest_doc`)."""
+    body = _small_entry(git_dir / MANIFEST_DOC, _digest(str(FORMAT), "manifest", manifest_bytes))
+    return None if body is None else body["value"]
+
+
+def save_manifest_doc(git_dir: Path, manifest_bytes: bytes, doc: object) -> None:
+    """Remember the document of these manifest bytes, when JSON round-trips it unchanged
+    (no dates, no non-string keys...); otherwise nothing is stored."""
+    try:
+        if json.loads(json.dumps(doc)) != doc:
+            return
+    except (TypeError, ValueError, RecursionError):
+        return
+    key = _digest(str(FORMAT), "manifest", manifest_bytes)
+    _write_body(git_dir / MANIFEST_DOC, {"key": key, "value": doc})
+
+
+def load_suspects(git_dir: Path, tree: str, rules: str) -> list[str] | None:
+    """The paths of tree `tree` that could be secrets under `rules` (a digest of the rules),
+    when computed before."""
+    body = _small_entry(git_dir / SUSPECTS, _digest(str(FORMAT), "suspects", tree, rules))
+    value = None if body is None else body["value"]
+    return value if isinstance(value, list) and all(isinstance(p, str) for p in value) else None
+
+
+def save_suspects(git_dir: Path, tree: str, rules: str, paths: list[str]) -> None:
+    """Remember the likely-secret paths of a tree (a tree never changes: neither do they)."""
+    key = _digest(str(FORMAT), "suspects", tree, rules)
+    _write_body(git_dir / SUSPECTS, {"key": key, "value": paths})
