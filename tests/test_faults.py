@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from build_assets.engine import registry
 from build_assets.engine.builders.owned import clean_orphaned, owner_prefix
 from build_assets.engine.records import BuildRecords
 from build_assets.stack.local import StackInfo, stack_down, stack_status, stack_up
+from tests.images import shell_image
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,36 +145,6 @@ def _git(repo: Path, *args: str) -> None:
     )
 
 
-def _shell_image(stack_registry: str, tmp_path: Path) -> str:
-    """A tiny image with sh and sleep, pushed to the registry; its pinned reference."""
-    root = tmp_path / "rootfs"
-    paths: set[str] = set()
-    binaries = [shutil.which("sh"), shutil.which("sleep")]
-    for b in binaries:
-        assert b
-        paths.add(str(Path(b).resolve()))
-        ldd = subprocess.run(["ldd", b], capture_output=True, text=True, check=True).stdout
-        paths.update(tok for tok in ldd.split() if tok.startswith("/"))
-    for p in paths:
-        dest = root / p.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, dest)
-    for name, b in zip(("sh", "sleep"), binaries, strict=True):
-        link = root / "bin" / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            shutil.copy2(Path(b).resolve(), link)  # type: ignore[arg-type]
-    ref = f"{stack_registry}/faults-shell:1"
-    tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True)
-    subprocess.run(
-        ["docker", "import", "-", ref], input=tar.stdout, check=True, capture_output=True
-    )
-    subprocess.run(["docker", "push", ref], check=True, capture_output=True)
-    digest = registry.manifest_digest(f"{stack_registry}/faults-shell", "1")
-    assert digest
-    return f"{stack_registry}/faults-shell@{digest}"
-
-
 def _repo(root: Path, *, shell: str | None = None, sleep_s: int = 6) -> Path:
     """slow-base (a RUN that takes `sleep_s` s when `shell` is given) -> app; plus other."""
     slow = f"FROM {shell}\nRUN sleep {sleep_s}\n" if shell else "FROM scratch\nCOPY pkg /pkg\n"
@@ -257,7 +227,7 @@ def _running_step(state: Path, image: str) -> bool:
 def test_kill_9_mid_build_then_rerun_builds_each_version_once(
     stack_env: StackInfo, tmp_path: Path
 ) -> None:
-    shell = _shell_image(stack_env.registry, tmp_path)
+    shell = shell_image(stack_env.registry, tmp_path, "faults-shell")
     repo = _repo(tmp_path / "repo", shell=shell)
     state = tmp_path / "state"
     reg = f"{stack_env.registry}/faults-{uuid.uuid4().hex[:8]}"
@@ -307,7 +277,7 @@ def _tag(repo: Path, env: dict[str, str], image: str) -> str:
 def test_two_concurrent_materialize_all_build_each_image_once(
     stack_env: StackInfo, tmp_path: Path
 ) -> None:
-    shell = _shell_image(stack_env.registry, tmp_path)
+    shell = shell_image(stack_env.registry, tmp_path, "faults-shell")
     repo = _repo(tmp_path / "repo", shell=shell, sleep_s=4)
     state = tmp_path / "state"
     env = _env(state, f"{stack_env.registry}/faults-{uuid.uuid4().hex[:8]}", stack_env)
@@ -384,7 +354,7 @@ def test_registry_stopped_mid_run_one_line_errors_and_rerun_recovers(
     private_stack, tmp_path: Path
 ) -> None:
     home, info = private_stack
-    shell = _shell_image(info.registry, tmp_path)
+    shell = shell_image(info.registry, tmp_path, "faults-shell")
     repo = _repo(tmp_path / "repo", shell=shell, sleep_s=3)
     state = tmp_path / "state"
     env = _env(state, f"{info.registry}/faults", info)

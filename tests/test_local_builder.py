@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import re
-import shutil
 import subprocess
 import tarfile
 import time
@@ -23,6 +22,7 @@ from build_assets.engine.builders.base import Builder, BuildHandle, BuildRequest
 from build_assets.engine.builders.local import LocalDockerBuilder
 from build_assets.errors import BuildError, UserError
 from build_assets.stack.local import StackInfo
+from tests.images import shell_image
 
 pytestmark = pytest.mark.stack
 
@@ -281,42 +281,12 @@ def test_invalid_build_arg_is_a_user_error(
         local_builder.start(req)
 
 
-def _import_shell_image(stack: StackInfo, tmp_path: Path) -> str:
-    """Push a tiny rootfs (sh + sleep and their libraries) made here; return its pinned ref."""
-    root = tmp_path / "rootfs"
-    binaries = [shutil.which("sh"), shutil.which("sleep")]
-    paths: set[str] = set()
-    for b in binaries:
-        assert b
-        paths.add(str(Path(b).resolve()))
-        ldd = subprocess.run(["ldd", b], capture_output=True, text=True, check=True).stdout
-        paths.update(tok for tok in ldd.split() if tok.startswith("/"))
-    for p in paths:
-        dest = root / p.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, dest)
-    for name, b in zip(("sh", "sleep"), binaries, strict=True):
-        link = root / "bin" / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            shutil.copy2(Path(b).resolve(), link)  # type: ignore[arg-type]
-    ref = f"{stack.registry}/shell:1"
-    tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True)
-    subprocess.run(
-        ["docker", "import", "-", ref], input=tar.stdout, check=True, capture_output=True
-    )
-    subprocess.run(["docker", "push", ref], check=True, capture_output=True)
-    digest = registry.manifest_digest(f"{stack.registry}/shell", "1")
-    assert digest
-    return f"{stack.registry}/shell@{digest}"
-
-
 def test_cancel_stops_a_running_build(local_stack: StackInfo, tmp_path: Path) -> None:
     # the legacy builder: its RUN steps are engine containers this test can watch
     local_builder = LocalDockerBuilder(
         tmp_path / "builder", registry_host=local_stack.registry, env={"DOCKER_BUILDKIT": "0"}
     )
-    base = _import_shell_image(local_stack, tmp_path)
+    base = shell_image(local_stack.registry, tmp_path)
     req = make_request(
         local_stack,
         "slow",

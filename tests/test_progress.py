@@ -24,6 +24,7 @@ from build_assets.engine import progress as pg
 from build_assets.engine.builders.simulated import SimulatedBuilder
 from build_assets.engine.records import SUCCEEDED, BuildRecord, BuildRecords
 from build_assets.engine.scheduler import BuildScheduler
+from tests.images import shell_image
 
 ROOT = Path(__file__).resolve().parents[1]
 CASCADE = {"root": None, "mid": "root", "leaf": "mid", "side": "root", "solo": None}
@@ -194,38 +195,6 @@ def test_listeners_see_events_only_inside_their_block() -> None:
 # -- the CLI on the real local stack ---------------------------------------------------------------
 
 
-def _shell_image(registry_prefix: str, tmp_path: Path) -> str:
-    """A tiny image with sh and sleep (the host's, with their libraries), pushed; pinned."""
-    from build_assets.engine import registry
-
-    root = tmp_path / "rootfs"
-    paths: set[str] = set()
-    binaries = [shutil.which("sh"), shutil.which("sleep")]
-    for b in binaries:
-        assert b
-        paths.add(str(Path(b).resolve()))
-        ldd = subprocess.run(["ldd", b], capture_output=True, text=True, check=True).stdout
-        paths.update(tok for tok in ldd.split() if tok.startswith("/"))
-    for p in paths:
-        dest = root / p.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, dest)
-    for name, b in zip(("sh", "sleep"), binaries, strict=True):
-        link = root / "bin" / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            shutil.copy2(Path(b).resolve(), link)  # type: ignore[arg-type]
-    ref = f"{registry_prefix}/progress-shell:1"
-    tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True)
-    subprocess.run(
-        ["docker", "import", "-", ref], input=tar.stdout, check=True, capture_output=True
-    )
-    subprocess.run(["docker", "push", ref], check=True, capture_output=True)
-    digest = registry.manifest_digest(f"{registry_prefix}/progress-shell", "1")
-    assert digest
-    return f"{registry_prefix}/progress-shell@{digest}"
-
-
 def _slow_repo(root: Path, shell: str, sleep_s: int) -> Path:
     """slow-base (a RUN of `sleep_s` s, never in the layer cache) -> app, app2."""
     token = uuid.uuid4().hex  # a fresh RUN line: the engine's layer cache cannot skip it
@@ -336,7 +305,7 @@ def tmux(tmp_path: Path):
 
 @pytest.mark.stack
 def test_live_table_in_a_terminal(local_stack, tmux: Tmux, tmp_path: Path) -> None:
-    shell = _shell_image(local_stack.registry, tmp_path)
+    shell = shell_image(local_stack.registry, tmp_path, "progress-shell")
     repo = _slow_repo(tmp_path / "repo", shell, sleep_s=8)
     env = _env(local_stack, tmp_path / "state", f"progress-tty-{uuid.uuid4().hex[:8]}")
     tmux.start(f"{_quote(sys.executable)} -m build_assets materialize --repo {repo}", env)
@@ -357,7 +326,7 @@ def test_live_table_in_a_terminal(local_stack, tmux: Tmux, tmp_path: Path) -> No
 
 @pytest.mark.stack
 def test_ctrl_c_cancels_the_builds_in_flight(local_stack, tmux: Tmux, tmp_path: Path) -> None:
-    shell = _shell_image(local_stack.registry, tmp_path)
+    shell = shell_image(local_stack.registry, tmp_path, "progress-shell")
     repo = _slow_repo(tmp_path / "repo", shell, sleep_s=60)
     env = _env(local_stack, tmp_path / "state", f"progress-int-{uuid.uuid4().hex[:8]}")
     tmux.start(f"{_quote(sys.executable)} -m build_assets materialize --repo {repo}", env)
@@ -377,7 +346,7 @@ def test_ctrl_c_cancels_the_builds_in_flight(local_stack, tmux: Tmux, tmp_path: 
 
 @pytest.mark.stack
 def test_plain_output_run_log_and_duration_metadata(local_stack, tmp_path: Path) -> None:
-    shell = _shell_image(local_stack.registry, tmp_path)
+    shell = shell_image(local_stack.registry, tmp_path, "progress-shell")
     repo = _slow_repo(tmp_path / "repo", shell, sleep_s=3)
     state = tmp_path / "state"
     env = _env(local_stack, state, f"progress-plain-{uuid.uuid4().hex[:8]}")
@@ -431,7 +400,7 @@ def test_plain_output_run_log_and_duration_metadata(local_stack, tmp_path: Path)
 
 @pytest.mark.stack
 def test_status_watch_follows_a_run_started_elsewhere(local_stack, tmp_path: Path) -> None:
-    shell = _shell_image(local_stack.registry, tmp_path)
+    shell = shell_image(local_stack.registry, tmp_path, "progress-shell")
     repo = _slow_repo(tmp_path / "repo", shell, sleep_s=6)
     state = tmp_path / "state"
     env = _env(local_stack, state, f"progress-watch-{uuid.uuid4().hex[:8]}")
