@@ -161,6 +161,8 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
     ref_text = cache_text(at_ref.encode(), lock_bytes)
     key = versioncache.commit_key(ref.tree, place, ref_text)
     old = versioncache.load_commit_plan(ref.git_dir, key)
+    if old is None and ref_text == text:  # first time at REF: its versions, then the diff
+        old = _commit_rows(args, settings, ref)
     if old is None:
         return None
     before = {row["name"]: row["version"] for row in old}
@@ -182,6 +184,22 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
         for row in rows
     ]
     return entries, against, None
+
+
+def _commit_rows(args: argparse.Namespace, settings, ref) -> list[dict] | None:
+    """Versions at REF computed (and cached) as rows {name, version, base, lambdas}; the
+    working tree's come from its cache, so nothing of it is hashed or listed again."""
+    from build_assets.core.versioning import commit_versions
+
+    previous = commit_versions(  # by name, so errors name REF as the full path does
+        settings.repo, args.since, settings.manifest, missing_ok=args.manifest is not None
+    )
+    if previous.note is not None or previous.commit != ref.commit:
+        return None
+    return [
+        {"name": img.name, "version": img.version, "base": img.base, "lambdas": list(img.lambdas)}
+        for img in previous
+    ]
 
 
 def _since_from_diff(args, scan, text: bytes, at_ref: str, ref, rows, old, against) -> tuple | None:

@@ -22,7 +22,7 @@ import re
 import stat
 import subprocess
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -149,11 +149,15 @@ class Snapshot:
         records: list[str],
         commit: str | None,
         reader: WorktreeReader | GitObjectReader,
+        paths: list[str] | None = None,
     ) -> None:
         self.root = root
         self.records = records  # sorted by path
         self.commit = commit
         self.reader = reader
+        if paths is not None:  # known already (the same files, some records replaced)
+            self.paths = paths
+            return
         skip = records[0].index("\t") + 1 if records else 0
         if all(len(r) > skip and r[skip - 1] == "\t" for r in records[:1]):
             self.paths = [r[skip:] for r in records]  # every record has the same prefix length
@@ -162,6 +166,13 @@ class Snapshot:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def screened(self, screen: Callable[[list[str]], list[int]]) -> list[int]:
+        """`screen(self.paths)` (sorted indices), computed once per screen and snapshot."""
+        memo = self.__dict__.setdefault("_screened", {})
+        if screen not in memo:
+            memo[screen] = screen(self.paths)
+        return memo[screen]
 
     def index_of(self, path: str) -> int | None:
         i = bisect.bisect_left(self.paths, path)
@@ -476,6 +487,8 @@ def _apply_changes(snap: Snapshot, changed: dict[str, str | None]) -> Snapshot:
             removed.add(i)
         else:
             records[i] = rec
+    if not removed and not added:  # only content changed: the same paths, in order
+        return Snapshot(snap.root, records, None, snap.reader, snap.paths)
     if removed:
         records = [r for i, r in enumerate(records) if i not in removed]
     if added:

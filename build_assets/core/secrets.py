@@ -79,22 +79,41 @@ def rules_digest() -> str:
     return hashlib.sha256(repr([*rules, _TEMPLATE_SUFFIXES]).encode()).hexdigest()
 
 
+_ANY_NAME = frozenset({*_NAMES, *_TOKEN_FILES, *_IN_FOLDER, ".env"})
+
+
 def could_be_secret(path: str) -> bool:
     """A quick test on the path alone: every likely secret passes it (token files included,
-    before their content is read)."""
-    return looks_like_secret(path, None)
+    before their content is read). Most names fail the first screen (one set lookup, one
+    suffix test), which every rule of `looks_like_secret` passes."""
+    name = path[path.rfind("/") + 1 :]
+    if name in _ANY_NAME or name.endswith(_SUFFIXES) or name.startswith(".env."):
+        return looks_like_secret(path, None)
+    return False
+
+
+_ENDINGS = tuple(sorted({*_ANY_NAME, *_SUFFIXES}))  # every name above ends with one of them
+
+
+def candidates(paths: Sequence[str]) -> list[int]:
+    """Indices of the `paths` that pass `could_be_secret`, in order: a superset screen in C
+    (`str.endswith` of a tuple, `in`) first, so 100,000s of paths cost milliseconds."""
+    return [
+        i
+        for i, p in enumerate(paths)
+        if (p.endswith(_ENDINGS) or ".env." in p) and could_be_secret(p)
+    ]
 
 
 def image_secrets(image) -> list[str]:
-    """The likely secrets of one image's context (an `ImageVersion`): paths are tested first,
-    only the few candidates are read (token files)."""
-    candidates = {f.path: f for f in image.files_where(could_be_secret)}
-    if not candidates:
+    """The likely secrets of one image's context (an `ImageVersion`): paths are tested first
+    (each path of a snapshot once, however many contexts share it), only the few candidates
+    are read (token files)."""
+    found = {f.path: f for f in image.files_screened(candidates)}
+    if not found:
         return []
     reader = image.reader
-    return likely_secrets(
-        candidates, image.spec.allow_secrets, lambda p: reader.read(candidates[p])
-    )
+    return likely_secrets(found, image.spec.allow_secrets, lambda p: reader.read(found[p]))
 
 
 def printable(path: str) -> str:

@@ -62,15 +62,9 @@ def _suspects(root: Path, index: tuple[Path, str] | None = None) -> list[str]:
 def _screen(root: Path) -> list[str]:
     from build_assets.core import secrets
 
-    names = {*secrets._NAMES, *secrets._TOKEN_FILES, *secrets._IN_FOLDER, ".env"}
-    suffixes = secrets._SUFFIXES
     out = _run(["ls-files", "-z"], root).decode("utf-8", "surrogateescape")
-    return sorted(
-        p
-        for p in out.split("\0")
-        if ((n := p.rpartition("/")[2]) in names or n.endswith(suffixes) or n[:5] == ".env.")
-        and secrets.could_be_secret(p)
-    )
+    paths = out.split("\0")
+    return sorted(paths[i] for i in secrets.candidates(paths))
 
 
 def _plain(path: object) -> bool:

@@ -10,6 +10,7 @@ shipped by every builder, so a build can never differ from its version.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
@@ -259,6 +260,17 @@ class ImageVersion:
         snapshot, selection = self._resolve()
         paths = snapshot.paths
         return [snapshot.file(i) for i in selection.indices() if wanted(paths[i])]
+
+    def files_screened(self, screen: Callable[[list[str]], list[int]]) -> list[ContextFile]:
+        """The context files among the indices `screen` picks from the snapshot's sorted
+        paths; the screen runs once per snapshot (images share it), not once per context."""
+        snapshot, selection = self._resolve()
+        hits = snapshot.screened(screen)
+        out = []
+        for lo, hi in selection.ranges:
+            inside = hits[bisect.bisect_left(hits, lo) : bisect.bisect_left(hits, hi)]
+            out.extend(snapshot.file(i) for i in inside if i not in selection.excluded)
+        return out
 
     @functools.cached_property
     def context(self) -> BuildContext:
