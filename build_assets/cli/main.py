@@ -37,6 +37,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     args.manifest_doc = _manifest_doc(root, settings.manifest)
     scan = WorktreeScan(root, _quick_paths(args.manifest_doc))
     if args.since:
+        args.ref_files = _ref_files(args.since, root, settings.manifest)
         return _cmd_plan_since(args, settings, scan)
 
     from build_assets.core.plan import compare
@@ -134,12 +135,26 @@ class _Narrowed:
         return getattr(self._image, name)
 
 
+def _ref_files(ref: str, root: Path, manifest: Path):
+    """REF's ids and its manifest and lock, asked of git in the background (None: the
+    manifest is outside the tree)."""
+    from build_assets.core import versioncache
+    from build_assets.core.gitrepo import RefFiles
+    from build_assets.core.lock import LOCK_FILE
+
+    place = versioncache.manifest_place(root, manifest)
+    if not place.startswith("tree:"):
+        return None
+    rel = place.removeprefix("tree:")
+    return RefFiles(root, ref, [rel, posixpath.join(posixpath.dirname(rel), LOCK_FILE)])
+
+
 def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
     """The `--since` plan of a clean, cached tree against a cached commit, when no image
     changed since REF other than new ones (no reason needs a file list); None otherwise.
     Imports neither the manifest's validation nor the hashing code."""
     from build_assets.core import versioncache
-    from build_assets.core.gitrepo import read_file_at, resolve_commit_tree
+    from build_assets.core.gitrepo import CommitRef, read_file_at, resolve_commit_tree
     from build_assets.core.lock import LOCK_FILE, cache_text, cache_text_for
     from build_assets.core.plan import PlanEntry
 
@@ -147,22 +162,36 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
         text = cache_text_for(settings.manifest)  # manifest + bases.lock
     except OSError:
         return None
-    rows = versioncache.load_plan(scan, text)
     place = versioncache.manifest_place(scan.root, settings.manifest)
-    if rows is None or not place.startswith("tree:"):
+    if not place.startswith("tree:"):
         return None
-    ref = resolve_commit_tree(scan.root, args.since)
-    at_ref = read_file_at(scan.root, ref.commit, place.removeprefix("tree:"))
+    asked = args.ref_files.result() if getattr(args, "ref_files", None) else None
+    if asked is None:  # the usual way (errors name the ref), for a clean, cached tree only
+        if versioncache.load_plan(scan, text) is None:
+            return None
+        ref = resolve_commit_tree(scan.root, args.since)
+        at_ref = read_file_at(scan.root, ref.commit, place.removeprefix("tree:"))
+        lock_rel = posixpath.join(posixpath.dirname(place.removeprefix("tree:")), LOCK_FILE)
+        lock_at_ref = None if at_ref is None else read_file_at(scan.root, ref.commit, lock_rel)
+    else:
+        commit, tree, (at_ref, lock_at_ref) = asked
+        ref = CommitRef(commit, tree, scan.git_dir)
     if at_ref is None:
         return None
-    lock_rel = posixpath.join(posixpath.dirname(place.removeprefix("tree:")), LOCK_FILE)
-    lock_at_ref = read_file_at(scan.root, ref.commit, lock_rel)
     lock_bytes = None if lock_at_ref is None else lock_at_ref.encode()
     ref_text = cache_text(at_ref.encode(), lock_bytes)
     key = versioncache.commit_key(ref.tree, place, ref_text)
     old = versioncache.load_commit_plan(ref.git_dir, key)
-    if old is None and ref_text == text:  # first time at REF: its versions, then the diff
-        old = _commit_rows(args, settings, ref)
+    listing = None
+    if old is None and ref_text == text:  # first time at REF: list it while git scans
+        from build_assets.core.gitrepo import CommitListing
+
+        listing = CommitListing(scan.root, ref.commit, _quick_paths(args.manifest_doc))
+    rows = versioncache.load_plan(scan, text)  # waits for the working tree's scan
+    if rows is None:
+        return None
+    if listing is not None:  # REF's versions, then the diff
+        old = _commit_rows(args, settings, ref, listing)
     if old is None:
         return None
     before = {row["name"]: row["version"] for row in old}
@@ -186,13 +215,17 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
     return entries, against, None
 
 
-def _commit_rows(args: argparse.Namespace, settings, ref) -> list[dict] | None:
+def _commit_rows(args: argparse.Namespace, settings, ref, listing) -> list[dict] | None:
     """Versions at REF computed (and cached) as rows {name, version, base, lambdas}; the
     working tree's come from its cache, so nothing of it is hashed or listed again."""
     from build_assets.core.versioning import commit_versions
 
     previous = commit_versions(  # by name, so errors name REF as the full path does
-        settings.repo, args.since, settings.manifest, missing_ok=args.manifest is not None
+        settings.repo,
+        args.since,
+        settings.manifest,
+        missing_ok=args.manifest is not None,
+        listing=listing,
     )
     if previous.note is not None or previous.commit != ref.commit:
         return None
@@ -252,8 +285,7 @@ def _print_plan(args: argparse.Namespace, entries: list, against: str, note: str
             {**e.to_dict(), **({"warnings": warned[e.name]} if e.name in warned else {})}
             for e in entries
         ]
-        json.dump({"images": images}, sys.stdout)
-        sys.stdout.write("\n")
+        sys.stdout.write(json.dumps({"images": images}) + "\n")  # one write, C encoder
         return 0
     from build_assets.cli.render import print_plan
 

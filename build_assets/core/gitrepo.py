@@ -502,6 +502,27 @@ def _apply_changes(snap: Snapshot, changed: dict[str, str | None]) -> Snapshot:
 _TREE_FORMAT = "--format=%(objectmode) %(objectname) 0%x09%(path)"
 
 
+class CommitListing:
+    """`commit_snapshot` started in the background, for a caller with other work meanwhile."""
+
+    def __init__(self, root: Path, commit: str, paths: Iterable[str] | None) -> None:
+        self.root, self.commit, self._spec = root, commit, _pathspec(paths)
+        args = ["ls-tree", "-r", "-z", "--full-tree", _TREE_FORMAT, commit, *self._spec]
+        self._git = _Git(root, args)
+
+    def covers(self, paths: Iterable[str]) -> bool:
+        """True when this listing holds every one of `paths` (its pathspec includes them)."""
+        return not self._spec or set(_pathspec(paths)[1:]) <= set(self._spec[1:])
+
+    def snapshot(self, paths: Iterable[str] | None) -> Snapshot:
+        """The snapshot (`commit_snapshot(root, commit, paths)`; `paths` must be covered)."""
+        try:
+            out = self._git.result(self.root)
+        except GitError:  # an older git without --format: the usual way
+            return commit_snapshot(self.root, self.commit, paths)
+        return _tree_snapshot(self.root, self.commit, out)
+
+
 def commit_snapshot(root: Path, commit: str, paths: Iterable[str] | None = None) -> Snapshot:
     """Files of `commit` under `paths` (None = all), read from git objects without a checkout."""
     args = ["ls-tree", "-r", "-z", "--full-tree"]
@@ -510,17 +531,22 @@ def commit_snapshot(root: Path, commit: str, paths: Iterable[str] | None = None)
     except GitError:  # an older git without --format
         out = None
     if out is not None:
-        records = _index_records(out.decode("utf-8", errors="surrogateescape"))
-        snap = Snapshot(root, records, commit, GitObjectReader(root))
-        if snap.paths != sorted(snap.paths):  # tree order differs around '/' in rare names
-            pairs = sorted(zip(snap.paths, records, strict=True))
-            snap = Snapshot(root, [r for _, r in pairs], commit, snap.reader)
-        return snap
+        return _tree_snapshot(root, commit, out)
     out = _run([*args, commit, *_pathspec(paths)], root)
     text = out.decode("utf-8", errors="surrogateescape")
     pairs = [(path, record(path, mode, blob)) for mode, blob, path in _TREE_RE.findall(text)]
     pairs.sort()  # tree order can differ from path order around '/' in rare names
     return Snapshot(root, [r for _, r in pairs], commit, GitObjectReader(root))
+
+
+def _tree_snapshot(root: Path, commit: str, out: bytes) -> Snapshot:
+    """The snapshot of `ls-tree --format` output (canonical records)."""
+    records = _index_records(out.decode("utf-8", errors="surrogateescape"))
+    snap = Snapshot(root, records, commit, GitObjectReader(root))
+    if snap.paths != sorted(snap.paths):  # tree order differs around '/' in rare names
+        pairs = sorted(zip(snap.paths, records, strict=True))
+        snap = Snapshot(root, [r for _, r in pairs], commit, snap.reader)
+    return snap
 
 
 def read_file_at(root: Path, commit: str, path: str) -> str | None:
@@ -534,3 +560,60 @@ def read_file_at(root: Path, commit: str, path: str) -> str | None:
     if proc.returncode != 0:
         return None
     return proc.stdout.decode("utf-8", errors="replace")
+
+
+class RefFiles:
+    """A ref's commit and tree ids and the text of some of its files, asked of one
+    `git cat-file --batch` started in the background (no process per question)."""
+
+    def __init__(self, root: Path, ref: str, paths: Sequence[str]) -> None:
+        names = [f"{ref}^{{commit}}", f"{ref}^{{tree}}", *(f"{ref}:{p}" for p in paths)]
+        self._count = len(names)
+        self._out: bytes | None = None
+        self._thread: threading.Thread | None = None
+        if any("\n" in n or "\r" in n for n in names):
+            return  # not one line each: the caller asks git one question at a time
+        self._proc = subprocess.Popen(
+            ["git", "cat-file", "--batch"],
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        data = "".join(f"{n}\n" for n in names).encode("utf-8", "surrogateescape")
+        self._thread = threading.Thread(target=self._drain, args=(data,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, data: bytes) -> None:
+        out, _ = self._proc.communicate(data)
+        self._out = out if self._proc.returncode == 0 else None
+
+    def result(self) -> tuple[str, str, list[str | None]] | None:
+        """(commit, tree, [text of each path, None when absent]), or None when the ref is no
+        commit or the answer is odd (the caller then asks the usual way, for its error)."""
+        if self._thread is None:
+            return None
+        self._thread.join()
+        out, pos, answers = self._out, 0, []
+        if out is None:
+            return None
+        for _ in range(self._count):
+            end = out.find(b"\n", pos)
+            if end < 0:
+                return None
+            header = out[pos:end].split(b" ")
+            if len(header) != 3 or not header[2].isdigit():  # "<name> missing", ambiguous
+                answers.append(None)
+                pos = end + 1
+                continue
+            size = int(header[2])
+            answers.append((header[0].decode(), header[1], out[end + 1 : end + 1 + size]))
+            pos = end + 2 + size
+        commit, tree, *files = answers
+        if commit is None or commit[1] != b"commit" or tree is None or tree[1] != b"tree":
+            return None
+        texts = [
+            f[2].decode("utf-8", errors="replace") if f is not None and f[1] == b"blob" else None
+            for f in files
+        ]
+        return commit[0], tree[0], texts

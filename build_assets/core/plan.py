@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from build_assets.core.context import ContextFile
@@ -41,7 +41,16 @@ class PlanEntry:
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """`dataclasses.asdict` of the entry, without its deep copies (200 images: ms)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "tag": self.tag,
+            "base": self.base,
+            "lambdas": list(self.lambdas),
+            "changed": self.changed,
+            "reasons": list(self.reasons),
+        }
 
 
 def file_reasons(

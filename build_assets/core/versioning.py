@@ -25,6 +25,7 @@ from build_assets.core.contextcheck import check_image, ignore_file_for
 from build_assets.core.dockerfile import Dockerfile
 from build_assets.core.dockerfile import parse as parse_dockerfile
 from build_assets.core.gitrepo import (
+    CommitListing,
     GitObjectReader,
     Snapshot,
     WorktreeReader,
@@ -564,6 +565,7 @@ def commit_versions(
     manifest_path: str | Path | None = None,
     *,
     missing_ok: bool = False,
+    listing: CommitListing | None = None,
 ) -> VersionSet:
     """Versions at a commit, from git objects (no checkout), with the manifest as it was there.
 
@@ -571,7 +573,7 @@ def commit_versions(
     `missing_ok` (an explicitly given manifest) makes every image new (an empty set with a
     note), else it is an error naming the file. A manifest outside the repository is the
     same file on both sides (said in the note). Returns a VersionSet whose manifest may lack
-    images that are new since `ref`.
+    images that are new since `ref`. `listing`: the commit's files, already being listed.
     """
     root = repo_root(repo)
     ref_ids = resolve_commit_tree(root, ref)
@@ -613,7 +615,10 @@ def commit_versions(
             draft, entry["images"], snapshot, root, commit, lambda p: snapshot().read_text(p), lock
         )
         return VersionSet(versions.manifest, versions.images, commit, root, note)
-    tree = commit_snapshot(root, commit, wanted)
+    if listing is not None and listing.commit == commit and listing.covers(wanted):
+        tree = listing.snapshot(wanted)
+    else:
+        tree = commit_snapshot(root, commit, wanted)
     manifest = parse_manifest(text, source, tree.exists)
     versions = compute_versions(manifest, tree, lock=lock)  # a lock out of step: unpinned
     versioncache.save_commit(ref_ids.git_dir, key, versions)
