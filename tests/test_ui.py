@@ -2,18 +2,31 @@
 examples/receipts and the real local stack (dockerd + registry + moto), driven by Debian's
 Chromium through Playwright.
 
+The root base builds `FROM` an image of the local registry (`PYTHON_BASE` in images.yaml),
+which plays the external upstream registry, so the graph has an `upstream/...` observable root.
+
 The tests run in order and share one `dagster dev` (webserver + daemon + code server):
 
-1. the global asset lineage shows every image and Lambda function node and the edges of the
-   cascade (dynamo -> label -> agent -> harmonize image -> its function; label -> create
-   image -> its function), read from the rendered SVG and cross-checked with GraphQL;
-2. "Materialize all" clicked on that page builds every image, creates both functions on moto;
-3. an edit to receipt_dynamo (in every base) + "Reload definitions" marks the whole cascade
+1. the global asset lineage shows the external base at the root, every image and Lambda
+   function node and the edges of the cascade (upstream -> dynamo -> label -> agent ->
+   harmonize image -> its function; label -> create image -> its function), read from the
+   rendered SVG and cross-checked with GraphQL;
+2. "Observe selected" on the upstream node records the upstream digest as its data version;
+3. "Materialize all" clicked on that page builds every image, creates both functions on moto;
+4. an image's and a function's asset pages show their checks (`in_registry`,
+   `dockerfile_context`, `runs_materialized_image`) passed after that run;
+5. that run's view has the plan table as its first step log entry and one `[image] ...` entry
+   per state change of each image (the log filter finds one image's entries);
+6. an edit to receipt_dynamo (in every base) + "Reload definitions" marks the whole cascade
    STALE (cause CODE) at once, and every node of the graph shows "Unsynced";
-4. clicking the stale `base-receipt-dynamo` node and "Materialize selected" rebuilds it, and
-   the plan's reason (`receipt_dynamo/client.py modified`) is in its materialization.
+7. clicking the stale `base-receipt-dynamo` node and "Materialize selected" rebuilds it, and
+   the plan's reason (`receipt_dynamo/client.py modified`) is in its materialization;
+8. one more edit, reload and "Materialize" from the asset page: its Events tab plots `build_s`
+   over the three materializations.
 
-Screenshots: docs/ui-asset-graph.png (the stale cascade) and docs/ui-run.png (the run).
+Screenshots in docs/ (ui-asset-graph.png: the stale cascade under its upstream root,
+ui-run.png, ui-run-plan.png, ui-asset-checks.png, ui-build-seconds.png) are rewritten only
+when BUILD_ASSETS_SCREENSHOTS=1, so a test run leaves the work tree clean.
 """
 
 from __future__ import annotations
@@ -34,6 +47,9 @@ from pathlib import Path
 import pytest
 
 from build_assets.cli.demo import make_demo_repo
+from build_assets.dagster.upstream import upstream_key
+from build_assets.engine.progress import Progress
+from build_assets.engine.registry import manifest_digest
 from build_assets.stack.local import StackInfo
 from tests.gitutil import (
     ALL_IMAGES,
@@ -42,13 +58,16 @@ from tests.gitutil import (
     HARMONIZE,
     LAMBDA_CREATE,
     LAMBDA_HARMONIZE,
+    commit_all,
     prepend,
+    replace_in,
 )
 
 pytestmark = pytest.mark.stack
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+SCREENSHOTS = os.environ.get("BUILD_ASSETS_SCREENSHOTS") == "1"  # rewrite docs/*.png
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -71,9 +90,13 @@ CASCADE = {  # (upstream, downstream) edges of the example monorepo
     (f"image/{HARMONIZE}", f"lambda/{LAMBDA_HARMONIZE}"),
     (f"image/{CREATE}", f"lambda/{LAMBDA_CREATE}"),
 }
-# Wide enough that Dagster draws full asset nodes (name, status rows) rather than the
-# zoomed-out "minimal" boxes whose labels are middle-truncated.
-VIEWPORT = {"width": 1920, "height": 1000}
+# Wide enough that Dagster draws full asset nodes (name, status rows) of all five columns
+# (upstream root, three bases, Lambda images, functions) rather than the zoomed-out
+# "minimal" boxes whose labels are middle-truncated.
+VIEWPORT = {"width": 2400, "height": 1000}
+PAGE_VIEWPORT = {"width": 1600, "height": 900}  # asset pages and runs: no wide graph to draw
+UPSTREAM_REPO = "ui-upstream/python"  # in the local registry, playing the upstream registry
+UPSTREAM_TAG = "3.12"
 RUN_TIMEOUT = 240  # a loaded 2-core machine: run process + step process + docker builds
 T0 = time.monotonic()
 
@@ -107,11 +130,37 @@ def _key(path: list[str]) -> str:
     return "/".join(path)
 
 
+def shot(page, name: str, **kwargs) -> None:
+    """Save a screenshot as docs/NAME, only when BUILD_ASSETS_SCREENSHOTS=1 asks for it."""
+    if SCREENSHOTS:
+        DOCS.mkdir(exist_ok=True)
+        page.screenshot(path=str(DOCS / name), **kwargs)
+        _log(f"screenshot docs/{name}")
+
+
+def push_upstream(env: dict[str, str], ref: str, work: Path) -> str:
+    """Build a tiny image with the stack's engine, push it as `ref`, return its digest."""
+    ctx = work / "upstream"
+    ctx.mkdir()
+    (ctx / "release").write_text("3.12.0\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY release /release\n")
+    for cmd in (["build", "-q", "-t", ref, str(ctx)], ["push", "-q", ref]):
+        subprocess.run(["docker", *cmd], check=True, capture_output=True, env=env, timeout=120)
+    repository, tag = ref.rsplit(":", 1)
+    digest = manifest_digest(repository, tag)
+    assert digest and digest.startswith("sha256:"), digest
+    return digest
+
+
 class Dagster:
     """A running `dagster dev` and its GraphQL API."""
 
-    def __init__(self, url: str, repo: Path, log: Path) -> None:
+    def __init__(self, url: str, repo: Path, log: Path, upstream: str, digest: str) -> None:
         self.url, self.repo, self.log = url, repo, log
+        self.upstream = upstream  # the external base's reference (repo:tag)
+        self.upstream_digest = digest
+        self.upstream_key = _key(upstream_key(upstream).path)
+        self.runs: dict[str, str] = {}  # what a test launched, for the later tests
 
     def gql(self, query: str, variables: dict | None = None) -> dict:
         req = urllib.request.Request(
@@ -129,11 +178,48 @@ class Dagster:
         nodes = self.gql(
             "{ assetNodes { assetKey { path } dependencyKeys { path } opVersion staleStatus"
             " staleCauses { key { path } category reason }"
+            " isObservable isMaterializable"
             " assetMaterializations(limit: 1) { runId metadataEntries { label"
             " ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr }"
             " ... on BoolMetadataEntry { boolValue } } } } }"
         )["assetNodes"]
         return {_key(n["assetKey"]["path"]): n for n in nodes}
+
+    def checks(self, key: str) -> dict[str, dict]:
+        """Check name -> its execution for the asset's latest materialization."""
+        nodes = self.gql(
+            "query($k: [AssetKeyInput!]) { assetNodes(assetKeys: $k) { assetChecksOrError {"
+            " ... on AssetChecks { checks { name executionForLatestMaterialization {"
+            " runId status evaluation { success description } } } } } } }",
+            {"k": [{"path": key.split("/")}]},
+        )["assetNodes"]
+        (node,) = nodes
+        checks = node["assetChecksOrError"]["checks"]
+        return {c["name"]: c["executionForLatestMaterialization"] for c in checks}
+
+    def messages(self, run_id: str) -> list[str]:
+        """The log messages of a run's steps (Dagster's own events and `context.log`)."""
+        out = self.gql(
+            "query($id: ID!) { logsForRun(runId: $id, limit: 5000) { ... on EventConnection {"
+            " events { __typename ... on MessageEvent { message stepKey } } } } }",
+            {"id": run_id},
+        )["logsForRun"]["events"]
+        return [e["message"] for e in out if e["__typename"] == "LogMessageEvent"]
+
+    def build_seconds(self, key: str) -> list[float]:
+        """`build_s` of the asset's materializations, newest first."""
+        (node,) = self.gql(
+            "query($k: [AssetKeyInput!]) { assetNodes(assetKeys: $k) {"
+            " assetMaterializations(limit: 20) { metadataEntries { label"
+            " ... on FloatMetadataEntry { floatValue } } } } }",
+            {"k": [{"path": key.split("/")}]},
+        )["assetNodes"]
+        return [
+            e["floatValue"]
+            for m in node["assetMaterializations"]
+            for e in m["metadataEntries"]
+            if e["label"] == "build_s"
+        ]
 
     def run_ids(self) -> set[str]:
         runs = self.gql("{ runsOrError(limit: 50) { ... on Runs { results { runId } } } }")
@@ -202,7 +288,12 @@ def dagster(local_stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) ->
             f"{CHROMIUM} is missing: scripts/setup.sh installs it (apt-get install chromium)"
         )
     work = tmp_path_factory.mktemp("ui")
+    upstream = f"{local_stack.registry}/{UPSTREAM_REPO}:{UPSTREAM_TAG}"
+    digest = push_upstream({**os.environ, **local_stack.env()}, upstream, work)
     repo = make_demo_repo(work / "monorepo")
+    # the root base builds FROM the "upstream" image instead of scratch: an external base
+    replace_in(repo, "images.yaml", "{PYTHON_BASE: scratch}", f"{{PYTHON_BASE: {upstream}}}")
+    commit_all(repo, "the root base on an external image")
     home = work / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -229,7 +320,7 @@ def dagster(local_stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) ->
         start_new_session=True,  # its own process group: webserver, daemon, code server, runs
         preexec_fn=_default_signals,
     )
-    server = Dagster(f"http://127.0.0.1:{port}", repo, log_path)
+    server = Dagster(f"http://127.0.0.1:{port}", repo, log_path, upstream, digest)
     try:
         _log("dagster dev starting")
 
@@ -307,8 +398,10 @@ def open_graph(page, dagster: Dagster) -> dict:
     page.goto(f"{dagster.url}/asset-groups")
     page.get_by_text("Global asset lineage").first.wait_for()
 
+    want_nodes, want_edges = len(ALL_KEYS) + 1, len(CASCADE) + 1  # + the upstream root
+
     def drawn() -> str | None:
-        if len(page.evaluate(_GRAPH_JS)["nodes"]) >= len(ALL_KEYS):
+        if len(page.evaluate(_GRAPH_JS)["nodes"]) >= want_nodes:
             return "expanded"
         if page.locator('svg [aria-label="unfold_more"]').count():
             return "collapsed"
@@ -319,9 +412,21 @@ def open_graph(page, dagster: Dagster) -> dict:
 
     def complete() -> dict | None:
         g = page.evaluate(_GRAPH_JS)
-        return g if len(g["nodes"]) >= len(ALL_KEYS) and len(g["edges"]) >= len(CASCADE) else None
+        return g if len(g["nodes"]) >= want_nodes and len(g["edges"]) >= want_edges else None
 
-    return wait_for(complete, 60, "every node and edge of the global asset lineage", every=0.2)
+    try:
+        return wait_for(complete, 60, "every node and edge of the global asset lineage", every=0.2)
+    except AssertionError as exc:  # say what was drawn, keep a picture of it
+        png = dagster.log.with_name("graph-timeout.png")
+        page.screenshot(path=str(png))
+        drawn = [n["name"] for n in page.evaluate(_GRAPH_JS)["nodes"]]
+        raise AssertionError(f"{exc}; drawn: {drawn}; screenshot: {png}") from None
+
+
+_SCROLL_TOP_JS = """() => {
+  for (const el of document.querySelectorAll('*'))
+    if (el.scrollHeight > el.clientHeight + 1 && el.scrollTop > 0) el.scrollTop = 0;
+}"""
 
 
 def _edges(graph: dict) -> set[tuple[str, str]]:
@@ -370,27 +475,56 @@ def launch_from_page(page, dagster: Dagster, button: str) -> dict:
 # --- the tests, in order ----------------------------------------------------------------------
 
 
-def test_global_graph_shows_every_image_and_function_and_the_cascade(page, dagster) -> None:
+def test_global_graph_shows_the_upstream_root_every_image_and_function_and_the_cascade(
+    page, dagster
+) -> None:
+    up = dagster.upstream_key
     assets = dagster.assets()
-    assert set(assets) == ALL_KEYS
+    assert set(assets) == ALL_KEYS | {up}
     graphql_edges = {(_key(d["path"]), k) for k, n in assets.items() for d in n["dependencyKeys"]}
-    assert graphql_edges == CASCADE
-    for node in assets.values():
+    assert graphql_edges == CASCADE | {(up, DYNAMO_KEY)}
+    for key in ALL_KEYS:
+        node = assets[key]
         assert node["staleStatus"] == "MISSING" and node["assetMaterializations"] == []
+    # the external base: an observable (not materializable) root of the graph
+    assert assets[up]["isObservable"] and not assets[up]["isMaterializable"]
+    assert assets[up]["dependencyKeys"] == []
 
     graph = open_graph(page, dagster)
+    up_name = up.split("/", 1)[1]
     drawn = {n["name"] for n in graph["nodes"]}
-    assert drawn == {*ALL_IMAGES, LAMBDA_HARMONIZE, LAMBDA_CREATE}, graph["nodes"]
+    assert drawn == {*ALL_IMAGES, LAMBDA_HARMONIZE, LAMBDA_CREATE, up_name}, graph["nodes"]
     for n in graph["nodes"]:  # long names are middle-truncated on the node, full in the tooltip
         head, _, tail = n["label"].partition("…")
         assert n["name"].startswith(head) and n["name"].endswith(tail), n
-    keys = {n: _full_key(n, ALL_KEYS) for n in drawn}
+    keys = {n: _full_key(n, ALL_KEYS | {up}) for n in drawn}
     rendered_edges = {(keys.get(a, a), keys.get(b, b)) for a, b in _edges(graph)}
-    assert rendered_edges == CASCADE, graph["edges"]
-    # groups as drawn: bases, Lambda images, Lambda functions
-    for group in ("base_images", "lambda_images", "lambda_functions"):
+    assert rendered_edges == CASCADE | {(up, DYNAMO_KEY)}, graph["edges"]
+    x = {n["name"]: n["x"] for n in graph["nodes"]}
+    assert x[up_name] == min(x.values()) < x["base-receipt-dynamo"]  # drawn at the root
+    # groups as drawn: upstream bases, bases, Lambda images, Lambda functions
+    for group in ("upstream_images", "base_images", "lambda_images", "lambda_functions"):
         assert page.locator(f'svg [data-tooltip="{group}"]').count()
     _log("graph checked")
+
+
+def test_observe_the_upstream_base_from_its_node(page, dagster) -> None:
+    up = dagster.upstream_key
+    open_graph(page, dagster)
+    page.locator(f'svg [data-tooltip="{up.split("/", 1)[1]}"]').first.click()
+    run = launch_from_page(page, dagster, "Observe selected")
+    assert [_key(k["path"]) for k in run["assetSelection"]] == [up]
+    assert dagster.wait_run(run["runId"])["status"] == "SUCCESS", dagster.log.read_text()[-3000:]
+    (node,) = dagster.gql(
+        "query($k: [AssetKeyInput!]) { assetNodes(assetKeys: $k) {"
+        " assetObservations(limit: 1) { runId tags { key value } } } }",
+        {"k": [{"path": up.split("/")}]},
+    )["assetNodes"]
+    (obs,) = node["assetObservations"]
+    tags = {t["key"]: t["value"] for t in obs["tags"]}
+    assert obs["runId"] == run["runId"]
+    assert tags["dagster/data_version"] == dagster.upstream_digest  # the upstream digest
+    _log("upstream observed")
 
 
 def test_materialize_all_from_the_graph_builds_everything(page, dagster, stack_env) -> None:
@@ -398,10 +532,12 @@ def test_materialize_all_from_the_graph_builds_everything(page, dagster, stack_e
     run = launch_from_page(page, dagster, "Materialize all")
     assert {_key(k["path"]) for k in run["assetSelection"]} == ALL_KEYS
     assert dagster.wait_run(run["runId"])["status"] == "SUCCESS", dagster.log.read_text()[-3000:]
+    dagster.runs["all"] = run["runId"]
     _log("materialize all: run succeeded")
 
     assets = dagster.assets()
-    for key, node in assets.items():
+    for key in ALL_KEYS:
+        node = assets[key]
         assert node["assetMaterializations"][0]["runId"] == run["runId"], key
         assert node["staleStatus"] == "FRESH", (key, node["staleCauses"])
     for key in IMAGE_KEYS:
@@ -422,27 +558,120 @@ def test_materialize_all_from_the_graph_builds_everything(page, dagster, stack_e
 
     graph = open_graph(page, dagster)
     wait_for(
-        lambda: all("Materialized" in n["text"] for n in page.evaluate(_GRAPH_JS)["nodes"]),
+        lambda: all(
+            "Materialized" in n["text"]
+            for n in page.evaluate(_GRAPH_JS)["nodes"]
+            if n["name"] in {k.split("/", 1)[1] for k in ALL_KEYS}
+        ),
         30,
-        "every node to show Materialized",
+        "every image and function node to show Materialized",
     )
-    assert len(graph["nodes"]) == len(ALL_KEYS)
+    assert len(graph["nodes"]) == len(ALL_KEYS) + 1
 
 
-def test_edit_and_reload_marks_the_whole_cascade_stale(page, dagster) -> None:
-    before = {k: n["opVersion"] for k, n in dagster.assets().items()}
-    prepend(dagster.repo, DYNAMO, "# edited while the UI is open")  # in every base
+def test_asset_pages_show_the_checks_passed(page, dagster) -> None:
+    run_id = dagster.runs["all"]
+    # GraphQL first: the checks ran in the materializing run and passed
+    dynamo = dagster.checks(DYNAMO_KEY)
+    assert set(dynamo) >= {"in_registry", "dockerfile_context"}, dynamo
+    for name in ("in_registry", "dockerfile_context"):
+        assert dynamo[name]["runId"] == run_id and dynamo[name]["status"] == "SUCCEEDED", dynamo
+    assert "is in the registry at sha256:" in dynamo["in_registry"]["evaluation"]["description"]
+    fn = dagster.checks(f"lambda/{LAMBDA_CREATE}")
+    drift = fn["runs_materialized_image"]
+    assert drift["runId"] == run_id and drift["status"] == "SUCCEEDED", fn
+
+    # the asset page's Checks tab lists them with their status; the selected one's result
+    page.set_viewport_size(PAGE_VIEWPORT)
+    page.goto(f"{dagster.url}/assets/{DYNAMO_KEY}?view=checks")
+    for name in ("in_registry", "dockerfile_context"):
+        page.get_by_text(name, exact=True).first.wait_for()
+    wait_for(
+        lambda: page.get_by_text("Succeeded", exact=True).count() == 2,
+        60,
+        "both checks of base-receipt-dynamo listed as Succeeded",
+        every=0.2,
+    )
+    page.get_by_text("in_registry", exact=True).first.click()
+    page.get_by_text(re.compile(r"is in the registry at sha256:[0-9a-f]{64}")).first.wait_for()
+    page.get_by_text("Passed", exact=True).first.wait_for()
+    shot(page, "ui-asset-checks.png")
+
+    page.goto(f"{dagster.url}/assets/lambda/{LAMBDA_CREATE}?view=checks")
+    page.get_by_text("runs_materialized_image", exact=True).first.wait_for()
+    page.get_by_text("Passed", exact=True).first.wait_for()
+    _log("checks shown on the asset pages")
+
+
+def test_the_run_view_shows_the_plan_table_and_one_entry_per_state_change(page, dagster) -> None:
+    run_id = dagster.runs["all"]
+    messages = dagster.messages(run_id)
+    (plan,) = [m for m in messages if "| target | kind | tag | action | why |" in m]
+    step_logs = [m for m in messages if m.startswith(("Plan at", "["))]
+    assert step_logs[0] == plan, step_logs[:3]  # the plan comes first
+    assert plan.startswith("Plan at ") and "5 to build, 0 cached, 0 blocked" in plan, plan
+    rows = {
+        name: action
+        for name, action in re.findall(r"^\| (\S+) \|.*\| (\w+) \| [^|]+ \|$", plan, re.M)
+        if name != "target"  # the header row
+    }
+    assert rows == {
+        **dict.fromkeys(ALL_IMAGES, "build"),
+        LAMBDA_HARMONIZE: "deploy",
+        LAMBDA_CREATE: "deploy",
+    }, plan
+    # one entry per state change: each image is queued (or waits for its base), works, ends done
+    # (a phase shorter than the builder's poll may not show: a COPY-only build is quick)
+    seen = {}
+    for name in ALL_IMAGES:
+        mine = [m for m in messages if m.startswith(f"[{name}] image ")]
+        states = seen[name] = [Progress.parse(m, 0.0).state for m in mine]  # type: ignore[union-attr]
+        assert states[0] in ("queued", "waiting") and states[-1] == "done", (name, states, mine)
+        assert len(set(states)) >= 3, (name, states)
+    _log(f"states per image: {seen}")
+    assert "[base-receipt-agent] image waiting for base-receipt-label" in messages
+
+    # the run view, its log filtered to the build step (as a person picks the step), from the top
+    page.set_viewport_size(PAGE_VIEWPORT)
+    page.goto(f"{dagster.url}/runs/{run_id}?logs=step:build_images")
+    page.get_by_text("Success", exact=True).first.wait_for()
+    page.get_by_text("STEP_SUCCESS").first.wait_for()  # the step's logs are loaded
+    page.evaluate(_SCROLL_TOP_JS)  # a finished run's log opens at its end
+    page.get_by_text(re.compile(r"^Plan at .*: 5 to build, 0 cached")).first.wait_for()
+    page.get_by_text("| target | kind | tag | action | why |").first.wait_for()
+    page.get_by_text(re.compile(r"^\[base-receipt-dynamo\] image queued")).first.wait_for()
+    shot(page, "ui-run-plan.png")
+
+    # the log filter by image: one image's entries, first to last
+    page.goto(f"{dagster.url}/runs/{run_id}?logs=[create-labels-create]")
+    for state in ("waiting for base-receipt-label", "done"):
+        page.get_by_text(f"[create-labels-create] image {state}").first.wait_for()
+    assert page.get_by_text("[base-receipt-dynamo] image").count() == 0  # filtered out
+    _log("plan table and per-image entries shown in the run view")
+
+
+def _edit_and_reload(page, dagster: Dagster, line: str) -> dict[str, dict]:
+    """Edit receipt_dynamo, click "Reload definitions"; the assets once the new version shows."""
+    before = dagster.assets()[DYNAMO_KEY]["opVersion"]
+    prepend(dagster.repo, DYNAMO, line)  # in every base
     open_graph(page, dagster)
     page.get_by_role("button", name="Reload definitions").click()  # what a person does
     assets = wait_for(
-        lambda: (a := dagster.assets())[DYNAMO_KEY]["opVersion"] != before[DYNAMO_KEY] and a,
+        lambda: (a := dagster.assets())[DYNAMO_KEY]["opVersion"] != before and a,
         90,
         "the reloaded code location to show base-receipt-dynamo's new version",
     )
     _log("reloaded")
+    return assets
+
+
+def test_edit_and_reload_marks_the_whole_cascade_stale(page, dagster) -> None:
+    before = {k: n["opVersion"] for k, n in dagster.assets().items()}
+    assets = _edit_and_reload(page, dagster, "# edited while the UI is open")
     # Merkle versions: every image on dynamo and every function got a new code version,
     # and Dagster shows the whole cascade stale at once (not one level per rebuild)
-    for key, node in assets.items():
+    for key in ALL_KEYS:
+        node = assets[key]
         assert node["opVersion"] != before[key], key
         assert node["staleStatus"] == "STALE", (key, node["staleStatus"])
         causes = {(_key(c["key"]["path"]), c["category"]) for c in node["staleCauses"]}
@@ -454,18 +683,15 @@ def test_edit_and_reload_marks_the_whole_cascade_stale(page, dagster) -> None:
             sum("Unsynced" in n["text"] for n in page.evaluate(_GRAPH_JS)["nodes"]) == len(ALL_KEYS)
         ),
         30,
-        "every node of the graph to show Unsynced",
+        "every image and function node of the graph to show Unsynced",
     )
-    assert len(graph["nodes"]) == len(ALL_KEYS)
-    DOCS.mkdir(exist_ok=True)
+    assert len(graph["nodes"]) == len(ALL_KEYS) + 1
     bottom = page.evaluate(
         "() => Math.max(...[...document.querySelectorAll('svg foreignObject.group')]"
         ".map(f => f.getBoundingClientRect().bottom))"
     )
     height = min(VIEWPORT["height"], int(bottom) + 60)
-    page.screenshot(
-        path=str(DOCS / "ui-asset-graph.png"), clip={**VIEWPORT, "x": 0, "y": 0, "height": height}
-    )
+    shot(page, "ui-asset-graph.png", clip={**VIEWPORT, "x": 0, "y": 0, "height": height})
 
 
 def test_materialize_the_stale_base_from_its_node(page, dagster) -> None:
@@ -492,8 +718,29 @@ def test_materialize_the_stale_base_from_its_node(page, dagster) -> None:
     page.goto(f"{dagster.url}/runs/{run['runId']}")
     page.get_by_text("Success", exact=True).first.wait_for()
     page.get_by_text("RUN_SUCCESS").first.wait_for()
-    page.screenshot(path=str(DOCS / "ui-run.png"))
+    shot(page, "ui-run.png")
 
     page.goto(f"{dagster.url}/assets/image/base-receipt-dynamo")  # the asset's own page
     page.get_by_text("receipt_dynamo/client.py modified").first.wait_for()
     _log("reasons shown on the asset page")
+
+
+def test_the_asset_page_plots_build_seconds_over_materializations(page, dagster) -> None:
+    _edit_and_reload(page, dagster, "# edited again")
+    page.goto(f"{dagster.url}/assets/{DYNAMO_KEY}")
+    run = launch_from_page(page, dagster, "Materialize")
+    assert [_key(k["path"]) for k in run["assetSelection"]] == [DYNAMO_KEY]
+    assert dagster.wait_run(run["runId"])["status"] == "SUCCESS", dagster.log.read_text()[-3000:]
+    seconds = dagster.build_seconds(DYNAMO_KEY)
+    assert len(seconds) == 3 and all(s > 0 for s in seconds), seconds  # floats: plottable
+
+    page.set_viewport_size(PAGE_VIEWPORT)
+    page.goto(f"{dagster.url}/assets/{DYNAMO_KEY}")  # Overview: its Metadata section
+    page.get_by_text("build_s", exact=True).first.wait_for()  # the table of the latest
+    page.get_by_role("button", name="Plots").click()
+    wait_for(lambda: page.locator("canvas").count() >= 3, 60, "the metadata plots", every=0.2)
+    for label in ("build_s", "queue_wait_s", "push_s"):  # one plot per numeric entry
+        page.get_by_text(label, exact=True).first.wait_for()
+    page.get_by_text("build_s", exact=True).first.scroll_into_view_if_needed()
+    shot(page, "ui-build-seconds.png")
+    _log(f"build_s plotted: {seconds}")
