@@ -13,8 +13,8 @@ from typing import Any
 import boto3
 import pytest
 
-from build_assets.aws.bootstrap import Action, bootstrap
 from build_assets.aws import bootstrap as bs
+from build_assets.aws.bootstrap import Action, bootstrap
 from build_assets.errors import UserError
 
 from .aws_plugin import ACCOUNT, REGION

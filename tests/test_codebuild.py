@@ -28,6 +28,7 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
+from build_assets.aws import codebuild as cbmod
 from build_assets.aws.bootstrap import bootstrap
 from build_assets.aws.buildspec import build_commands, load_script, render_buildspec
 from build_assets.aws.codebuild import (
@@ -37,7 +38,6 @@ from build_assets.aws.codebuild import (
     idempotency_token,
 )
 from build_assets.core.context import MODE_EXEC, BuildContext, ContextFile, git_blob_id
-from build_assets.aws import codebuild as cbmod
 from build_assets.engine.builders.base import Builder, BuildHandle, BuildRequest
 from build_assets.errors import BuildError, UserError
 
