@@ -50,6 +50,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from build_assets.core.plan import built_states
     from build_assets.core.versioning import worktree_versions
 
+    _prime_yaml()
     current = worktree_versions(settings.repo, settings.manifest, scan=scan)
     args.warnings = _secret_warnings(current)
     note = None
@@ -93,6 +94,7 @@ def _cmd_plan_since(args: argparse.Namespace, settings, scan) -> int:
     from build_assets.core.plan import BuiltState, compare
     from build_assets.core.versioning import commit_versions, worktree_versions
 
+    _prime_yaml()
     current = worktree_versions(settings.repo, settings.manifest, scan=scan)
     previous = commit_versions(
         settings.repo, args.since, settings.manifest, missing_ok=args.manifest is not None
@@ -191,7 +193,7 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
     if rows is None:
         return None
     if listing is not None:  # REF's versions, then the diff
-        old = _commit_rows(args, settings, ref, listing)
+        old = _commit_rows(args, settings, ref, listing, place)
     if old is None:
         return None
     before = {row["name"]: row["version"] for row in old}
@@ -215,11 +217,12 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
     return entries, against, None
 
 
-def _commit_rows(args: argparse.Namespace, settings, ref, listing) -> list[dict] | None:
+def _commit_rows(args: argparse.Namespace, settings, ref, listing, place: str) -> list[dict] | None:
     """Versions at REF computed (and cached) as rows {name, version, base, lambdas}; the
     working tree's come from its cache, so nothing of it is hashed or listed again."""
     from build_assets.core.versioning import commit_versions
 
+    _prime_yaml(f"{place.removeprefix('tree:')}@{args.since}")  # REF has the same bytes
     previous = commit_versions(  # by name, so errors name REF as the full path does
         settings.repo,
         args.since,
@@ -351,6 +354,7 @@ def _manifest_doc(root: Path, manifest: Path) -> object | None:
         return None
     cached = versioncache.load_manifest_doc(git_dir, data) if git_dir.is_dir() else None
     if cached is not None:
+        _from_cache.append((data, str(manifest), cached))
         return cached
     try:
         from build_assets.core import safeyaml
@@ -364,6 +368,18 @@ def _manifest_doc(root: Path, manifest: Path) -> object | None:
 
 
 _MAX_MANIFEST = 2 * 1024 * 1024  # safeyaml.MAX_BYTES (a larger file is refused there)
+_from_cache: list[tuple[bytes, str, object]] = []  # (bytes, source, document) from the cache
+
+
+def _prime_yaml(source: str | None = None) -> None:
+    """Before validation: the document of the manifest's bytes, taken from the cache, is
+    handed to `safeyaml` so the same bytes are not parsed again (`source`: the name they
+    are validated under, when not the manifest's path: the same bytes at a commit)."""
+    if _from_cache:
+        from build_assets.core import safeyaml
+
+        data, path, doc = _from_cache[-1]
+        safeyaml.remember(data.decode("utf-8"), source or path, doc)
 
 
 def _quick_paths(doc: object) -> list[str] | None:

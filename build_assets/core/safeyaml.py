@@ -113,6 +113,13 @@ def check_events(text: str, source: str) -> None:
 _last: tuple[str, str, Any] | None = None  # (text, source, document or ManifestError)
 
 
+def remember(text: str, source: str, document: Any) -> None:
+    """Take `document` as the answer of `load(text, source)`: an earlier parse of these exact
+    bytes kept elsewhere (plan's cache), so validation parses nothing again."""
+    global _last
+    _last = (text, source, document)
+
+
 def load(text: str, source: str) -> Any:
     """The YAML document of `text`, within the limits; ManifestError (one line) otherwise.
 
