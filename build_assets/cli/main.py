@@ -42,6 +42,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     from build_assets.core.plan import compare
 
+    if scan.tracked_differ():  # the cache will miss: list the index and import meanwhile
+        scan.prefetch()
+        import build_assets.core.versioning  # noqa: F401 - while git lists untracked files
     truth: dict = {}  # image -> RegistryState, asked once (the fast path fills it)
     fast = _plan_from_cache(scan, settings, truth)
     if fast is not None:

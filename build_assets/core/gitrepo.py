@@ -444,10 +444,19 @@ class WorktreeScan:
         """True when the working tree's content matches the index under the scanned paths."""
         return not self.changes
 
-    def snapshot(self) -> Snapshot:
-        """The working tree's files (tracked + untracked-not-ignored), sorted by path."""
+    def tracked_differ(self) -> bool:
+        """True when git's stat check lists tracked files as differing from the index (only
+        that command is waited for: usually they did change, and the caches will miss)."""
+        return bool(self._dirty.result(self.root))
+
+    def prefetch(self) -> None:
+        """Start listing the index now (a caller about to import and validate meanwhile)."""
         if self._index is None:
             self._index = _Git(self.root, ["ls-files", "--stage", "-z", *self._spec])
+
+    def snapshot(self) -> Snapshot:
+        """The working tree's files (tracked + untracked-not-ignored), sorted by path."""
+        self.prefetch()
         records = _index_records(self._index.result(self.root).decode("utf-8", "surrogateescape"))
         snap = Snapshot(self.root, records, None, WorktreeReader(self.root))
         return _apply_changes(snap, self.changes) if self.changes else snap
