@@ -302,8 +302,9 @@ def _files_from_disk(
     """
     out: dict[str, ContextFile | None] = {}
     regular: list[tuple[str, str]] = []
+    base = os.fspath(root)
     for path in paths:
-        full = root / path
+        full = os.path.join(base, path)  # a str: no Path object per file
         try:
             st = os.lstat(full)
         except FileNotFoundError:
@@ -316,7 +317,8 @@ def _files_from_disk(
             regular.append((path, MODE_EXEC if st.st_mode & stat.S_IXUSR else MODE_FILE))
         elif stat.S_ISREG(st.st_mode):  # a name --stdin-paths would misread: hash it here
             mode = MODE_EXEC if st.st_mode & stat.S_IXUSR else MODE_FILE
-            out[path] = ContextFile(path, mode, git_blob_id(full.read_bytes(), algorithm))
+            with open(full, "rb") as fh:
+                out[path] = ContextFile(path, mode, git_blob_id(fh.read(), algorithm))
         else:
             out[path] = None
     if regular:
