@@ -21,7 +21,7 @@ from build_assets.engine import registry
 from build_assets.engine.builders.base import BuildRequest, BuildResult
 from build_assets.engine.builders.local import SCRIPT, LocalDockerBuilder
 from build_assets.stack.local import StackInfo, stack_down, stack_up
-from tests.test_local_builder import _import_shell_image, build, make_request
+from tests.test_local_builder import build, make_request
 
 pytestmark = pytest.mark.stack
 
@@ -48,7 +48,7 @@ def cold_engine(local_stack: StackInfo, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def base(local_stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny shell image in the registry, pinned by digest."""
-    return _import_shell_image(local_stack, tmp_path_factory.mktemp("shell"))
+    return shell_image(local_stack.registry, tmp_path_factory.mktemp("shell"))
 
 
 def _files(nonce: str, handler: str) -> dict[str, bytes]:
