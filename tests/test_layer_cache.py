@@ -21,6 +21,7 @@ from build_assets.engine import registry
 from build_assets.engine.builders.base import BuildRequest, BuildResult
 from build_assets.engine.builders.local import SCRIPT, LocalDockerBuilder
 from build_assets.stack.local import StackInfo, stack_down, stack_up
+from tests.images import shell_image
 from tests.test_local_builder import build, make_request
 
 pytestmark = pytest.mark.stack
