@@ -197,3 +197,28 @@ def test_scan_is_unaffected_by_a_planted_manifest_document(tmp_path: Path) -> No
     got = {img["name"]: img["version"] for img in json.loads(proc.stdout)["images"]}
     assert got == {img.name: img.version for img in fresh}
     assert WorktreeScan(repo, ["extra"]).changes  # untracked: seen by a scan covering it
+
+
+def test_cached_plan_imports_no_yaml_parser(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    assert _plan(repo).returncode == 0  # parses the manifest, fills the caches
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
+    env["BUILD_ASSETS_HOME"] = str(repo.parent / "home")
+    for args in ([], ["--since", "HEAD"]):
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "build_assets", "plan", "--json", *args],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        imported = {
+            line.rsplit("|", 1)[1].strip()
+            for line in proc.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line
+        }
+        assert "build_assets.core.gitrepo" in imported  # the listing is read right
+        assert "yaml" not in imported and "pydantic" not in imported
