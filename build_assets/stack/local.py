@@ -220,6 +220,26 @@ def _bindable(port: int) -> int | None:
         return s.getsockname()[1]
 
 
+# Kept ports come from below the kernel's ephemeral range (32768-60999 by default): a port
+# picked there (`bind(0)`) can be handed to some outgoing connection while the stack is down,
+# and the server could not have its address back.
+STABLE_PORTS = range(20000, 32000)
+
+
+def _stable_port(layout: _Layout, name: str, taken: set[int]) -> int:
+    """A free port outside the ephemeral range, the same first choice for the same stack
+    folder and service (probing upward from a hash of both)."""
+    digest = hashlib.sha256(f"{layout.home}\0{name}".encode()).digest()
+    start = int.from_bytes(digest[:4], "big") % len(STABLE_PORTS)
+    for i in range(len(STABLE_PORTS)):
+        port = STABLE_PORTS[(start + i) % len(STABLE_PORTS)]
+        if port not in taken and _bindable(port) is not None:
+            return port
+    raise UserError(
+        f"no free TCP port on 127.0.0.1 in {STABLE_PORTS.start}-{STABLE_PORTS.stop - 1}"
+    )
+
+
 def _kept_port(layout: _Layout, name: str, old: Service | None) -> int:
     """The port `name` had before (state.json, else ports.json), recorded; a new one if none."""
     try:
@@ -236,10 +256,7 @@ def _kept_port(layout: _Layout, name: str, old: Service | None) -> int:
             )
         port = int(preferred)
     else:
-        found = _bindable(0)
-        if found is None:
-            raise UserError("no free TCP port on 127.0.0.1")
-        port = found
+        port = _stable_port(layout, name, taken=set(kept.values()))
     kept[name] = port
     tmp = layout.ports.with_suffix(".tmp")
     tmp.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
