@@ -200,6 +200,15 @@ def _one_line_error(res: subprocess.CompletedProcess, *words: str) -> str:
     return lines[0]
 
 
+def _assert_each_built_once(state: Path) -> None:
+    """slow-base and app built exactly once over both runs; `other` (quick, independent) at
+    most once: the dead run's engine may finish pushing it after its owner died, and the
+    re-run then finds it in the registry (cached) instead of building it again."""
+    builds = _real_builds(state)
+    assert builds.get("slow-base") == 1 and builds.get("app") == 1, builds
+    assert builds.get("other", 0) <= 1, builds
+
+
 def _real_builds(state: Path) -> dict[str, int]:
     """Successful, not cached builds per image in the ledger."""
     counts: dict[str, int] = {}
@@ -249,7 +258,7 @@ def test_kill_9_mid_build_then_rerun_builds_each_version_once(
 
     again = _cli(["materialize", "--all", "--repo", str(repo)], env)
     assert again.returncode == 0, again.stderr
-    assert _real_builds(state) == {"slow-base": 1, "app": 1, "other": 1}
+    _assert_each_built_once(state)
     assert [p.name for p in (state / "local-builds" / "tmp").iterdir()] == []  # nothing leaked
 
     status = _cli(["status", "--json", "--repo", str(repo)], env)
@@ -289,7 +298,7 @@ def test_two_concurrent_materialize_all_build_each_image_once(
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
-    assert _real_builds(state) == {"slow-base": 1, "app": 1, "other": 1}
+    _assert_each_built_once(state)
     cached = [r for r in BuildRecords(state / "builds.sqlite").recent(100) if r.cached]
     assert {r.image for r in cached} == {"slow-base", "app", "other"}  # the other run's view
 
@@ -382,7 +391,7 @@ def test_registry_stopped_mid_run_one_line_errors_and_rerun_recovers(
     stack_up(home, log=_quiet)  # the same port again
     again = _cli(["materialize", "--all", "--repo", str(repo)], env)
     assert again.returncode == 0, again.stderr
-    assert _real_builds(state) == {"slow-base": 1, "app": 1, "other": 1}
+    _assert_each_built_once(state)
 
 
 @pytest.mark.stack
