@@ -298,7 +298,7 @@ def test_two_concurrent_materialize_all_build_each_image_once(
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
-    _assert_each_built_once(state)
+    assert _real_builds(state) == {"slow-base": 1, "app": 1, "other": 1}  # nobody was killed
     cached = [r for r in BuildRecords(state / "builds.sqlite").recent(100) if r.cached]
     assert {r.image for r in cached} == {"slow-base", "app", "other"}  # the other run's view
 
