@@ -174,7 +174,7 @@ def test_non_utf8_file_names_reach_json_escaped(tmp_path: Path) -> None:
     root = make_repo(tmp_path / "repo", {**files, "app/main.py": "x\n"})
     (root / "app").joinpath(os.fsdecode(b"caf\xe9.pem")).write_text("k\n")  # untracked
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
-    env.update(BUILD_ASSETS_HOME=str(tmp_path / "home"))  # no registry: plan reads the contexts only
+    env.update(BUILD_ASSETS_HOME=str(tmp_path / "home"))  # no registry: contexts only
     proc = subprocess.run(
         [sys.executable, "-m", "build_assets", "plan", "--json", "--repo", str(root)],
         env=env,
