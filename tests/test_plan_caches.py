@@ -13,6 +13,7 @@ from build_assets.core import secrets, versioncache
 from build_assets.core.gitrepo import RefFiles, WorktreeScan, read_file_at, resolve_commit_tree
 from build_assets.core.versioning import worktree_versions
 from tests.gitutil import commit_all, make_repo, write
+from tests.importtime import run_importtime
 
 MANIFEST = """images:
   base:
@@ -202,23 +203,7 @@ def test_scan_is_unaffected_by_a_planted_manifest_document(tmp_path: Path) -> No
 def test_cached_plan_imports_no_yaml_parser(tmp_path: Path) -> None:
     repo = _repo(tmp_path)
     assert _plan(repo).returncode == 0  # parses the manifest, fills the caches
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
-    env["BUILD_ASSETS_HOME"] = str(repo.parent / "home")
     for args in ([], ["--since", "HEAD"]):
-        proc = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", "build_assets", "plan", "--json", *args],
-            cwd=repo,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        imported = {
-            line.rsplit("|", 1)[1].strip()
-            for line in proc.stderr.splitlines()
-            if line.startswith("import time:") and "|" in line
-        }
+        _, imported = run_importtime("plan", "--json", *args, cwd=repo, home=repo.parent / "home")
         assert "build_assets.core.gitrepo" in imported  # the listing is read right
         assert "yaml" not in imported and "pydantic" not in imported

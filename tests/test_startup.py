@@ -9,14 +9,12 @@ must not even import pydantic (manifest validation) or rich (the table).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.gitutil import ALL_IMAGES, seed_repo
+from tests.importtime import run_importtime, top_level
 
 HEAVY = {"dagster", "boto3", "botocore"}
 VALIDATION = {"pydantic", "rich"}
@@ -25,25 +23,8 @@ VALIDATION = {"pydantic", "rich"}
 def imported(*args: str, cwd: Path, home: Path) -> tuple[set[str], str]:
     """Top-level packages a `python -X importtime -m build_assets ARGS` run imported, and its
     stdout (asserting success)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
-    env["BUILD_ASSETS_HOME"] = str(home)
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "build_assets", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    names = {
-        line.rsplit("|", 1)[1].strip().split(".")[0]
-        for line in proc.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-    assert "build_assets" in names  # the report is there: an empty set proves nothing
-    return names, proc.stdout
+    proc, modules = run_importtime(*args, cwd=cwd, home=home)
+    return top_level(modules), proc.stdout
 
 
 @pytest.fixture

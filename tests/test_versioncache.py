@@ -32,6 +32,7 @@ from tests.gitutil import (
     seed_repo,
     write,
 )
+from tests.importtime import run_importtime, top_level
 
 
 @pytest.fixture
@@ -278,28 +279,8 @@ def test_plan_since_diff_leaves_ignore_file_changes_to_the_full_plan(repo: Path)
     assert json.loads(warm.stdout)["images"] == [e.to_dict() for e in expected]
 
 
-class PlanRun(subprocess.CompletedProcess):
-    imported: set[str]
-
-
-def run_plan_full(repo: Path, *args: str) -> PlanRun:
+def run_plan_full(repo: Path, *args: str):
     """`plan --json ARGS` with `-X importtime`: output, warnings and the packages imported."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
-    env["BUILD_ASSETS_HOME"] = str(repo.parent / "home")
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "build_assets", "plan", "--json", *args],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stderr.splitlines()
-    run = PlanRun(proc.args, proc.returncode, proc.stdout, "")
-    run.stderr = "\n".join(x for x in lines if not x.startswith("import time:"))
-    run.imported = {
-        x.rsplit("|", 1)[1].strip().split(".")[0] for x in lines if x.startswith("import time:")
-    }
-    return run
+    proc, modules = run_importtime("plan", "--json", *args, cwd=repo, home=repo.parent / "home")
+    proc.imported = top_level(modules)
+    return proc
