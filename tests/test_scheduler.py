@@ -167,3 +167,24 @@ def test_independent_builds_are_in_flight_together(tmp_path: Path) -> None:
     list(BuildScheduler(builder, "reg", max_concurrent=8).run(versions, CASCADE))
     assert builder.peak >= 3
     assert builder.started_at["mid-a"] < builder.done_at["other-root"]
+
+
+def test_digests_the_caller_just_looked_up_are_not_asked_again(tmp_path: Path) -> None:
+    versions = _repo(tmp_path)
+
+    class Counting(SimulatedBuilder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked: list[str] = []
+
+        def existing_digest(self, request):
+            self.asked.append(request.image)
+            return super().existing_digest(request)
+
+    builder = Counting()
+    known = {"root": None, "mid-a": None}
+    outcomes = list(BuildScheduler(builder, "reg.test").run(versions, ["root", "mid-a"], known))
+    assert [o.status for o in outcomes] == [BUILT, BUILT]
+    assert builder.asked == []  # both answers came from the caller
+    list(BuildScheduler(builder, "reg.test").run(versions, ["root", "mid-a"]))
+    assert sorted(builder.asked) == ["mid-a", "root"]  # without them: one look-up each

@@ -7,6 +7,7 @@ building, deploying, done, ...) is also a `Progress` event for `on_progress`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -78,9 +79,11 @@ class BuildRun:
         self.on_event = on_event or (lambda message: None)
         self._deployer = None  # made at the first deploy: builds never wait on AWS set-up
         self.progress = pg.ProgressTracker(on_progress, run_id=run_id)
+        self._digests: dict[str, str | None] = {}  # looked up by `preview`, reused by the builds
 
-    def plan(self) -> dict[str, PlanEntry]:
-        """Why each image is built, against the last recorded build of it."""
+    @functools.cached_property
+    def reasons(self) -> dict[str, PlanEntry]:
+        """Why each image is built, against the last recorded build of it (computed once)."""
         states = self.project.ledger().built_states(self.project.registry)
         return {e.name: e for e in compare(self.versions, states, "first build")}
 
@@ -94,7 +97,8 @@ class BuildRun:
             digests = self.project.built_digests(self.versions, [*images, *sorted(bases)])  # type: ignore[list-item]
         except Exception:  # noqa: BLE001 - the preview only informs; the builds report per image
             digests = {}
-        reasons = self.plan()
+        self._digests = digests
+        reasons = self.reasons
         rows = []
         for name in images:
             image = self.versions[name]
@@ -129,10 +133,10 @@ class BuildRun:
                 self.progress.set(fn.name, pg.WAITING, fn.image, kind=pg.LAMBDA)
             else:
                 self.progress.set(fn.name, pg.QUEUED, kind=pg.LAMBDA)
-        reasons = self.plan()
+        reasons = self.reasons
         scheduler = self.project.scheduler(run_id=self.run_id, on_event=self.on_event)
         scheduler.progress = self.progress  # one board for images and functions
-        for outcome in scheduler.run(self.versions, images):
+        for outcome in scheduler.run(self.versions, images, self._digests):
             entry = reasons.get(outcome.name)
             target = next(t for t in self.selected if t.is_image and t.name == outcome.name)
             durations = self.progress.durations(outcome.name)

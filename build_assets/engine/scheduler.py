@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
 from build_assets.core.manifest import Manifest
@@ -130,8 +130,17 @@ class BuildScheduler:
         repository = repository_for(self.registry, image.name, self._manifest, self.env)
         return make_request(image, repository, base_uri, previous_tag)
 
-    def run(self, versions: VersionSet, selected: Iterable[str]) -> Iterator[Outcome]:
-        """Build the selected images; yield one Outcome per image, bases before dependents."""
+    def run(
+        self,
+        versions: VersionSet,
+        selected: Iterable[str],
+        known_digests: Mapping[str, str | None] | None = None,
+    ) -> Iterator[Outcome]:
+        """Build the selected images; yield one Outcome per image, bases before dependents.
+
+        `known_digests`: image -> digest of its current tag (None: absent) just looked up in
+        the registry by the caller, so it is not asked again; a lease still guards a build
+        another process may have started since."""
         self._manifest = versions.manifest
         order = [n for n in versions.manifest.order() if n in set(selected)]
         chosen = set(order)
@@ -141,7 +150,8 @@ class BuildScheduler:
         in_flight: list[BuildHandle] = []
         waiting = list(order)
         emitted: set[str] = set()
-        looked_up: dict[str, str | None] = {}  # image -> digest already in the registry
+        known = dict(known_digests or {})
+        looked_up = {n: known[n] for n in order if n in known}  # image -> digest in the registry
         me = Holder.current(self.run_id)
         heartbeat = Heartbeat(self.leases, me, self.lease_ttl_s) if self.leases else None
         held: dict[str, str] = {}  # image -> key of the lease we hold while building it
@@ -236,7 +246,7 @@ class BuildScheduler:
             assert base is not None
             if base not in pinned:
                 req = self.request_for(versions[base], None)
-                digest = self.builder.existing_digest(req)
+                digest = known.get(base) or self.builder.existing_digest(req)
                 if digest is None:
                     return None, (
                         f"base {base} ({req.image_uri}) is not in the registry; select it too"
