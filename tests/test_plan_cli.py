@@ -573,7 +573,7 @@ def test_clean_tree_plan_from_the_cache_matches_the_full_plan(
 ) -> None:
     """A second `plan` of a clean tree is answered from the version cache (no manifest
     validation, no hashing) and says exactly what the full computation says."""
-    from build_assets.cli.main import _plan_from_cache
+    from build_assets.cli.plan import _plan_from_cache
     from build_assets.core.gitrepo import WorktreeScan
     from build_assets.core.plan import compare
     from build_assets.engine import provenance as pv
