@@ -142,6 +142,12 @@ def _run_all(instance, resource, translator) -> RunSummary:
     return summary
 
 
+def _sessions(info: PostgresInfo) -> int:
+    """Connections ever made to the database (Postgres's own count, pg_stat_database)."""
+    sql = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+    return int(psql(info, sql)[0][0])
+
+
 def test_seed_scenarios_on_the_production_profile(profile_env, aws, tmp_path, monkeypatch):
     monkeypatch.setenv("MOTO_LAMBDA_STUB_ECR", "TRUE")  # images live in no ECR here
     monkeypatch.setenv("BUILD_ASSETS_HOME", str(tmp_path / "state"))
@@ -152,7 +158,9 @@ def test_seed_scenarios_on_the_production_profile(profile_env, aws, tmp_path, mo
     translator = ImageAssetTranslator()
     functions = sorted([LAMBDA_HARMONIZE, LAMBDA_CREATE])
     with instance_at(tmp_path / "home", default_launcher(shipped_profile())) as instance:
+        sessions_before = _sessions(profile_env)
         initial = _run_all(instance, resource, translator)
+        sessions = _sessions(profile_env) - sessions_before
         assert sorted(initial.built) == sorted(ALL_IMAGES)
         assert sorted(initial.functions_updated) == functions
 
@@ -174,6 +182,14 @@ def test_seed_scenarios_on_the_production_profile(profile_env, aws, tmp_path, mo
         # The instance reads its history back from Postgres.
         records = instance.get_run_records()
         assert {r.dagster_run.run_id for r in records} >= {x.run_id for x in (initial, rev)}
+
+    # The run worker holds its storage connection: dagster-postgres alone opens 2-3 per event.
+    events = int(
+        psql(profile_env, f"SELECT count(*) FROM event_logs WHERE run_id = '{initial.run_id}'")[0][
+            0
+        ]
+    )
+    assert sessions < events / 4, f"{sessions} Postgres sessions for {events} events"
 
     runs = [initial, t1, t3, rev]
     # Independent evidence in Postgres: each run SUCCESS, one materialization event per asset.

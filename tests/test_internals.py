@@ -20,6 +20,16 @@ def test_internal_name_still_exists(module: str, name: str) -> None:
     assert callable(value)
 
 
+def test_instance_still_offers_the_webserver_connection_pool() -> None:
+    """hold_storage_connections calls it with these keywords (Dagster's webserver does too)."""
+    import inspect
+
+    from dagster import DagsterInstance
+
+    params = inspect.signature(DagsterInstance.optimize_for_webserver).parameters
+    assert {"statement_timeout", "pool_recycle", "max_overflow"} <= params.keys()
+
+
 def test_no_other_module_imports_dagster_internals() -> None:
     from pathlib import Path
 

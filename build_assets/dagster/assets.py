@@ -26,6 +26,7 @@ from dagster import (
 )
 
 from build_assets.core.versioning import VersionSet
+from build_assets.dagster.internals import hold_storage_connections
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
 from build_assets.engine import progress as pg
@@ -153,6 +154,7 @@ def run_image_builds(
     translator: ImageAssetTranslator,
 ) -> Iterator[MaterializeResult]:
     """Build the selected images, deploy the selected functions, yield results in order."""
+    hold_storage_connections(context.instance)  # the run worker stores hundreds of events
     versions = pinned_versions(context, project, loaded)
     by_key = translator.keys(versions)
     keys = {t: k for k, t in by_key.items()}

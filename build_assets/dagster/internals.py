@@ -1,13 +1,15 @@
-"""The one module that uses Dagster internals (`dagster._core`), for what no public API does:
-creating and submitting a run of a code location loaded in this process, without a webserver
-(what `dagster job launch` does, minus the code-server subprocess). tests/test_internals.py
-fails loudly when a Dagster release moves these names.
+"""The one module that uses Dagster internals (`dagster._core`) or instance methods meant for
+Dagster's own processes, for what no public API does: creating and submitting a run of a code
+location loaded in this process, without a webserver (what `dagster job launch` does, minus the
+code-server subprocess), and holding the run worker's storage connection open.
+tests/test_internals.py fails loudly when a Dagster release moves these names.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +31,27 @@ INTERNAL_NAMES = (
     ("dagster._core.workspace.context", "WorkspaceProcessContext"),
     ("dagster._core.workspace.load_target", "InProcessWorkspaceLoadTarget"),
 )
+
+
+_POOLED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def hold_storage_connections(instance: Any) -> None:
+    """Make this process's instance keep a database connection open for the rest of the run.
+
+    dagster-postgres opens a new connection for every stored event (its engines use
+    `NullPool`, so that idle instances hold no connections). A run worker stores hundreds of
+    events in a few seconds, and each new connection costs a TCP handshake, a backend fork and
+    a SCRAM exchange (8 ms on loopback here, more across a network). This gives the instance
+    the webserver's setting instead: one pooled connection (plus short-lived overflow for
+    threads logging at the same time), no statement timeout, recycled hourly. It is a no-op for
+    storages without a connection pool (SQLite, in-memory) and done once per instance.
+    """
+    if instance in _POOLED:
+        return
+    _POOLED.add(instance)
+    # max_overflow=-1: a thread that finds the held connection busy opens its own, as before
+    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=-1)
 
 
 def submit_via_instance(

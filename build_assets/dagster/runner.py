@@ -15,6 +15,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from build_assets.core.versioning import VersionSet
 from build_assets.dagster.assets import build_images_asset
+from build_assets.dagster.internals import hold_storage_connections
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
 from build_assets.engine import progress as pg
@@ -86,6 +87,7 @@ def run_materialization(
     start = time.monotonic()
     if not keys:
         return RunSummary(run_id=None, success=True, seconds=0.0)
+    hold_storage_connections(instance)  # this process is the run worker, from the first event
     with pg.listening(on_progress):
         result = materialize(
             [build_images_asset(versions, translator)],
