@@ -265,6 +265,17 @@ def test_good_names(name: str) -> None:
             id="function-in-two-images",
         ),
         pytest.param(
+            'naming: {repository: "{env}-images"}\n'
+            f"images:\n  a:\n{D}  b:\n{D}    repository: own-{{image}}\n  c:\n{D}",
+            ["images.yaml: images 'a', 'c' would share repository '{env}-images'"],
+            id="shared-repository",
+        ),
+        pytest.param(
+            f"images:\n  a:\n{D}  b:\n{D}    repository: a\n",
+            ["images.yaml: images 'a', 'b' would share repository 'a'"],
+            id="repository-named-like-another-image",
+        ),
+        pytest.param(
             f"images:\n  a:\n{D}extra: 1\n",
             ["images.yaml: field '': unknown key 'extra'"],
             id="unknown-top-level-key",

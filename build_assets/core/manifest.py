@@ -197,6 +197,18 @@ class Manifest(BaseModel):
         template = (spec.repository if spec else None) or self.naming.repository
         return template.format(image=name, env=env)
 
+    def shared_repositories(self) -> dict[str, list[str]]:
+        """Repository template result -> images, for repositories that more than one image
+        would push to (in every environment: `{env}` is kept as it is)."""
+        owners: dict[str, list[str]] = {}
+        for name in self.images:
+            try:
+                repo = self.repository_name(name, "{env}")
+            except (KeyError, IndexError, ValueError):
+                continue  # a bad template, reported on its own
+            owners.setdefault(repo, []).append(name)
+        return {repo: names for repo, names in owners.items() if len(names) > 1}
+
     def ignore_paths(self) -> list[str]:
         """Ignore files named in the manifest (besides Docker's own places)."""
         named = [self.dockerignore, *(s.dockerignore for s in self.images.values())]
@@ -403,6 +415,13 @@ def _semantic_problems(
             else:
                 functions[fn] = name
     problems.extend(_adoption_problems(manifest, source, path_exists, skip))
+    for repo, names in manifest.shared_repositories().items():
+        shown = ", ".join(f"'{n}'" for n in names)
+        problems.append(
+            f"{source}: images {shown} would share repository '{repo}' (each image needs its"
+            " own: its last build is recorded per repository); put {image} in"
+            " 'naming.repository' or give each image its own 'repository'"
+        )
     problems.extend(_cycle_problems(manifest, source))
     return problems
 
