@@ -174,7 +174,8 @@ class Project:
         from build_assets.engine.provenance import Publisher
         from build_assets.engine.records import BuildRecords
 
-        publish = Publisher(self.settings.registry) if self.settings.registry else None
+        registry = self.settings.registry
+        publish = Publisher(registry, self.repository) if registry else None
         return BuildRecords(self.settings.ledger_path, publish=publish)
 
     def provenance_cache(self) -> ProvenanceCache:

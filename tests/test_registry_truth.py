@@ -120,3 +120,23 @@ def test_provenance_round_trip_and_pointer(stack_env, tmp_path: Path) -> None:
     assert states["base-receipt-dynamo"].digest is None  # no image: only provenance
     assert states["base-receipt-dynamo"].last == pv.Provenance.of(second)
     assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_plan_reads_repositories_named_by_the_manifest(stack_env, tmp_path: Path) -> None:
+    """With `naming.repository`, builds push to, and `plan` asks, the templated repositories:
+    the current tags and the `last-build` provenance both live there."""
+    registry = f"{stack_env.registry}/named-{uuid.uuid4().hex[:8]}"
+    repo = seed_repo(tmp_path / "builder")
+    manifest = repo / "images.yaml"
+    manifest.write_text('naming:\n  repository: "team/{image}-{env}"\n' + manifest.read_text())
+    commit_all(repo, "name repositories")
+    assert set(_build(repo, registry).values()) == {"built"}
+    assert get_manifest(f"{registry}/team/{HARMONIZE}-dev", pv.POINTER_TAG) is not None
+
+    fresh = clone(repo, tmp_path / "fresh")
+    entries = _plan(fresh, tmp_path / "fresh-state", registry)
+    assert [n for n, e in entries.items() if e["changed"]] == [], entries
+    prepend(fresh, HANDLER, "# pending handler edit")
+    entries = _plan(fresh, tmp_path / "fresh-state", registry)
+    assert [n for n, e in entries.items() if e["changed"]] == [HARMONIZE]
+    assert entries[HARMONIZE]["reasons"] == [f"{HANDLER} modified"]

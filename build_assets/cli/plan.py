@@ -45,7 +45,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         scan.prefetch()
         import build_assets.core.versioning  # noqa: F401 - while git lists untracked files
     truth: dict = {}  # image -> RegistryState, asked once (the fast path fills it)
-    fast = _plan_from_cache(scan, settings, truth)
+    fast = _plan_from_cache(scan, settings, truth, args.manifest_doc)
     if fast is not None:
         return _print_plan(args, *fast)
 
@@ -60,7 +60,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         return _print_plan(args, compare(current, {}, "not built yet"), *_NO_REGISTRY)
     wanted = [(img.name, img.tag) for img in current]
     if any(truth.get(name, (None,))[0] != tag for name, tag in wanted):
-        truth = _ask_registry(settings, wanted)
+        truth = _ask_registry(settings, wanted, args.manifest_doc)
     states = {name: state for name, (_, state) in truth.items()}
     entries = built_states(current, states)
     against = f"the registry {settings.registry}"
@@ -75,12 +75,19 @@ _NO_REGISTRY = (
 )
 
 
-def _ask_registry(settings, wanted: list[tuple[str, str]]) -> dict:
-    """Image -> (tag asked, RegistryState): the registry, in parallel threads."""
+def _ask_registry(settings, wanted: list[tuple[str, str]], doc: object) -> dict:
+    """Image -> (tag asked, RegistryState): the registry, in parallel threads; repositories
+    named by the manifest document `doc`'s templates."""
+    from build_assets.core.naming import repository_name_in
     from build_assets.engine.provenance import ProvenanceCache, registry_states
 
     cache = ProvenanceCache(settings.home / "provenance")
-    states = registry_states(settings.registry, wanted, cache)
+    states = registry_states(
+        settings.registry,
+        wanted,
+        cache,
+        repository_of=lambda image: repository_name_in(doc, image, settings.env),
+    )
     return {name: (tag, states[name]) for name, tag in wanted}
 
 
@@ -298,7 +305,9 @@ def _print_plan(args: argparse.Namespace, entries: list, against: str, note: str
     return 0
 
 
-def _plan_from_cache(scan, settings, truth: dict) -> tuple[list, str, str | None] | None:
+def _plan_from_cache(
+    scan, settings, truth: dict, doc: object
+) -> tuple[list, str, str | None] | None:
     """The plan of a clean tree from the version cache, when no reason needs file lists:
     every image is either built at its current version (its tag is in the registry) or never
     built (no `last-build` provenance); None otherwise, with the registry's answers left in
@@ -320,7 +329,7 @@ def _plan_from_cache(scan, settings, truth: dict) -> tuple[list, str, str | None
         built: set[str] = set()
         against, note = _NO_REGISTRY
     else:
-        truth.update(_ask_registry(settings, list(tags.items())))
+        truth.update(_ask_registry(settings, list(tags.items()), doc))
         if any(state.digest is None and state.last for _, state in truth.values()):
             return None  # some image changed since its last build: reasons need file lists
         built = {name for name, (_, state) in truth.items() if state.digest}

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from build_assets.core import safeyaml
 from build_assets.core.lock import is_external, valid_reference
+from build_assets.core.naming import DEFAULT_PROJECT_NAME, DEFAULT_REPOSITORY_NAME
 from build_assets.errors import ManifestError
 
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -75,8 +76,6 @@ class CodeBuildOptions(BaseModel):
 
 Platform = Literal["linux/amd64", "linux/arm64"]
 PLATFORMS = ("linux/amd64", "linux/arm64")
-DEFAULT_PROJECT_NAME = "{image}-{env}-img-builder"
-DEFAULT_REPOSITORY_NAME = "{image}"
 
 
 class Naming(BaseModel):

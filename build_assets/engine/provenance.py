@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -158,7 +158,12 @@ def _move_pointer(repository: str, body: bytes) -> None:
 
 def fetch(repository: str, reference: str, cache: ProvenanceCache | None = None):
     """The provenance behind a tag or manifest digest (None if absent or not ours)."""
-    manifest = reg.get_manifest(repository, reference)
+    return from_manifest(repository, reg.get_manifest(repository, reference), cache)
+
+
+def from_manifest(repository: str, manifest: dict | None, cache: ProvenanceCache | None = None):
+    """The provenance an artifact manifest points at (None if absent or not ours): from the
+    cache when it holds that blob, else from the registry."""
     if not manifest or manifest.get("artifactType") != MEDIA_TYPE:
         return None
     [layer] = manifest["layers"]
@@ -215,14 +220,20 @@ def registry_states(
     cache: ProvenanceCache | None = None,
     *,
     with_last: bool = True,
+    repository_of: Callable[[str], str] = str,
 ) -> dict[str, RegistryState]:
     """Image -> RegistryState for (image, current tag) pairs, asked in parallel threads:
-    one HEAD per image, plus the `last-build` provenance of the images not built."""
+    one HEAD per image, plus the `last-build` provenance of the images not built. On ECR, one
+    `batch_get_image` per image asks for both (`aws.ecr.tagged_images`). `repository_of` names
+    an image's repository (the manifest's naming templates; default: the image's name)."""
     wanted = list(wanted)
+    on_ecr = reg.is_ecr(reg.parse_repository(f"{registry}/x").host)
 
     def one(item: tuple[str, str]) -> RegistryState:
         image, tag = item
-        repository = f"{registry}/{image}"
+        repository = f"{registry}/{repository_of(image)}"
+        if on_ecr:
+            return _ecr_state(repository, tag, cache, with_last)
         digest = reg.manifest_digest(repository, tag)
         if digest is not None or not with_last:
             return RegistryState(digest)
@@ -235,12 +246,29 @@ def registry_states(
     return {image: st for (image, _), st in zip(wanted, states, strict=True)}
 
 
+def _ecr_state(
+    repository: str, tag: str, cache: ProvenanceCache | None, with_last: bool
+) -> RegistryState:
+    from build_assets.aws.ecr import tagged_images
+
+    found = tagged_images(repository, [tag, POINTER_TAG] if with_last else [tag])
+    if tag in found:
+        return RegistryState(found[tag].digest)
+    pointer = found.get(POINTER_TAG)
+    return RegistryState(
+        None, from_manifest(repository, pointer.manifest, cache) if pointer else None
+    )
+
+
 class Publisher:
     """Publishes the provenance of every successful build record (best effort: a registry
     that refuses it never fails a build; `plan` then falls back to 'not built yet')."""
 
-    def __init__(self, registry: str) -> None:
+    def __init__(self, registry: str, repository_of: Callable[[str], str] | None = None) -> None:
+        """repository_of: an image's full repository ('host/name'; the manifest's naming
+        templates), default '<registry>/<image>'."""
         self.registry = registry
+        self.repository_of = repository_of or (lambda image: f"{registry}/{image}")
         self._reachable: bool | None = None
 
     def __call__(self, prov: Provenance) -> None:
@@ -250,6 +278,6 @@ class Publisher:
         if not self._reachable:
             return
         try:
-            publish(f"{self.registry}/{prov.image}", prov)
+            publish(self.repository_of(prov.image), prov)
         except Exception as exc:  # noqa: BLE001 - provenance is never worth a failed build
             log.warning("could not publish the provenance of %s: %s", prov.image, exc)
