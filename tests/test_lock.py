@@ -18,11 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from build_assets.core.lock import HEADER, LOCK_FILE, parse_lock, pinned_reference
+from build_assets.core.lock import (
+    HEADER,
+    LOCK_FILE,
+    parse_lock,
+    pin_literal_froms,
+    pinned_reference,
+)
 from build_assets.core.versioning import worktree_versions
 from build_assets.engine import registry as reg
 from build_assets.engine.builders.base import make_request
-from tests.gitutil import commit_all, git, replace_in
+from build_assets.errors import UserError
+from build_assets.project import Project
+from tests.gitutil import commit_all, git, replace_in, write
 
 FIXTURE = Path(__file__).resolve().parent / "monorepos" / "adopt"
 DIGEST = "sha256:" + "ab" * 32
@@ -204,3 +212,81 @@ def test_external_manifest_base_is_pinned_and_passed_in_its_arg(tmp_path: Path) 
     replace_in(repo, "images.yaml", f"    base: {ref}\n", "    base: 'bad ref:1'\n")
     out = cli(repo, "plan")
     assert out.returncode == 2 and "field 'base': bad image reference 'bad ref:1'" in out.stderr
+
+
+# --- a literal FROM builds exactly the locked base --------------------------------------------
+
+PY = "python:3.12"
+PINNED = f"python@{DIGEST}"
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "expected"),
+    [
+        pytest.param(f"FROM {PY}\n", f"FROM {PINNED}\n", id="plain"),
+        pytest.param(f"from {PY} AS build\n", f"from {PINNED} AS build\n", id="stage"),
+        pytest.param(
+            f"FROM --platform=linux/arm64 {PY}\n",
+            f"FROM --platform=linux/arm64 {PINNED}\n",
+            id="platform-flag",
+        ),
+        pytest.param(
+            "ARG V=3.12\nFROM python:${V}\n", f"ARG V=3.12\nFROM {PINNED}\n", id="arg-in-tag"
+        ),
+        pytest.param(
+            f"FROM {PY} AS a\nRUN x\nFROM a\nFROM {PY}\n",
+            f"FROM {PINNED} AS a\nRUN x\nFROM a\nFROM {PINNED}\n",
+            id="twice-and-a-stage",
+        ),
+        pytest.param("ARG B\nFROM ${B}\n", "ARG B\nFROM ${B}\n", id="from-an-arg-untouched"),
+        pytest.param("FROM python:3.11\n", "FROM python:3.11\n", id="other-tag-untouched"),
+    ],
+)
+def test_literal_froms_are_pinned_in_the_shipped_dockerfile(dockerfile, expected) -> None:
+    pinned = pin_literal_froms(dockerfile.encode(), {PY: PINNED}, {}, "Dockerfile")
+    assert pinned.decode() == expected
+
+
+def test_a_from_it_cannot_rewrite_is_one_line() -> None:
+    with pytest.raises(UserError, match=r"^svc/Dockerfile:1: cannot pin FROM python:3.12"):
+        pin_literal_froms(f"FROM \\\n  {PY}\n".encode(), {PY: PINNED}, {}, "svc/Dockerfile")
+
+
+def _first_layer_file(repository: str, tag: str, name: str) -> str:
+    manifest = reg.get_manifest(repository, tag)
+    assert manifest is not None
+    layer = reg.get_blob(repository, manifest["layers"][0]["digest"])
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer))) as tar:
+        member = tar.extractfile(name)
+        assert member is not None
+        return member.read().decode()
+
+
+@pytest.mark.stack
+def test_a_literal_from_builds_the_locked_digest_when_its_tag_moved(stack_env, tmp_path) -> None:
+    registry = f"{stack_env.registry}/literal-{uuid.uuid4().hex[:8]}"
+    locked = push_scratch(registry, "ext/base", "1", "locked release")
+    external = f"{registry}/ext/base:1"
+    repo = tmp_path / "repo"
+    write(
+        repo,
+        {
+            "images.yaml": "images:\n  app:\n    dockerfile: app/Dockerfile\n"
+            "    source_paths: [app]\n",
+            LOCK_FILE: f"bases:\n  {external}: {locked}\n",
+            "app/Dockerfile": f"FROM {external}\nCOPY app/app.txt /app.txt\n",
+            "app/app.txt": "hello\n",
+        },
+    )
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "app on a literal FROM")
+    push_scratch(registry, "ext/base", "1", "a newer release")  # the tag moves on
+
+    project = Project.from_env(repo=str(repo), registry=registry)
+    versions = project.versions()
+    [outcome] = project.scheduler().run(versions, ["app"])
+    assert outcome.status == "built", outcome
+    # The image starts from the locked base, as its version says, not from the moved tag.
+    assert _first_layer_file(f"{registry}/app", versions["app"].tag, "release") == "locked release"
+    # What was committed is untouched: only the shipped copy of the Dockerfile is pinned.
+    assert (repo / "app/Dockerfile").read_text().startswith(f"FROM {external}\n")

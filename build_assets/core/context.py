@@ -11,8 +11,8 @@ import hashlib
 import io
 import tarfile
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple, Protocol
 
 MODE_FILE = "100644"
@@ -65,6 +65,9 @@ class BuildContext:
 
     files: tuple[ContextFile, ...]
     reader: ContentReader
+    # path -> what the build ships instead of the file's bytes (verified first): the
+    # Dockerfile with literal FROMs pinned to bases.lock (`core.lock.pin_literal_froms`)
+    edits: Mapping[str, Callable[[bytes], bytes]] = field(default_factory=dict)
 
     @property
     def file_count(self) -> int:
@@ -79,7 +82,8 @@ class BuildContext:
                     f"{f.path} changed after its version was computed; re-run to build the new"
                     " content"
                 )
-            yield f, data
+            edit = self.edits.get(f.path) if f.mode != MODE_LINK else None
+            yield f, (edit(data) if edit is not None else data)
 
     def write_tar(self, out: BinaryIO) -> int:
         """Write a reproducible tar of the context to `out`; return the total content size."""

@@ -14,8 +14,8 @@ The digest of every external base an image uses is part of its version, so versi
 pure function of the repository's content and re-pinning a base is one reviewable commit that
 makes exactly its dependent cascade stale. When a `FROM` takes its image from a build arg
 (`FROM ${X}` / `${X:-default}`), the build receives the pinned `repo@sha256:…` in that arg; a
-literal `FROM repo:tag` is built from the tag (Docker offers no way to redirect it), while the
-version still follows the lock.
+literal `FROM repo:tag` is rewritten to `FROM repo@sha256:…` in the Dockerfile the build ships
+(`pin_literal_froms`), so either way the build starts from exactly the base its version names.
 """
 
 from __future__ import annotations
@@ -126,6 +126,36 @@ def pinned_reference(ref: str, digest: str) -> str:
     if ":" in last:
         name = name[: len(name) - len(last)] + last.split(":", 1)[0]
     return f"{name}@{digest}"
+
+
+def pin_literal_froms(
+    text: bytes, pins: dict[str, str], build_args: dict[str, str], where: str
+) -> bytes:
+    """The Dockerfile `text` with the image of every literal `FROM` (not `FROM ${ARG}`) whose
+    reference `pins` maps replaced by its pinned `repo@sha256:…`, so the build starts from
+    exactly the locked base. (Docker has no flag that redirects a literal FROM; BuildKit's
+    --build-context needs buildx.) `build_args` expand `FROM repo:${VERSION}`."""
+    from build_assets.core.dockerfile import expand, parse
+
+    lines = text.decode("utf-8", "surrogateescape").split("\n")
+    dockerfile = parse("\n".join(lines))
+    values = {k: v for k, v in dockerfile.global_args.items() if v is not None}
+    values.update(build_args)
+    for frm in dockerfile.froms:
+        pinned = None if frm.image.startswith("$") else pins.get(expand(frm.image, values) or "")
+        if pinned is None:
+            continue
+        word = re.compile(r"(?<!\S)" + re.escape(frm.image) + r"(?!\S)")
+        line = lines[frm.line - 1]
+        keyword = re.match(r"\s*FROM\s", line, re.IGNORECASE)
+        found = word.search(line, keyword.end()) if keyword else None
+        if found is None:
+            raise UserError(
+                f"{where}:{frm.line}: cannot pin FROM {frm.image} to its bases.lock digest"
+                " (write the image on the FROM line, or take it from an ARG: FROM ${ARG})"
+            )
+        lines[frm.line - 1] = line[: found.start()] + pinned + line[found.end() :]
+    return "\n".join(lines).encode("utf-8", "surrogateescape")
 
 
 def lock_path(manifest: str | Path) -> Path:

@@ -45,6 +45,7 @@ from build_assets.core.lock import (
     is_external,
     lock_problems,
     parse_lock,
+    pin_literal_froms,
     pinned_reference,
 )
 from build_assets.core.manifest import (
@@ -182,7 +183,7 @@ class ImageVersion:
         out: dict[str, str] = {}
         for ext in self.externals:
             if ext.arg is None:
-                continue  # a literal FROM: built from its tag, versioned by the lock
+                continue  # a literal FROM: pinned in the shipped Dockerfile (`context`)
             if ext.reference in self.pins:
                 out[ext.arg] = pinned_reference(ext.reference, self.pins[ext.reference])
             elif ext.line is None:
@@ -275,7 +276,20 @@ class ImageVersion:
 
     @functools.cached_property
     def context(self) -> BuildContext:
-        return BuildContext(files=self.files, reader=self._resolve()[0].reader)
+        """What the build ships: the context files, the Dockerfile's literal FROMs of locked
+        external bases pinned to their digests."""
+        pins = {
+            ext.reference: pinned_reference(ext.reference, self.pins[ext.reference])
+            for ext in self.externals
+            if ext.arg is None and ext.line is not None and ext.reference in self.pins
+        }
+        edits = {}
+        if pins:
+            where, args = self.spec.dockerfile, dict(self.spec.build_args)
+            edits[where] = functools.partial(
+                pin_literal_froms, pins=pins, build_args=args, where=where
+            )
+        return BuildContext(files=self.files, reader=self._resolve()[0].reader, edits=edits)
 
 
 def hash_image(spec: ImageSpec | dict, listing: str, base_version: str | None) -> str:
