@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -316,3 +317,41 @@ def test_cancel_stops_a_running_build(local_stack: StackInfo, tmp_path: Path) ->
     while running():  # the engine drops the RUN container once its client is gone
         assert time.monotonic() < deadline, f"container {container} still running"
         time.sleep(0.2)
+
+
+def _foreign_elf() -> tuple[str, bytes]:
+    """(a platform this host cannot run, an ELF header of that architecture): what the kernel
+    refuses with ENOEXEC ('exec format error') when no emulator is registered."""
+    import platform
+    import struct
+
+    machine = platform.machine()
+    target, e_machine = (
+        ("linux/amd64", 62) if machine in ("aarch64", "arm64") else ("linux/arm64", 183)
+    )
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+    header = ident + struct.pack(
+        "<HHIQQQIHHHHHH", 2, e_machine, 1, 0x400000, 64, 0, 0, 64, 56, 0, 64, 0, 0
+    )
+    return target, header
+
+
+def test_a_platform_the_engine_cannot_run_is_one_clear_line(
+    local_stack: StackInfo, local_builder: LocalDockerBuilder
+) -> None:
+    target, sh = _foreign_elf()
+    emulators = Path("/proc/sys/fs/binfmt_misc")
+    if emulators.is_dir() and any(p.name.startswith("qemu") for p in emulators.iterdir()):
+        pytest.skip("QEMU emulation is registered here: the build would run")
+    req = make_request(
+        local_stack,
+        "foreign",
+        {"Dockerfile": b"FROM scratch\nCOPY sh /bin/sh\nRUN true\n", "sh": (sh, MODE_EXEC)},
+    )
+    req = dataclasses.replace(req, platform=target)
+    with pytest.raises(BuildError) as err:
+        build(local_builder, req)
+    message = str(err.value)
+    assert f"this Docker engine cannot run {target} programs" in message
+    assert "qemu-user-static" in message and "\n" not in message
+    assert err.value.phase == "BUILD"

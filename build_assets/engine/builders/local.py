@@ -73,6 +73,16 @@ def _extract(archive: Path, dest: Path) -> None:
         tar.extractall(dest)
 
 
+def foreign_platform_problem(platform: str) -> str:
+    """Why a build for `platform` failed with 'exec format error', and what to do."""
+    return (
+        f"this Docker engine cannot run {platform} programs (a RUN step failed with 'exec"
+        " format error'): register QEMU emulation on the engine's host (apt-get install"
+        " qemu-user-static binfmt-support) or build it on CodeBuild"
+        f" (BUILD_ASSETS_BACKEND=codebuild), which runs {platform} natively"
+    )
+
+
 @dataclass
 class _Run:
     """One execution of the build script (shared by handles attached to the same image)."""
@@ -188,6 +198,8 @@ class LocalDockerBuilder:
             raise fail(run.error, phase="PREPARE")
         if run.returncode != 0:
             phase = phases[-1] if phases else "PREPARE"
+            if req.platform and "exec format error" in text:
+                raise fail(foreign_platform_problem(req.platform), phase=phase)
             raise fail(
                 f"build script failed (exit {run.returncode}) in {phase}; log: {run.log_path}",
                 phase=phase,
