@@ -395,6 +395,49 @@ def test_registry_stopped_mid_run_one_line_errors_and_rerun_recovers(
 
 
 @pytest.mark.stack
+def test_moto_stopped_mid_run_fails_the_function_only_and_rerun_deploys(
+    private_stack, tmp_path: Path
+) -> None:
+    home, info = private_stack
+    shell = shell_image(info.registry, tmp_path, "faults-shell")
+    repo = _repo(tmp_path / "repo", shell=shell, sleep_s=3)
+    manifest = repo / "images.yaml"
+    manifest.write_text(
+        manifest.read_text().replace("base: slow-base\n", "base: slow-base\n    lambda: fn-app\n")
+    )
+    _git(repo, "commit", "-qam", "a function")
+    state = tmp_path / "state"
+    env = _env(state, f"{info.registry}/faults-moto", info)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "build_assets", "materialize", "--all", "--repo", str(repo)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _until(lambda: _running_step(state, "slow-base"), 120, "the base's RUN step")
+    moto_pid = stack_status(home).services["moto"].pid
+    assert moto_pid
+    os.kill(moto_pid, signal.SIGKILL)
+    out, err = run.communicate(timeout=300)
+    assert run.returncode != 0
+    assert "Traceback" not in err, err
+    # one line on stderr for the function, saying what is unreachable and what to do
+    [problem] = [ln for ln in err.splitlines() if ln.strip()]
+    assert problem.startswith("lambda fn-app: deploy of "), err
+    assert f"cannot reach {info.aws_endpoint_url}" in problem and "stack up" in problem
+    assert _real_builds(state) == {"slow-base": 1, "app": 1, "other": 1}  # images unaffected
+
+    stack_up(home, log=_quiet)  # moto again, same address, empty: the function is created
+    again = _cli(["materialize", "--all", "--repo", str(repo)], env)
+    assert again.returncode == 0, again.stderr
+    assert _real_builds(state) == {"slow-base": 1, "app": 1, "other": 1}  # nothing rebuilt
+    status = _cli(["status", "--json", "--repo", str(repo)], env)
+    assert status.returncode == 0, status.stderr
+    assert "fn-app" in status.stdout
+
+
+@pytest.mark.stack
 @pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount needs root")
 def test_read_only_state_folder_is_one_line(stack_env: StackInfo, tmp_path: Path) -> None:
     repo = _repo(tmp_path / "repo")

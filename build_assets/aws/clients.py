@@ -32,6 +32,10 @@ ENV_BUCKET = "BUILD_ASSETS_BUCKET"
 # adaptive = standard retries (throttling, 5xx, transient network) + client-side rate limiting
 RETRY_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10})
 
+# an emulator on this machine (moto, LocalStack) neither throttles nor blips: a refused
+# connection means it is down, which should be said in seconds, not after a minute of back-off
+LOOPBACK_RETRIES = Config(retries={"mode": "standard", "max_attempts": 3})
+
 THROTTLING_CODES = frozenset(
     {
         "Throttling",
@@ -87,8 +91,15 @@ def make_client(service: str, session: boto3.Session | None = None, **kwargs: An
     session = session or make_session()
     region_of(session)
     config = RETRY_CONFIG
-    if service == "s3" and (os.environ.get("AWS_ENDPOINT_URL") or kwargs.get("endpoint_url")):
+    endpoint = (
+        kwargs.get("endpoint_url")
+        or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    if service == "s3" and endpoint:
         config = config.merge(Config(s3={"addressing_style": "path"}))
+    if endpoint and _is_loopback(endpoint):
+        config = config.merge(LOOPBACK_RETRIES)
     try:
         return session.client(service, config=config, **kwargs)
     except NoRegionError:
@@ -122,6 +133,13 @@ def ecr_registry_parts(repository: str) -> tuple[str | None, str, str | None]:
     return (host if match else None), name, (match.group(1) if match else None)
 
 
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def describe_error(exc: BaseException, action: str, resource: str) -> str:
     """One line telling the user what failed, on what, and (when known) what to do."""
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError, TokenRetrievalError)):
@@ -130,7 +148,10 @@ def describe_error(exc: BaseException, action: str, resource: str) -> str:
             " (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run `aws sso login`)"
         )
     if isinstance(exc, EndpointConnectionError):
-        return f"cannot {action} ({resource}): cannot reach {exc.kwargs.get('endpoint_url')}"
+        url = str(exc.kwargs.get("endpoint_url") or "")
+        hint = " (AWS_ENDPOINT_URL: is the local stack up? build-assets stack up)"
+        hint = hint if _is_loopback(url) else ""
+        return f"cannot {action} ({resource}): cannot reach {url}{hint}"
     if isinstance(exc, NoRegionError):
         return f"cannot {action} ({resource}): no AWS region configured (set AWS_REGION)"
     if not isinstance(exc, ClientError):

@@ -51,8 +51,9 @@ def print_summary(summary) -> None:
     table.add_row("Lambda updated", ", ".join(summary.functions_updated) or "-")
     table.add_row("Lambda already current", ", ".join(summary.functions_unchanged) or "-")
     console.print(table)
+    errors = Console(stderr=True, soft_wrap=True)  # a problem stays one greppable line
     for problem in summary.problems:
-        console.print(f"[red]{escape(problem)}[/]")
+        errors.print(f"[red]{escape(problem)}[/]")
     console.print("[green]success[/]" if summary.success else "[red]failed[/]")
 
 

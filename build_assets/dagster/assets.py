@@ -199,8 +199,9 @@ def run_image_builds(
             yield _function_result(keys[done.target], done)
     if failures:
         causes = "\n".join(_cause(f) for f in failures)  # one line per image, first
+        details = "\n\n".join(failures)
         raise Failure(
-            description=causes + "\n\ndetails:\n\n" + "\n\n".join(failures),
+            description=causes if details == causes else f"{causes}\n\ndetails:\n\n{details}",
             metadata={
                 "problems": MetadataValue.md("\n\n".join(f"```\n{f}\n```" for f in failures))
             },

@@ -183,11 +183,23 @@ class BuildRun:
                 self._deployer = self.project.deployer()
             deployed = self._deployer.deploy(fn.name, result.pinned_uri)
         except Exception as exc:  # noqa: BLE001 - one function failing must not hide others
-            problem = f"lambda {fn.name}: deploy of {result.pinned_uri} failed: {exc}"
-            self.progress.set(fn.name, pg.FAILED, f"deploy: {exc}", kind=pg.LAMBDA)
+            why = _deploy_error(exc, fn.name)
+            problem = f"lambda {fn.name}: deploy of {result.pinned_uri} failed: {why}"
+            self.progress.set(fn.name, pg.FAILED, f"deploy: {why}", kind=pg.LAMBDA)
             return Done(fn, image, result=result, problem=problem)
         verb = "updated to" if deployed.changed else "already on"
         detail = "updated" if deployed.changed else "already current"
         self.progress.set(fn.name, pg.DONE, detail, kind=pg.LAMBDA)
         self.on_event(f"lambda {fn.name}: {verb} {result.pinned_uri}")
         return Done(fn, image, result=result, deployed=deployed)
+
+
+def _deploy_error(exc: Exception, function: str) -> str:
+    """One line for a failed deploy: a user error as it is, an AWS error described."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, (BotoCoreError, ClientError)):
+        from build_assets.aws.clients import describe_error
+
+        return describe_error(exc, "update the function", f"Lambda {function}")
+    return str(exc)
