@@ -49,11 +49,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if fast is not None:
         return _print_plan(args, *fast)
 
+    from build_assets.core.manifestview import load_validated
     from build_assets.core.plan import built_states
     from build_assets.core.versioning import worktree_versions
 
-    _prime_yaml()
-    current = worktree_versions(settings.repo, settings.manifest, scan=scan)
+    manifest = load_validated(Path(settings.manifest), scan.root, scan.git_dir, _prime_yaml)
+    current = worktree_versions(settings.repo, settings.manifest, scan=scan, manifest=manifest)
     args.warnings = _secret_warnings(current)
     note = None
     if settings.registry is None:
@@ -394,14 +395,18 @@ def _prime_yaml(source: str | None = None) -> None:
 
 
 def _quick_paths(doc: object) -> list[str] | None:
-    """Top-level paths a manifest's document draws from (None: scan all); odd or too many
-    paths: scan all (full validation says what is wrong; git gets no odd pathspec)."""
+    """Top-level paths a manifest's document draws from, ignore files it names included
+    (None: scan all); odd or too many paths: scan all (full validation says what is wrong;
+    git gets no odd pathspec)."""
     try:
         images = doc["images"]  # type: ignore[index]
         paths = [".dockerignore"]
+        named = [doc.get("dockerignore")]  # type: ignore[attr-defined]
         for spec in images.values():
             paths.append(spec["dockerfile"])
             paths.extend(spec.get("source_paths") or ())
+            named.append(spec.get("dockerignore"))
+        paths.extend(p for p in named if isinstance(p, str))  # `false`: none
         if not all(isinstance(p, str) and _plain_path(p) for p in paths):
             return None
         if sum(len(p.strip("/").split("/", 1)[0]) for p in paths) > 65536:

@@ -83,6 +83,8 @@ def _regex(pattern: str) -> str:
 def _holding(paths: Sequence[str], needles: set[str]) -> set[int]:
     """Indices of the paths containing one of `needles` (str.find over all paths at once)."""
     text = "\n".join(paths)
+    if not any(needle in text for needle in needles):
+        return set()  # the common case: no line offsets needed
     starts = list(itertools.accumulate((len(p) + 1 for p in paths[:-1]), initial=0))
     found: set[int] = set()
     for needle in needles:

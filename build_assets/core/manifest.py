@@ -6,10 +6,8 @@ problems are reported at once (`ManifestError.lines`).
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
-import reprlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -18,6 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from build_assets.core import safeyaml
 from build_assets.core.lock import is_external, valid_reference
+from build_assets.core.manifestview import (
+    ImageSpecMethods,
+    ManifestMethods,
+    RepoPaths,
+    show,
+)
 from build_assets.core.naming import DEFAULT_PROJECT_NAME, DEFAULT_REPOSITORY_NAME
 from build_assets.errors import ManifestError
 
@@ -38,21 +42,6 @@ MAX_LIST = 1000  # source_paths / build_args / lambda entries of one image
 MAX_BASE_DEPTH = 100  # Docker's overlay storage stacks at most ~128 layers
 MAX_LINES = 50  # problems reported at once; the rest are counted
 _BAD_ARG_CHARS = re.compile(r"[\x00\n\r]")
-
-_repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = 60
-_repr.maxlist = _repr.maxdict = _repr.maxtuple = _repr.maxset = 4
-_repr.maxlevel = 2
-
-
-def show(value: Any, limit: int = 60) -> str:
-    """`value` as it appears in a one-line message: quoted, escaped and shortened."""
-    if not isinstance(value, str):
-        return _repr.repr(value)
-    text = value if value.isprintable() else value.encode("unicode_escape").decode("ascii")
-    if len(text) <= limit:
-        return f"'{text}'"
-    return f"'{text[: limit - 1]}…' ({len(value):,} characters)"
 
 
 def _normalise(path: str) -> str:
@@ -97,7 +86,7 @@ class Lifecycle(BaseModel):
     untagged_days: int = Field(default=7, ge=1, le=3650)
 
 
-class ImageSpec(BaseModel):
+class ImageSpec(ImageSpecMethods, BaseModel):
     """One image of the manifest."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -149,22 +138,8 @@ class ImageSpec(BaseModel):
             out[key] = value
         return out
 
-    def identity(self) -> dict[str, Any]:
-        """The fields that decide what is built (hashed into the version)."""
-        return {
-            "dockerfile": self.dockerfile,
-            "source_paths": sorted({p.rstrip("/") for p in self.source_paths}),
-            "build_args": dict(sorted(self.build_args.items())),
-            "base": self.base,
-            **{k: v for k in ("base_arg",) if (v := getattr(self, k)) is not None},
-        }
 
-    def context_roots(self) -> list[str]:
-        """Repo-relative paths whose files make up the build context."""
-        return [self.dockerfile, *(p.rstrip("/") for p in self.source_paths)]
-
-
-class Manifest(BaseModel):
+class Manifest(ManifestMethods, BaseModel):
     """All images of a monorepo, in dependency order (bases first)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -175,87 +150,6 @@ class Manifest(BaseModel):
     dockerignore: str | Literal[False] | None = None  # default of every image
     naming: Naming = Field(default_factory=Naming)
     lifecycle: Lifecycle = Field(default_factory=Lifecycle)  # never part of a version
-
-    def platform_of(self, name: str) -> str | None:
-        """The platform an image is built for (its own, else the manifest's), if any."""
-        return self.images[name].platform or self.platform
-
-    def dockerignore_of(self, name: str) -> str | Literal[False] | None:
-        """The ignore file an image's entry names (False: none), else None (Docker's rule)."""
-        spec = self.images[name].dockerignore
-        return spec if spec is not None else self.dockerignore
-
-    def project_name(self, name: str, env: str) -> str:
-        """The CodeBuild project of an image in an environment."""
-        template = self.images[name].codebuild_project or self.naming.codebuild_project
-        return template.format(image=name, env=env)
-
-    def repository_name(self, name: str, env: str = "") -> str:
-        """The registry repository of an image (ECR repository name)."""
-        spec = self.images.get(name)
-        template = (spec.repository if spec else None) or self.naming.repository
-        return template.format(image=name, env=env)
-
-    def shared_repositories(self) -> dict[str, list[str]]:
-        """Repository template result -> images, for repositories that more than one image
-        would push to (in every environment: `{env}` is kept as it is)."""
-        owners: dict[str, list[str]] = {}
-        for name in self.images:
-            try:
-                repo = self.repository_name(name, "{env}")
-            except (KeyError, IndexError, ValueError):
-                continue  # a bad template, reported on its own
-            owners.setdefault(repo, []).append(name)
-        return {repo: names for repo, names in owners.items() if len(names) > 1}
-
-    def ignore_paths(self) -> list[str]:
-        """Ignore files named in the manifest (besides Docker's own places)."""
-        named = [self.dockerignore, *(s.dockerignore for s in self.images.values())]
-        return sorted({p for p in named if isinstance(p, str)})
-
-    def external_base(self, name: str) -> str | None:
-        """An image's `base` when it names a registry image (`registry/repo:tag`), else None."""
-        base = self.images[name].base
-        return base if base is not None and base not in self.images and is_external(base) else None
-
-    def order(self) -> list[str]:
-        """Image names, every base before its dependents (stable: manifest order otherwise).
-
-        Iterative: walks each image's base chain up to the first placed image (a cycle, which
-        validation rejects, is cut where it closes)."""
-        done: list[str] = []
-        placed: set[str] = set()
-        bases = {name: spec.base for name, spec in self.images.items()}
-        for name in bases:
-            if name in placed:
-                continue
-            chain: list[str] = []
-            on_chain: set[str] = set()
-            node: str | None = name
-            while node is not None and node in bases and node not in placed:
-                if node in on_chain:
-                    break
-                chain.append(node)
-                on_chain.add(node)
-                node = bases[node]
-            for n in reversed(chain):
-                placed.add(n)
-                done.append(n)
-        return done
-
-    def dependents(self, name: str) -> list[str]:
-        """Images built on `name`, directly or not, in dependency order."""
-        out: set[str] = set()
-        order = self.order()
-        for n in order:
-            base = self.images[n].base
-            if base == name or base in out:
-                out.add(n)
-        return [n for n in order if n in out]
-
-    def all_paths(self) -> list[str]:
-        """Every path any image's context draws from."""
-        return sorted({p for spec in self.images.values() for p in spec.context_roots()})
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -563,43 +457,3 @@ def load_manifest(path: str | Path, repo: str | Path | None = None) -> Manifest:
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
     return parse_manifest(text, str(path), RepoPaths(root))
-
-
-class RepoPaths:
-    """Checks manifest paths against a working tree: they must exist, and no folder on the
-    way may be a symlink (git sees no files through one: the context would silently lack
-    them, or the path would lead out of the repository)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._real_root = os.path.realpath(root)
-        self._links: dict[str, str | None] = {}  # folder -> problem, per folder prefix
-
-    def __call__(self, path: str) -> bool | str:
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            problem = self._folder_problem("/".join(parts[:i]))
-            if problem:
-                return problem
-        return os.path.lexists(self.root / path)
-
-    def _folder_problem(self, folder: str) -> str | None:
-        if folder not in self._links:
-            full = self.root / folder
-            problem = None
-            if os.path.islink(full):
-                target = os.path.realpath(full)
-                inside = os.path.commonpath([self._real_root, target]) == self._real_root
-                if not inside:
-                    problem = (
-                        f"leads out of the repository through the symlink '{folder}'"
-                        f" (-> {show(os.readlink(full))[1:-1]})"
-                    )
-                else:
-                    real = os.path.relpath(target, self._real_root)
-                    problem = (
-                        f"goes through the symlink '{folder}': git sees no files there; use"
-                        f" the real path under '{real}'"
-                    )
-            self._links[folder] = problem
-        return self._links[folder]

@@ -268,3 +268,30 @@ def save_suspects(git_dir: Path, tree: str, rules: str, paths: list[str]) -> Non
     """Remember the likely-secret paths of a tree (a tree never changes: neither do they)."""
     key = _digest(str(FORMAT), "suspects", tree, rules)
     _write_body(git_dir / SUSPECTS, {"key": key, "value": paths})
+
+
+# -- the validated manifest (core.manifestview) -----------------------------------------------
+
+MANIFEST_MODEL = "build-assets-manifest-model.json"
+
+
+def validated_key(source: str, manifest_bytes: bytes, code: bytes) -> str:
+    """What validating a manifest is a function of, but for the paths it names: its name
+    (in messages and `Manifest.source`), its bytes and the validating code."""
+    return _digest(str(FORMAT), "validated", source, manifest_bytes, code)
+
+
+def load_validated(git_dir: Path, key: str) -> dict | None:
+    """The `model_dump()` of the manifest validated under `key`, when known."""
+    body = _small_entry(git_dir / MANIFEST_MODEL, key)
+    value = None if body is None else body["value"]
+    return value if isinstance(value, dict) else None
+
+
+def save_validated(git_dir: Path, key: str, dump: dict) -> None:
+    """Remember a validated manifest's dump (only when JSON keeps it exactly, tuples aside)."""
+    try:
+        json.dumps(dump)
+    except (TypeError, ValueError, RecursionError):
+        return
+    _write_body(git_dir / MANIFEST_MODEL, {"key": key, "value": dump})

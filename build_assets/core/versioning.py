@@ -18,6 +18,7 @@ import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from build_assets.core import versioncache
 from build_assets.core.context import BuildContext, ContextFile
@@ -48,14 +49,12 @@ from build_assets.core.lock import (
     pin_literal_froms,
     pinned_reference,
 )
-from build_assets.core.manifest import (
-    DEFAULT_PROJECT_NAME,
-    ImageSpec,
-    Manifest,
-    load_manifest,
-    parse_manifest,
-)
+from build_assets.core.naming import DEFAULT_PROJECT_NAME
 from build_assets.errors import ManifestError
+
+if TYPE_CHECKING:  # validation (pydantic) is imported only when a manifest is validated
+    from build_assets.core.manifest import ImageSpec, Manifest
+    from build_assets.core.manifestview import FrozenManifest
 
 __all__ = ["DOCKERIGNORE", "DockerIgnore", "VersionSet", "commit_versions", "worktree_versions"]
 
@@ -445,17 +444,24 @@ def _manifest_relpath(root: Path, manifest_path: Path) -> str:
 
 
 def worktree_versions(
-    repo: str | Path, manifest_path: str | Path | None = None, scan: WorktreeScan | None = None
+    repo: str | Path,
+    manifest_path: str | Path | None = None,
+    scan: WorktreeScan | None = None,
+    manifest: Manifest | FrozenManifest | None = None,
 ) -> VersionSet:
     """Versions of the working tree as it is now (staged, unstaged and untracked changes).
 
-    `scan`: a WorktreeScan of the repo already started by the caller (see `plan`). A clean
-    tree is answered from the clean-tree cache, else from the cache of the commit whose tree
-    the index is; a clean tree computed in full fills both.
+    `scan`: a WorktreeScan of the repo already started by the caller (see `plan`);
+    `manifest`: the file at `manifest_path`, validated (`manifestview.load_validated`). A
+    clean tree is answered from the clean-tree cache, else from the cache of the commit whose
+    tree the index is; a clean tree computed in full fills both.
     """
     root = repo_root(repo) if scan is None else scan.root
     path = Path(manifest_path) if manifest_path else root / "images.yaml"
-    manifest = load_manifest(path, root)
+    if manifest is None:
+        from build_assets.core.manifest import load_manifest
+
+        manifest = load_manifest(path, root)
     wanted = [*manifest.all_paths(), *manifest.ignore_paths(), DOCKERIGNORE]
     if scan is None or not scan.covers(wanted):
         scan = WorktreeScan(root, wanted)
@@ -601,6 +607,8 @@ def commit_versions(
         if text is None:
             if not missing_ok:
                 raise ManifestError(f"{shown}: does not exist at {ref} ({commit[:12]})")
+            from build_assets.core.manifest import Manifest
+
             empty = Manifest.model_construct(images={}, source=f"{shown}@{ref}")
             note = f"{shown} is not committed at {ref}: every image is new."
             return VersionSet(empty, {}, commit, root, note)
@@ -612,6 +620,8 @@ def commit_versions(
             raise ManifestError(f"{shown}: cannot read manifest: {exc.strerror}") from None
         source = shown
         note = f"{shown} is outside the repository: the same manifest is used for {ref}."
+    from build_assets.core.manifest import parse_manifest
+
     draft = parse_manifest(text, source)
     wanted = [*draft.all_paths(), *draft.ignore_paths(), DOCKERIGNORE]
     lock_text, lock_source = _lock_at(root, commit, rel, path, ref)
