@@ -395,6 +395,54 @@ def test_registry_stopped_mid_run_one_line_errors_and_rerun_recovers(
 
 
 @pytest.mark.stack
+def test_engine_stopped_mid_build_one_line_and_rerun_recovers(
+    local_stack: StackInfo, tmp_path: Path
+) -> None:
+    home = tmp_path / "engine-stack"  # a private dockerd (and registry, moto): safe to kill
+    try:
+        info = stack_up(home, reuse_docker=False, log=_quiet)
+    except Exception as e:  # noqa: BLE001 - a machine that cannot run a second engine
+        stack_down(home, log=_quiet)
+        pytest.skip(f"cannot start a private dockerd: {e}")
+    try:
+        shell = shell_image(info.registry, tmp_path, "faults-shell")  # via the session engine
+        repo = _repo(tmp_path / "repo", shell=shell, sleep_s=6)
+        state = tmp_path / "state"
+        env = _env(state, f"{info.registry}/faults-engine", info)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "build_assets", "materialize", "--all", "--repo", str(repo)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _until(lambda: _running_step(state, "slow-base"), 120, "the base's RUN step")
+        engine_pid = stack_status(home).services["docker"].pid
+        assert engine_pid
+        os.kill(engine_pid, signal.SIGKILL)
+        _, err = run.communicate(timeout=300)
+        assert run.returncode != 0
+        assert "Traceback" not in err, err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        base = lines[0]  # the causes come first, one line per image
+        assert f"the Docker engine at {info.docker_host} stopped answering" in base, err
+        assert "stack up" in base
+        assert base.startswith("slow-base: build FAILED in phase BUILD: "), err
+        assert lines[1] == "app: not built: base slow-base failed", err
+
+        # while it is down, a new run says so at once, in one line
+        res = _cli(["materialize", "--all", "--repo", str(repo)], env, timeout=120)
+        _one_line_error(res, "Docker engine", info.docker_host, "stack up")
+
+        stack_up(home, reuse_docker=False, log=_quiet)  # the engine again, same socket
+        again = _cli(["materialize", "--all", "--repo", str(repo)], env)
+        assert again.returncode == 0, again.stderr
+        _assert_each_built_once(state)
+    finally:
+        stack_down(home, log=_quiet)
+
+
+@pytest.mark.stack
 def test_moto_stopped_mid_run_fails_the_function_only_and_rerun_deploys(
     private_stack, tmp_path: Path
 ) -> None:

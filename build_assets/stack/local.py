@@ -510,6 +510,8 @@ def stack_up(
                 if docker and docker.owned and _pid_alive(docker.pid, docker.start_time):
                     # alive but not answering: a wedged dockerd of ours; replace it
                     _stop_pid(docker.pid, docker.start_time)  # type: ignore[arg-type]
+                if docker and docker.owned:
+                    _clear_dead_engine(layout)
                 services["docker"] = _start_docker(layout)
                 started.append(services["docker"])
 
@@ -553,16 +555,51 @@ def stack_status(home: Path | str | None = None) -> StackInfo:
 
 
 def _unmount_under(root: Path) -> None:
-    """Unmount what a stopped dockerd left mounted under its exec-root (e.g. netns files)."""
+    """Unmount what a stopped dockerd left mounted at or under `root` (netns files, build
+    containers' root folders, the bind of its data-root onto itself)."""
     try:
         mounts = Path("/proc/self/mounts").read_text().splitlines()
     except OSError:
         return
-    prefix = str(root).rstrip("/") + "/"
+    top = str(root).rstrip("/")
     targets = [m.split()[1] for m in mounts if len(m.split()) > 1]
-    for target in sorted((t for t in targets if t.startswith(prefix)), reverse=True):
+    mine = (t for t in targets if t == top or t.startswith(top + "/"))  # dockerd binds its root
+    for target in sorted(mine, reverse=True):
         with contextlib.suppress(OSError):
             subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
+def _engine_leftovers(layout: _Layout) -> list[int]:
+    """PIDs a dead dockerd of ours left behind: its containerd and shims (they name its
+    exec-root or data-root) and build containers (rooted under its data-root)."""
+    roots = [str(layout.docker_exec).rstrip("/") + "/", str(layout.docker_data).rstrip("/") + "/"]
+    found: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            root = os.readlink(proc / "root")
+        except OSError:
+            continue  # gone, or not ours to read
+        if any(r in cmdline or (root + "/").startswith(r) for r in roots):
+            found.append(int(proc.name))
+    return found
+
+
+def _clear_dead_engine(layout: _Layout) -> None:
+    """Kill what a crashed dockerd of ours left running and unmount what it left mounted, so
+    a new one can start on the same folders (a leftover containerd holds its socket)."""
+    for pid in _engine_leftovers(layout):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_for(lambda: not _engine_leftovers(layout), 10.0)
+    # its containerd may linger as a zombie (nobody reaps it): a new dockerd that finds the PID
+    # of containerd.pid "still running" waits for its socket until it gives up
+    with contextlib.suppress(FileNotFoundError):
+        (layout.docker_exec / "containerd" / "containerd.pid").unlink()
+    _unmount_under(layout.docker_exec)
+    _unmount_under(layout.docker_data)
 
 
 def stack_down(home: Path | str | None = None, *, log: Log = _stderr) -> list[str]:
@@ -588,7 +625,7 @@ def stack_down(home: Path | str | None = None, *, log: Log = _stderr) -> list[st
             with contextlib.suppress(FileNotFoundError):
                 layout.pidfile(pidname).unlink()
         if services.get("docker") and services["docker"].owned:
-            _unmount_under(layout.docker_exec)
+            _clear_dead_engine(layout)
             with contextlib.suppress(FileNotFoundError):
                 layout.docker_sock.unlink()
         with contextlib.suppress(FileNotFoundError):

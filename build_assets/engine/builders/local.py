@@ -73,6 +73,10 @@ def _extract(archive: Path, dest: Path) -> None:
         tar.extractall(dest)
 
 
+def _engine_host() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
 def foreign_platform_problem(platform: str) -> str:
     """Why a build for `platform` failed with 'exec format error', and what to do."""
     return (
@@ -200,6 +204,13 @@ class LocalDockerBuilder:
             phase = phases[-1] if phases else "PREPARE"
             if req.platform and "exec format error" in text:
                 raise fail(foreign_platform_problem(req.platform), phase=phase)
+            if not self._engine_answers():
+                self._engine_checked = False  # the next start says so before trying
+                raise fail(
+                    f"the Docker engine at {_engine_host()} stopped answering during {phase}:"
+                    ' start it again (eval "$(build-assets stack up)") and re-run',
+                    phase=phase,
+                )
             raise fail(
                 f"build script failed (exit {run.returncode}) in {phase}; log: {run.log_path}",
                 phase=phase,
@@ -263,15 +274,18 @@ class LocalDockerBuilder:
         if not self.script.is_file():
             raise UserError(f"build script missing: {self.script} (reinstall build-assets)")
         if not self._engine_checked:
-            from build_assets.stack.local import docker_ping
-
-            host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-            if not docker_ping(host, timeout=5.0):
+            if not self._engine_answers():
                 raise UserError(
-                    f'no Docker engine answers at {host}: run eval "$(build-assets stack up)"'
-                    " or set DOCKER_HOST"
+                    f"no Docker engine answers at {_engine_host()}: run"
+                    ' eval "$(build-assets stack up)" or set DOCKER_HOST'
                 )
             self._engine_checked = True
+
+    @staticmethod
+    def _engine_answers() -> bool:
+        from build_assets.stack.local import docker_ping
+
+        return docker_ping(_engine_host(), timeout=5.0)
 
     def _new_run(self, request: BuildRequest) -> _Run:
         logs = self.work_dir / "logs"
