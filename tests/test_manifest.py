@@ -271,6 +271,33 @@ def test_good_names(name: str) -> None:
             id="shared-repository",
         ),
         pytest.param(
+            f'naming: {{repository: "Team/{{image}}"}}\nimages:\n  api:\n{D}',
+            [
+                "images.yaml: image 'api', field 'naming.repository': repository name"
+                " 'Team/api' is not one registries accept"
+            ],
+            id="repository-uppercase",
+        ),
+        pytest.param(
+            f"images:\n  api:\n{D}    repository: 'team//{{image}}-'\n",
+            ["images.yaml: image 'api', field 'repository': repository name 'team//api-'"],
+            id="repository-separators",
+        ),
+        pytest.param(
+            f"images:\n  api:\n{D}    codebuild_project: 'build {{image}}'\n",
+            [
+                "images.yaml: image 'api', field 'codebuild_project': CodeBuild project name"
+                " 'build api' is not one AWS accepts"
+            ],
+            id="project-space",
+        ),
+        pytest.param(
+            'naming: {codebuild_project: "' + "x" * 250 + '-{image}-{env}"}\n'
+            f"images:\n  api:\n{D}",
+            ["images.yaml: image 'api', field 'naming.codebuild_project': CodeBuild project"],
+            id="project-too-long",
+        ),
+        pytest.param(
             f"images:\n  a:\n{D}  b:\n{D}    repository: a\n",
             ["images.yaml: images 'a', 'b' would share repository 'a'"],
             id="repository-named-like-another-image",

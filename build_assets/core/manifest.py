@@ -327,6 +327,40 @@ def _template_problem(template: str) -> str | None:
     return None
 
 
+# what registries (ECR's CreateRepository) and CodeBuild's CreateProject accept, checked on the
+# names the templates give
+_TEMPLATED = ("codebuild_project", "repository")
+_REPOSITORY_RE = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{1,254}$")
+SAMPLE_ENV = "dev"  # names are checked as in this environment (the default one)
+
+
+def _resource_name_problems(manifest: Manifest, name: str, where: str) -> list[str]:
+    """An image's repository and CodeBuild project names (from the templates) that AWS would
+    refuse: one line each, naming the field to change."""
+    problems: list[str] = []
+    repo = manifest.repository_name(name, SAMPLE_ENV)
+    if not (len(repo) <= 256 and _REPOSITORY_RE.match(repo)):
+        field = "repository" if manifest.images[name].repository else "naming.repository"
+        problems.append(
+            f"{where}, field '{field}': repository name {repo!r} is not one registries accept"
+            " (at most 256 characters: lowercase letters and digits, '.', '_', '-' between"
+            " them, '/' between parts)"
+        )
+    project = manifest.project_name(name, SAMPLE_ENV)
+    if not _PROJECT_RE.match(project):
+        field = (
+            "codebuild_project"
+            if manifest.images[name].codebuild_project
+            else "naming.codebuild_project"
+        )
+        problems.append(
+            f"{where}, field '{field}': CodeBuild project name {project!r} is not one AWS"
+            " accepts (2-255 characters: letters, digits, '-', '_')"
+        )
+    return problems
+
+
 def _adoption_problems(
     manifest: Manifest, source: str, path_exists: PathCheck | None, skip: set[str]
 ) -> list[str]:
@@ -348,6 +382,11 @@ def _adoption_problems(
             bad = _template_problem(value) if value is not None else None
             if bad:
                 problems.append(f"{where}, field '{field}': {bad}")
+        named_well = len(name) <= MAX_NAME and NAME_RE.match(name)  # else reported as such
+        if named_well and not any(
+            f"'{f}': bad template" in p for p in problems for f in _TEMPLATED
+        ):
+            problems.extend(_resource_name_problems(manifest, name, where))
         if spec.base_arg is not None and not BUILD_ARG_RE.match(spec.base_arg):
             problems.append(f"{where}, field 'base_arg': bad argument name {spec.base_arg!r}")
         elif spec.base_arg is not None and spec.base_arg in spec.build_args:
