@@ -362,6 +362,8 @@ def test_plain_output_run_log_and_duration_metadata(local_stack, tmp_path: Path)
     assert by_target["app"][0] == "waiting for slow-base"
     assert by_target["slow-base"][0] == "queued" and by_target["slow-base"][-1] == "done"
     assert "building" in by_target["slow-base"]
+    for name in ("app", "app2"):  # quick builds too: the script's time-stamped phase markers
+        assert by_target[name][-3:] == ["building", "pushing", "done"], by_target[name]
     for name, labels in by_target.items():  # one line per change: never the same state twice
         assert len(labels) == len(set(labels)), (name, labels)
     assert "\x1b[" not in res.stdout  # no redraws, no colours in a pipe
@@ -384,6 +386,7 @@ def test_plain_output_run_log_and_duration_metadata(local_stack, tmp_path: Path)
             messages = [e.user_message for e in entries]
             mats = [e.asset_materialization for e in entries if e.asset_materialization]
             mat = next(m for m in mats if m.asset_key == AssetKey(["image", "slow-base"]))
+            quick = next(m for m in mats if m.asset_key == AssetKey(["image", "app"]))
     finally:
         os.environ.pop("DAGSTER_HOME", None)
     plan = next(m for m in messages if m.startswith("Plan at"))
@@ -396,6 +399,7 @@ def test_plain_output_run_log_and_duration_metadata(local_stack, tmp_path: Path)
     for key in ("queue_wait_s", "build_s", "push_s"):
         assert isinstance(meta[key], FloatMetadataValue), key
     assert meta["build_s"].value >= 3.0  # the RUN sleep
+    assert quick.metadata["build_s"].value > 0 and quick.metadata["push_s"].value > 0
 
 
 @pytest.mark.stack

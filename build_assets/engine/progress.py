@@ -56,7 +56,9 @@ _SCRIPT_PHASES = {
     "DONE": PUSHING,
 }
 _CODEBUILD_QUEUED = frozenset({"SUBMITTED", "QUEUED"})
-_PHASE_RE = re.compile(rb"^BUILD_ASSETS_PHASE=([A-Z_]+)\s*$", re.M)
+# "BUILD_ASSETS_PHASE=BUILD at=1764412345.123" (the time since build-assets 0.x; older
+# scripts print no time)
+_PHASE_RE = re.compile(rb"^BUILD_ASSETS_PHASE=([A-Z_]+)(?: at=(\d+(?:\.\d+)?))?\s*$", re.M)
 _SEP = " · "
 _LINE_RE = re.compile(
     r"^\[(?P<name>[^\]\s]+)\] (?P<kind>image|lambda) (?P<state>[a-z]+)"
@@ -226,14 +228,16 @@ class ProgressTracker(Board):
         *,
         kind: str = IMAGE,
         log_url: str | None = None,
+        at: float | None = None,
     ) -> None:
-        """Move a target to `state`; emits an event only when something changed."""
+        """Move a target to `state` (now, or at `at`); emits an event only when something
+        changed."""
         ev = Progress(
             name,
             kind,
             state,
             detail,
-            at=self.clock(),
+            at=self.clock() if at is None else at,
             estimate_s=self.estimates.get(name) if kind == IMAGE else None,
             log_url=log_url,
             run_id=self.run_id,
@@ -244,6 +248,18 @@ class ProgressTracker(Board):
                 self.emit(replace(ev, log_url=row.log_url))
             except Exception as exc:  # noqa: BLE001 - a display problem must not stop builds
                 log.warning("progress listener failed on %s: %s", ev.line(), exc)
+
+    def replay(self, name: str, phases: list[tuple[str, float | None]]) -> None:
+        """The states an image's build went through between two looks at it, from the build
+        script's time-stamped phase markers: those later than the state last seen, in order
+        (a quick build otherwise jumps from 'preparing' to 'done', its build and push times
+        lost)."""
+        for phase, at in phases:
+            row = self.rows.get((IMAGE, name))
+            if at is None or (row is not None and at <= row.entered_at):
+                continue
+            state = DONE if phase == "DONE" else _SCRIPT_PHASES.get(phase, BUILDING)
+            self.set(name, state, phase if state == PREPARING else "", at=at)
 
 
 # -- what a builder's handle tells about its build ----------------------------------------------
@@ -264,6 +280,11 @@ def handle_log_url(handle: Any) -> str | None:
     return None
 
 
+def script_phases(data: bytes) -> list[tuple[str, float | None]]:
+    """The build script's phase markers in its output: (PHASE, wall-clock time if stamped)."""
+    return [(m[0].decode(), float(m[1]) if m[1] else None) for m in _PHASE_RE.findall(data)]
+
+
 def handle_phase(handle: Any) -> tuple[str, str] | None:
     """(state, detail) of a build in flight from what its builder exposes, else None:
     the local build script's phase markers, CodeBuild's current phase."""
@@ -282,9 +303,9 @@ def handle_phase(handle: Any) -> tuple[str, str] | None:
         fh.seek(offset)
         data = fh.read()
         cut = data.rfind(b"\n") + 1  # only whole lines: a marker may be half written
-        found = _PHASE_RE.findall(data[:cut])
+        found = script_phases(data[:cut])
         if found:
-            last = found[-1].decode()
+            last = found[-1][0]
         handle.state["progress_offset"], handle.state["progress_phase"] = offset + cut, last
     if last is None:
         return (PREPARING, "")

@@ -225,6 +225,8 @@ class BuildScheduler:
             self._record(outcome, versions)
             r, err = outcome.result, outcome.error
             if outcome.status in (BUILT, CACHED):
+                if r is not None and r.extra.get("phases"):
+                    self.progress.replay(outcome.name, r.extra["phases"])
                 state = pg.DONE if outcome.status == BUILT else pg.CACHED
                 track(outcome.name, state, outcome.reason or "", log_url=r.log_url if r else None)
             elif outcome.status == BLOCKED:

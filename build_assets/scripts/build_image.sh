@@ -28,11 +28,11 @@
 #   a base's layers and the last build's dependency layers are reused by an empty builder. A
 #   build that fails with the cache and not in a RUN step is retried once without it.
 #
-# Output: progress on stdout/stderr, "BUILD_ASSETS_PHASE=<PHASE>" markers, and as the last line
-#   BUILD_ASSETS_DIGEST=sha256:...
+# Output: progress on stdout/stderr, "BUILD_ASSETS_PHASE=<PHASE> at=<unix time>" markers, and
+#   as the last line BUILD_ASSETS_DIGEST=sha256:...
 set -euo pipefail
 
-phase() { echo "BUILD_ASSETS_PHASE=$1"; }
+phase() { echo "BUILD_ASSETS_PHASE=$1 at=$(date +%s.%N)"; }
 die() { echo "build_image: $*" >&2; exit 2; }
 
 [ -n "${IMAGE_REPO:-}" ] || die "IMAGE_REPO is required"

@@ -26,6 +26,7 @@ from pathlib import Path
 from build_assets.engine import registry
 from build_assets.engine.builders.base import BuildHandle, BuildRequest, BuildResult
 from build_assets.engine.builders.owned import clean_orphaned_once, owner_prefix, popen_owned
+from build_assets.engine.progress import script_phases
 from build_assets.errors import BuildError, UserError
 from build_assets.settings import Settings
 
@@ -33,7 +34,6 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_image.sh"
 LOG_TAIL_LINES = 50
 CANCEL_GRACE_S = 10.0
 DIGEST_RE = re.compile(r"^BUILD_ASSETS_DIGEST=(sha256:[0-9a-f]{64})\s*$", re.M)
-PHASE_RE = re.compile(r"^BUILD_ASSETS_PHASE=([A-Z_]+)\s*$", re.M)
 _ARG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _counter = itertools.count(1)
 
@@ -182,8 +182,10 @@ class LocalDockerBuilder:
         tail = log_tail(run.log_path)
         log_url = run.log_path.resolve().as_uri()
         duration = (run.finished or time.monotonic()) - run.started
-        text = run.log_path.read_text(errors="replace") if run.log_path.exists() else ""
-        phases = PHASE_RE.findall(text)
+        data = run.log_path.read_bytes() if run.log_path.exists() else b""
+        text = data.decode(errors="replace")
+        stamped = script_phases(data)
+        phases = [phase for phase, _ in stamped]
 
         def fail(message: str, status: str = "FAILED", phase: str | None = None) -> BuildError:
             return BuildError(
@@ -224,7 +226,7 @@ class LocalDockerBuilder:
             raise fail(
                 f"the script succeeded but {req.image_uri} is not in the registry", phase="PUSH"
             )
-        extra: dict = {"log_path": str(run.log_path)}
+        extra: dict = {"log_path": str(run.log_path), "phases": stamped}
         if found and found[-1] != digest:
             extra["script_digest"] = found[-1]
         return BuildResult(
