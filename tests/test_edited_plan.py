@@ -276,3 +276,29 @@ def test_validated_manifest_checks_its_paths_again(gone: str, tmp_path: Path) ->
     with pytest.raises(ManifestError) as want:
         load_manifest(path, repo)
     assert got.value.lines == want.value.lines
+
+
+def test_index_records_screen_keeps_exactly_the_files_at_stage_0() -> None:
+    from build_assets.core.gitrepo import _INDEX_LINE_RE, _index_records
+
+    sha1, sha256 = "a" * 40, "b" * 64
+    plain = [f"100644 {sha1} 0\ta", f"100755 {sha1} 0\tb 1\tc", f"120000 {sha1} 0\td\te"]
+    odd = [
+        f"160000 {sha1} 0\tsub",  # a submodule
+        f"040000 {sha1} 0\tsparse/",  # a sparse-index folder
+        f"100644 {sha1} 2\tconflict",
+        f"100644 {sha256} 0\tother id length",
+    ]
+    for records in (plain, [r.replace(sha1, sha256) for r in plain], *([*plain, o] for o in odd)):
+        text = "".join(r + "\0" for r in records)
+        assert _index_records(text) == [r for r in records if _INDEX_LINE_RE.fullmatch(r)]
+    assert _index_records("") == []
+
+
+def test_secret_screen_tails_are_long_enough() -> None:
+    """`candidates` screens on a path's last three characters: no ending may be shorter."""
+    from build_assets.core import secrets
+
+    endings = {*secrets._ANY_NAME, *secrets._SUFFIXES}
+    assert min(map(len, endings)) >= 3
+    assert {e[-3:] for e in endings} == secrets._TAILS

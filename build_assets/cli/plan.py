@@ -44,6 +44,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if scan.tracked_differ():  # the cache will miss: list the index and import meanwhile
         scan.prefetch()
         import build_assets.core.versioning  # noqa: F401 - while git lists untracked files
+
+        scan.index_snapshot  # noqa: B018 - parsed meanwhile too
     truth: dict = {}  # image -> RegistryState, asked once (the fast path fills it)
     fast = _plan_from_cache(scan, settings, truth, args.manifest_doc)
     if fast is not None:

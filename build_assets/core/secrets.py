@@ -7,6 +7,8 @@ silenced by a gitignore-style glob of the image's `allow_secrets` list.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
 
@@ -92,17 +94,19 @@ def could_be_secret(path: str) -> bool:
     return False
 
 
-_ENDINGS = tuple(sorted({*_ANY_NAME, *_SUFFIXES}))  # every name above ends with one of them
+# every name above ends with one of these (each at least 3 characters long)
+_TAILS = frozenset(ending[-3:] for ending in {*_ANY_NAME, *_SUFFIXES})
+_LAST3 = operator.itemgetter(slice(-3, None))
 
 
 def candidates(paths: Sequence[str]) -> list[int]:
-    """Indices of the `paths` that pass `could_be_secret`, in order: a superset screen in C
-    (`str.endswith` of a tuple, `in`) first, so 100,000s of paths cost milliseconds."""
-    return [
-        i
-        for i, p in enumerate(paths)
-        if (p.endswith(_ENDINGS) or ".env." in p) and could_be_secret(p)
-    ]
+    """Indices of the `paths` that pass `could_be_secret`, in order: a superset screen
+    iterated in C (last three characters in a set, `.env.` in the path) first, so 100,000s
+    of paths cost milliseconds."""
+    ends = map(_TAILS.__contains__, map(_LAST3, paths))
+    env = map(operator.contains, paths, itertools.repeat(".env."))
+    screened = itertools.compress(itertools.count(), map(operator.or_, ends, env))
+    return [i for i in screened if could_be_secret(paths[i])]
 
 
 def image_secrets(image) -> list[str]:
