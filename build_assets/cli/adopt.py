@@ -44,8 +44,8 @@ def resolve(reference: str) -> str:
         if "(401)" in str(exc) or "(403)" in str(exc):
             host = repository.split("/", 1)[0]
             raise UserError(
-                f"{reference}: registry {host} demands a token (build-assets asks registries"
-                " anonymously; Docker Hub and public ECR token exchange is not supported):"
+                f"{reference}: registry {host} refused anonymous access (build-assets asks"
+                " registries anonymously, with their token service's anonymous pull token):"
                 " pin its digest in bases.lock by hand"
             ) from None
         raise UserError(f"{reference}: {exc}") from None

@@ -3,7 +3,9 @@
 Only what build-assets needs: does a tag exist and with which digest, which tags a repository
 has, reading and writing a manifest or a blob (the provenance artifact, `engine.provenance`) and
 deleting a manifest (`gc`). Plain HTTP for loopback hosts, HTTPS otherwise; ECR hosts get a
-Basic token from `ecr:GetAuthorizationToken`. Uses only `urllib` (and boto3 for ECR's token).
+Basic token from `ecr:GetAuthorizationToken`; a registry that challenges for a Bearer token
+(Docker Hub, public ECR) gets the anonymous pull token of its token service. Uses only
+`urllib` (and boto3 for ECR's token).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import functools
 import hashlib
 import json
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -114,14 +117,42 @@ def _request(
     data: bytes | None = None,
     content_type: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, method=method, data=data)
-    if accept:
-        req.add_header("Accept", accept)
-    if content_type:
-        req.add_header("Content-Type", content_type)
+    headers = {"Accept": accept, "Content-Type": content_type}
     host = urllib.parse.urlsplit(url).netloc
     if is_ecr(host):
-        req.add_header("Authorization", _ecr_authorization(host))
+        headers["Authorization"] = _ecr_authorization(host)
+    repo_key = _repository_key(url)
+    known = _TOKEN_URLS.get(repo_key)  # this repository's token service, met before
+    token = _cached_token(known) if known else None
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    status, got, body = _send(method, url, headers, data, timeout)
+    challenge = {k.lower(): v for k, v in got.items()}.get("www-authenticate", "")
+    if status == 401 and not token and challenge.lower().startswith("bearer"):
+        token = _bearer_token(challenge, timeout, repo_key)
+        if token and "Authorization" not in headers:
+            headers["Authorization"] = f"Bearer {token}"
+            status, got, body = _send(method, url, headers, data, timeout)
+    return status, got, body
+
+
+_REPOSITORY_PATH = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags)/")
+
+
+def _repository_key(url: str) -> str:
+    """'host/name' of a distribution API URL (the unit a pull token is scoped to)."""
+    parts = urllib.parse.urlsplit(url)
+    found = _REPOSITORY_PATH.match(parts.path)
+    return f"{parts.netloc}/{found.group(1) if found else ''}"
+
+
+def _send(
+    method: str, url: str, headers: dict[str, str | None], data: bytes | None, timeout: float
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, method=method, data=data)
+    for name, value in headers.items():
+        if value:
+            req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, dict(resp.headers.items()), resp.read()
@@ -132,6 +163,45 @@ def _request(
         reason = getattr(e, "reason", e)
         host = urllib.parse.urlsplit(url).netloc
         raise RegistryError(f"registry {host} not reachable: {reason}") from None
+
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+_TOKENS: dict[str, tuple[str, float]] = {}  # token URL -> (token, expiry on the monotonic clock)
+_TOKEN_URLS: dict[str, str] = {}  # 'host/name' -> the token URL its challenge named
+
+
+def _cached_token(token_url: str) -> str | None:
+    cached = _TOKENS.get(token_url)
+    return cached[0] if cached and cached[1] > time.monotonic() else None
+
+
+def _bearer_token(challenge: str, timeout: float, repo_key: str) -> str | None:
+    """An anonymous pull token for a `WWW-Authenticate: Bearer realm=…,service=…,scope=…`
+    challenge (the distribution token flow of Docker Hub, public ECR, GHCR …), cached until it
+    expires; None when the token service refuses anonymous access."""
+    params = dict(_CHALLENGE_PARAM.findall(challenge))
+    realm = params.pop("realm", "")
+    if urllib.parse.urlsplit(realm).scheme not in ("http", "https"):
+        return None
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if k in ("service", "scope")})
+    token_url = f"{realm}?{query}" if query else realm
+    _TOKEN_URLS[repo_key] = token_url
+    cached = _cached_token(token_url)
+    if cached:
+        return cached
+    status, _, body = _send("GET", token_url, {"Accept": "application/json"}, None, timeout)
+    if status != 200:
+        return None
+    try:
+        doc = json.loads(body)
+        token = doc.get("token") or doc.get("access_token")
+        lifetime = float(doc.get("expires_in") or 60)
+    except (ValueError, AttributeError, TypeError):
+        return None
+    if not isinstance(token, str) or not token:
+        return None
+    _TOKENS[token_url] = (token, time.monotonic() + max(0.0, lifetime - 10))
+    return token
 
 
 def _check(status: int, url: str) -> None:
