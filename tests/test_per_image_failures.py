@@ -102,3 +102,25 @@ def test_the_step_failure_starts_with_one_line_per_image(tmp_path: Path) -> None
     )
     assert "leaf-a1: not built: base mid-a failed" in head
     assert len(head) == 5  # mid-a, other-root and their three blocked dependents
+
+
+def test_an_environment_fault_fails_the_step_once_not_each_image(tmp_path: Path) -> None:
+    """The real builder's preflight in the Dagster step: a registry nobody answers is one
+    line for the step (as from the CLI), before any image is looked up."""
+    versions = _repo(tmp_path)
+    resource = ImageBuildResource(
+        repo=str(tmp_path), registry="127.0.0.1:1/nowhere", home=str(tmp_path / "home")
+    )
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            [build_images_asset(versions, pool=None)],
+            resources={"image_builds": resource},
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not result.success
+    assert result.get_asset_materialization_events() == []
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    lines = failure.step_failure_data.user_failure_data.description.splitlines()
+    assert len(lines) <= 2, lines  # the registry, and the engine when none runs here
+    assert any(ln.startswith("registry: nothing answers at 127.0.0.1:1") for ln in lines), lines

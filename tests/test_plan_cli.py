@@ -583,7 +583,7 @@ def test_clean_tree_plan_from_the_cache_matches_the_full_plan(
     monkeypatch.setenv("BUILD_ASSETS_REGISTRY", registry)
     first = json.loads(run_cli("plan", "--json", cwd=repo, home=home, registry=registry).stdout)
     settings = Settings.resolve(repo=repo)
-    fast = _plan_from_cache(WorktreeScan(repo), settings, {})
+    fast = _plan_from_cache(WorktreeScan(repo), settings, {}, None)
     assert fast is not None
     assert {"images": [e.to_dict() for e in fast[0]]} == first
     full = compare(worktree_versions(repo), {}, "not built yet")
@@ -593,8 +593,8 @@ def test_clean_tree_plan_from_the_cache_matches_the_full_plan(
     other = pv.Provenance(img.name, "0" * 64, None, img.identity, img.files)
     pv.publish(f"{registry}/{img.name}", other)
     truth: dict = {}
-    assert _plan_from_cache(WorktreeScan(repo), settings, truth) is None
+    assert _plan_from_cache(WorktreeScan(repo), settings, truth, None) is None
     assert truth[img.name][1].last == other  # the registry's answer, kept for the full path
     # and a dirty tree never uses it
     (repo / "receipt_dynamo" / "client.py").write_text("# changed\n")
-    assert _plan_from_cache(WorktreeScan(repo), settings, {}) is None
+    assert _plan_from_cache(WorktreeScan(repo), settings, {}, None) is None

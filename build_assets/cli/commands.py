@@ -223,14 +223,8 @@ def _runs_in_flight(project: Project) -> list[dict]:
 
 
 def _preflight(project: Project, versions, check: str) -> None:
-    """`engine.preflight.<check>` for this project's backend, registry and functions."""
-    from build_assets.engine import preflight
-
-    functions = any(img.lambdas for img in versions)
-    local = project.settings.backend == "local"
-    getattr(preflight, check)(
-        project.registry, local=local, functions=functions, home=project.settings.home
-    )
+    """The project's environment checks, with the AWS endpoint when the manifest deploys."""
+    project.preflight(check, functions=any(img.lambdas for img in versions))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from build_assets.dagster.translator import ImageAssetTranslator
 from build_assets.engine import progress as pg
 from build_assets.engine.run import BuildRun, Done
 from build_assets.engine.scheduler import Outcome
+from build_assets.errors import UserError
 from build_assets.project import Project
 
 COMMIT_TAG = "build-assets/commit"
@@ -165,7 +166,10 @@ def run_image_builds(
         failures.append(
             f"not in the manifest at {versions.commit or 'the working tree'}: " + ", ".join(missing)
         )
-    project.registry  # noqa: B018 - fail first, with one line, when no registry is set
+    try:  # environment faults: one line each for the whole step, not one per image
+        project.preflight("for_materialize", functions=any(not t.is_image for t in selected))
+    except UserError as exc:
+        raise Failure(description=str(exc)) from None
     run_id = context.run.run_id
     warn_about_secrets(context, versions, selected)
 

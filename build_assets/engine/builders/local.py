@@ -107,6 +107,7 @@ class LocalDockerBuilder:
     """`Builder` that builds and pushes with the local Docker engine (thread per build)."""
 
     name = "local"
+    uses_local_engine = True  # preflight checks the engine and the registry it pushes to
 
     def __init__(
         self,
