@@ -9,6 +9,7 @@ CI (CI=true) it fails them, so a missing install step shows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +64,18 @@ def stack_env(local_stack: StackInfo, monkeypatch: pytest.MonkeyPatch, tmp_path:
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("BUILD_ASSETS_HOME", str(tmp_path / "state"))
     return local_stack
+
+
+@contextlib.contextmanager
+def private_engine_stack(home: Path) -> Iterator[StackInfo]:
+    """A stack of our own under `home` with its own dockerd (safe to stop or kill); skips the
+    test on a machine that cannot run a second engine. Stopped (and cleaned up) on exit."""
+    try:
+        info = stack_up(home, reuse_docker=False, log=_quiet)
+    except Exception as e:  # noqa: BLE001 - a machine that cannot run a second engine
+        stack_down(home, log=_quiet)
+        pytest.skip(f"cannot start a private dockerd: {e}")
+    try:
+        yield info
+    finally:
+        stack_down(home, log=_quiet)

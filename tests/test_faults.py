@@ -24,6 +24,7 @@ from build_assets.engine.builders.owned import clean_orphaned, owner_prefix
 from build_assets.engine.records import BuildRecords
 from build_assets.stack.local import StackInfo, stack_down, stack_status, stack_up
 from tests.images import shell_image
+from tests.stack_plugin import private_engine_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -358,6 +359,26 @@ def test_stack_restart_keeps_addresses_and_plan_knows_what_is_built(
     assert f"port 127.0.0.1:{port}" in res.stderr and "ports.json" in res.stderr
 
 
+def _kill_mid_build(home: Path, service: str, repo: Path, state: Path, env) -> str:
+    """Run `materialize --all` in the background, SIGKILL the stack's `service` while the
+    base's RUN step runs, and return the run's stderr (it must fail without a traceback)."""
+    run = subprocess.Popen(
+        [sys.executable, "-m", "build_assets", "materialize", "--all", "--repo", str(repo)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _until(lambda: _running_step(state, "slow-base"), 120, "the base's RUN step")
+    pid = stack_status(home).services[service].pid
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode != 0
+    assert "Traceback" not in err, err
+    return err
+
+
 @pytest.mark.stack
 def test_registry_stopped_mid_run_one_line_errors_and_rerun_recovers(
     private_stack, tmp_path: Path
@@ -367,20 +388,7 @@ def test_registry_stopped_mid_run_one_line_errors_and_rerun_recovers(
     repo = _repo(tmp_path / "repo", shell=shell, sleep_s=3)
     state = tmp_path / "state"
     env = _env(state, f"{info.registry}/faults", info)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "build_assets", "materialize", "--all", "--repo", str(repo)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _until(lambda: _running_step(state, "slow-base"), 120, "the base's RUN step")
-    reg_pid = stack_status(home).services["registry"].pid
-    assert reg_pid
-    os.kill(reg_pid, signal.SIGKILL)
-    _, err = run.communicate(timeout=300)
-    assert run.returncode != 0
-    assert "Traceback" not in err, err
+    _kill_mid_build(home, "registry", repo, state, env)
 
     for args in (["materialize", "--all"], ["status"]):
         start = time.monotonic()
@@ -399,30 +407,12 @@ def test_engine_stopped_mid_build_one_line_and_rerun_recovers(
     local_stack: StackInfo, tmp_path: Path
 ) -> None:
     home = tmp_path / "engine-stack"  # a private dockerd (and registry, moto): safe to kill
-    try:
-        info = stack_up(home, reuse_docker=False, log=_quiet)
-    except Exception as e:  # noqa: BLE001 - a machine that cannot run a second engine
-        stack_down(home, log=_quiet)
-        pytest.skip(f"cannot start a private dockerd: {e}")
-    try:
+    with private_engine_stack(home) as info:
         shell = shell_image(info.registry, tmp_path, "faults-shell")  # via the session engine
         repo = _repo(tmp_path / "repo", shell=shell, sleep_s=6)
         state = tmp_path / "state"
         env = _env(state, f"{info.registry}/faults-engine", info)
-        run = subprocess.Popen(
-            [sys.executable, "-m", "build_assets", "materialize", "--all", "--repo", str(repo)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        _until(lambda: _running_step(state, "slow-base"), 120, "the base's RUN step")
-        engine_pid = stack_status(home).services["docker"].pid
-        assert engine_pid
-        os.kill(engine_pid, signal.SIGKILL)
-        _, err = run.communicate(timeout=300)
-        assert run.returncode != 0
-        assert "Traceback" not in err, err
+        err = _kill_mid_build(home, "docker", repo, state, env)
         lines = [ln for ln in err.splitlines() if ln.strip()]
         base = lines[0]  # the causes come first, one line per image
         assert f"the Docker engine at {info.docker_host} stopped answering" in base, err
@@ -438,8 +428,6 @@ def test_engine_stopped_mid_build_one_line_and_rerun_recovers(
         again = _cli(["materialize", "--all", "--repo", str(repo)], env)
         assert again.returncode == 0, again.stderr
         _assert_each_built_once(state)
-    finally:
-        stack_down(home, log=_quiet)
 
 
 @pytest.mark.stack
@@ -456,20 +444,7 @@ def test_moto_stopped_mid_run_fails_the_function_only_and_rerun_deploys(
     _git(repo, "commit", "-qam", "a function")
     state = tmp_path / "state"
     env = _env(state, f"{info.registry}/faults-moto", info)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "build_assets", "materialize", "--all", "--repo", str(repo)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _until(lambda: _running_step(state, "slow-base"), 120, "the base's RUN step")
-    moto_pid = stack_status(home).services["moto"].pid
-    assert moto_pid
-    os.kill(moto_pid, signal.SIGKILL)
-    out, err = run.communicate(timeout=300)
-    assert run.returncode != 0
-    assert "Traceback" not in err, err
+    err = _kill_mid_build(home, "moto", repo, state, env)
     # one line on stderr for the function, saying what is unreachable and what to do
     [problem] = [ln for ln in err.splitlines() if ln.strip()]
     assert problem.startswith("lambda fn-app: deploy of "), err

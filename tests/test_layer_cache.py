@@ -20,30 +20,19 @@ import pytest
 from build_assets.engine import registry
 from build_assets.engine.builders.base import BuildRequest, BuildResult
 from build_assets.engine.builders.local import SCRIPT, LocalDockerBuilder
-from build_assets.stack.local import StackInfo, stack_down, stack_up
+from build_assets.stack.local import StackInfo
 from tests.images import shell_image
+from tests.stack_plugin import private_engine_stack
 from tests.test_local_builder import build, make_request
 
 pytestmark = pytest.mark.stack
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 def cold_engine(local_stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """DOCKER_HOST of a private, empty dockerd (stopped at the end of the module)."""
-    home = tmp_path_factory.mktemp("cold")
-    try:
-        info = stack_up(home, reuse_docker=False, log=_quiet)
-    except Exception as e:  # noqa: BLE001 - a machine that cannot run a second engine
-        stack_down(home, log=_quiet)
-        pytest.skip(f"cannot start a private dockerd: {e}")
-    try:
+    with private_engine_stack(tmp_path_factory.mktemp("cold")) as info:
         yield info.docker_host
-    finally:
-        stack_down(home, log=_quiet)
 
 
 @pytest.fixture(scope="module")

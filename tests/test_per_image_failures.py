@@ -71,6 +71,17 @@ def test_a_lost_backend_fails_the_builds_in_flight_not_the_run(tmp_path: Path) -
     assert outcomes["root"].status == BUILT and outcomes["mid-a"].status == BUILT
 
 
+def _materialize(versions, resource: ImageBuildResource):
+    """Every image of `versions` in one Dagster run on an ephemeral instance (not raising)."""
+    with DagsterInstance.ephemeral() as instance:
+        return materialize(
+            [build_images_asset(versions, pool=None)],
+            resources={"image_builds": resource},
+            instance=instance,
+            raise_on_error=False,
+        )
+
+
 def test_the_step_failure_starts_with_one_line_per_image(tmp_path: Path) -> None:
     versions = _repo(tmp_path)
     builder = FaultyBuilder(lookup={"mid-a"}, start={"other-root"})
@@ -80,13 +91,7 @@ def test_the_step_failure_starts_with_one_line_per_image(tmp_path: Path) -> None
             return builder
 
     resource = Faulty(repo=str(tmp_path), registry="reg.invalid", home=str(tmp_path / "home"))
-    with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            [build_images_asset(versions, pool=None)],
-            resources={"image_builds": resource},
-            instance=instance,
-            raise_on_error=False,
-        )
+    result = _materialize(versions, resource)
     assert not result.success
     built = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
     assert built == {"root", "mid-b", "leaf-b1"}  # the others went on
@@ -111,13 +116,7 @@ def test_an_environment_fault_fails_the_step_once_not_each_image(tmp_path: Path)
     resource = ImageBuildResource(
         repo=str(tmp_path), registry="127.0.0.1:1/nowhere", home=str(tmp_path / "home")
     )
-    with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            [build_images_asset(versions, pool=None)],
-            resources={"image_builds": resource},
-            instance=instance,
-            raise_on_error=False,
-        )
+    result = _materialize(versions, resource)
     assert not result.success
     assert result.get_asset_materialization_events() == []
     [failure] = [e for e in result.all_events if e.is_step_failure]

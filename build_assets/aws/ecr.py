@@ -16,15 +16,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from build_assets.aws.clients import aws_errors, ecr_registry_parts, error_code, make_client
+from build_assets.engine.registry import MANIFEST_TYPES
 from build_assets.errors import UserError
 
 MAX_IDS = 100  # batch_get_image / describe_images / batch_delete_image accept at most 100 ids
-MANIFEST_TYPES = [
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-]
 _ABSENT = frozenset({"ImageNotFound", "ImageTagDoesNotMatchDigest"})
 
 
@@ -62,7 +57,7 @@ def tagged_images(repository: str, tags: Iterable[str]) -> dict[str, TaggedImage
                     registryId=registry_id,
                     repositoryName=name,
                     imageIds=[{"imageTag": t} for t in chunk],
-                    acceptedMediaTypes=MANIFEST_TYPES,
+                    acceptedMediaTypes=list(MANIFEST_TYPES),
                 )
             except ClientError as exc:
                 if error_code(exc) == "RepositoryNotFoundException":
