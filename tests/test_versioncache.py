@@ -18,6 +18,7 @@ from build_assets.core import versioncache
 from build_assets.core.gitrepo import read_file_at, resolve_commit_tree
 from build_assets.core.plan import plan_since
 from build_assets.core.versioning import commit_versions, worktree_versions
+from build_assets.errors import ManifestError
 from tests.gitutil import (
     AGENT,
     CREATE,
@@ -284,3 +285,30 @@ def run_plan_full(repo: Path, *args: str):
     proc, modules = run_importtime("plan", "--json", *args, cwd=repo, home=repo.parent / "home")
     proc.imported = top_level(modules)
     return proc
+
+
+def test_a_commit_entry_never_hides_a_lock_out_of_step(tmp_path: Path) -> None:
+    """Versions at a commit whose bases.lock misses a base are computed for `--since` (the
+    base unpinned); the same commit checked out is still told its lock is out of step."""
+    repo = tmp_path / "locked"
+    pin = "sha256:" + "a" * 64
+    write(
+        repo,
+        {
+            "images.yaml": "images:\n  one:\n    dockerfile: a/Dockerfile\n"
+            "  two:\n    dockerfile: b/Dockerfile\n",
+            "a/Dockerfile": "FROM registry.example.com/py:3.12\n",
+            "b/Dockerfile": "FROM registry.example.com/other:1\n",
+            "bases.lock": f"bases:\n  registry.example.com/py:3.12: {pin}\n",
+        },
+    )
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "lock out of step")
+    (repo / "bases.lock").write_text(
+        f"bases:\n  registry.example.com/other:1: {pin}\n  registry.example.com/py:3.12: {pin}\n"
+    )
+    commit_all(repo, "pin the other base")
+    assert set(commit_versions(repo, "HEAD~1").images) == {"one", "two"}  # --since tolerates it
+    git(repo, "checkout", "-q", "HEAD~1")
+    with pytest.raises(ManifestError, match="'registry.example.com/other:1' .* is not pinned"):
+        worktree_versions(repo)

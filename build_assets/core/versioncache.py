@@ -81,7 +81,7 @@ def _well_formed(body: dict) -> bool:
     )
 
 
-def _write_entry(path: Path, key: str, versions: VersionSet, **extra: str) -> None:
+def _write_entry(path: Path, key: str, versions: VersionSet, **extra: object) -> None:
     """Write one entry atomically (best effort: a read-only .git only costs time)."""
     body = {
         "format": FORMAT,
@@ -199,9 +199,10 @@ def load_commit_plan(git_dir: Path, key: str) -> list[dict] | None:
     return None if body is None else _plan_rows(body)
 
 
-def save_commit(git_dir: Path, key: str, versions: VersionSet) -> None:
-    """Remember the versions at a commit (and keep the folder to MAX_COMMIT_ENTRIES)."""
-    _write_entry(_commit_path(git_dir, key), key, versions)
+def save_commit(git_dir: Path, key: str, versions: VersionSet, *, lock_in_step: bool) -> None:
+    """Remember the versions at a commit (and keep the folder to MAX_COMMIT_ENTRIES);
+    `lock_in_step`: its bases.lock pins exactly the external bases its images use."""
+    _write_entry(_commit_path(git_dir, key), key, versions, lock_in_step=lock_in_step)
     _prune(git_dir / COMMITS)
 
 

@@ -376,6 +376,7 @@ def compute_versions(
     *,
     lock: dict[str, str] | None = None,
     lock_source: str | None = None,
+    lock_report: list[str] | None = None,
 ) -> VersionSet:
     """Versions of all images of `manifest` in `snapshot`, bases first.
 
@@ -384,7 +385,8 @@ def compute_versions(
     for every image (tests); by default each image's ignore file in force is used.
     `lock`: the digests of `bases.lock` (hashed into the versions of the images using them);
     with `lock_source` (the working tree), an external base missing from the lock or an
-    entry no image uses is a problem too.
+    entry no image uses is a problem too, or only reported in `lock_report` when given (a
+    commit's versions are computed even when its lock is out of step).
     """
     out: dict[str, ImageVersion] = {}
     ignores = _Ignores(snapshot)
@@ -430,7 +432,8 @@ def compute_versions(
             pins=pins,
         )
     if lock is not None and lock_source is not None:
-        problems.extend(lock_problems(usage, lock, lock_source))
+        found = lock_problems(usage, lock, lock_source)
+        (lock_report if lock_report is not None else problems).extend(found)
     if problems:
         raise ManifestError(problems[0], lines=problems)
     return VersionSet(manifest=manifest, images=out, commit=snapshot.commit, root=snapshot.root)
@@ -480,7 +483,11 @@ def worktree_versions(
     if tree is not None:
         key = versioncache.commit_key(tree, versioncache.manifest_place(root, path), manifest_text)
         entry = versioncache.load_commit(scan.git_dir, key)
-        if entry is not None and set(entry["images"]) == set(manifest.images):
+        if (
+            entry is not None
+            and entry.get("lock_in_step") is True  # else validation says what is out of step
+            and set(entry["images"]) == set(manifest.images)
+        ):
             versioncache.save_from_entry(scan, manifest_text, entry, tree)
             return _from_cache(
                 manifest, entry["images"], scan.snapshot, root, None, _disk_reader(root), lock
@@ -488,7 +495,7 @@ def worktree_versions(
     versions = compute_versions(manifest, scan.snapshot(), lock=lock, lock_source=str(lock_file))
     versioncache.save(scan, manifest_text, versions, tree)
     if key is not None:
-        versioncache.save_commit(scan.git_dir, key, versions)
+        versioncache.save_commit(scan.git_dir, key, versions, lock_in_step=True)
     return versions
 
 
@@ -644,8 +651,11 @@ def commit_versions(
     else:
         tree = commit_snapshot(root, commit, wanted)
     manifest = parse_manifest(text, source, tree.exists)
-    versions = compute_versions(manifest, tree, lock=lock)  # a lock out of step: unpinned
-    versioncache.save_commit(ref_ids.git_dir, key, versions)
+    out_of_step: list[str] = []  # a lock out of step: those bases unpinned, said elsewhere
+    versions = compute_versions(
+        manifest, tree, lock=lock, lock_source=lock_source, lock_report=out_of_step
+    )
+    versioncache.save_commit(ref_ids.git_dir, key, versions, lock_in_step=not out_of_step)
     return VersionSet(versions.manifest, versions.images, versions.commit, versions.root, note)
 
 
