@@ -10,7 +10,9 @@ tree then imports neither pydantic nor a YAML parser.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import os
 import reprlib
 from collections.abc import Callable
@@ -230,10 +232,16 @@ _CAP = 4 * 1024 * 1024  # bytes read here; a larger manifest is refused by valid
 
 
 def _code() -> bytes:
-    """The code that validates: a cached verdict of other code is never used."""
+    """The code that validates: a cached verdict of other code is never used. Besides ours,
+    the releases of pydantic and PyYAML (their version files, found without importing them)."""
     h = hashlib.sha256()
     for name in _VALIDATORS:
         h.update(Path(__file__).with_name(name).read_bytes())
+    for package, version_file in (("pydantic", "version.py"), ("yaml", "__init__.py")):
+        spec = importlib.util.find_spec(package)
+        origin = spec.origin if spec is not None else None
+        with contextlib.suppress(OSError, TypeError):
+            h.update(Path(origin).with_name(version_file).read_bytes())  # type: ignore[arg-type]
     return h.digest()
 
 
