@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +18,7 @@ from build_assets.core.manifest import ImageSpec, Manifest, load_manifest
 from build_assets.core.manifestview import FrozenManifest, load_validated
 from build_assets.errors import ManifestError
 from tests.gitutil import git, make_repo, write
-from tests.importtime import REPORT
+from tests.importtime import run_cli
 
 MANIFEST = """images:
   base:
@@ -95,23 +93,11 @@ EDITS: dict[str, Callable[[Path], object]] = {
 
 def _plan(repo: Path, importtime: bool = False) -> tuple[int, object, str, set[str]]:
     """(exit code, JSON output or None, stderr without the import report, modules)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
-    env["BUILD_ASSETS_HOME"] = str(repo.parent / "home")
-    flags = ["-X", "importtime"] if importtime else []
-    proc = subprocess.run(
-        [sys.executable, *flags, "-m", "build_assets", "plan", "--json"],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
+    proc, modules = run_cli(
+        "plan", "--json", cwd=repo, home=repo.parent / "home", importtime=importtime
     )
-    lines = proc.stderr.splitlines()
-    modules = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith(REPORT)}
-    err = "\n".join(line for line in lines if not line.startswith(REPORT))
     out = json.loads(proc.stdout) if proc.returncode == 0 else None
-    return proc.returncode, out, err, modules
+    return proc.returncode, out, proc.stderr, modules
 
 
 def _forget_caches(repo: Path) -> None:

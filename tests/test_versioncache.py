@@ -5,10 +5,7 @@ shared between commits and a clean working tree, and an entry that is not exactl
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +30,7 @@ from tests.gitutil import (
     seed_repo,
     write,
 )
-from tests.importtime import run_importtime, top_level
+from tests.importtime import run_cli, run_importtime, top_level
 
 
 @pytest.fixture
@@ -195,17 +192,7 @@ def test_entries_are_pruned_beyond_the_limit(repo: Path, monkeypatch) -> None:
 
 
 def run_plan(repo: Path, *args: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
-    env["BUILD_ASSETS_HOME"] = str(repo.parent / "home")
-    proc = subprocess.run(
-        [sys.executable, "-m", "build_assets", "plan", "--json", *args],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    proc, _ = run_cli("plan", "--json", *args, cwd=repo, home=repo.parent / "home")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
