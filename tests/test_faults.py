@@ -343,7 +343,15 @@ def test_stack_restart_keeps_addresses_and_plan_knows_what_is_built(
     port = int(info.registry.rsplit(":", 1)[1])
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do
-        squatter.bind(("127.0.0.1", port))
+
+        def took_it() -> bool:  # the stopped registry's port is released a moment later
+            try:
+                squatter.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+            return True
+
+        _until(took_it, 10, "the stopped registry's port to be free")
         squatter.listen()
         start = time.monotonic()
         res = subprocess.run(

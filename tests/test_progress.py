@@ -155,6 +155,30 @@ def test_estimates_are_the_median_of_previous_real_builds(tmp_path: Path) -> Non
     assert {e.estimate_s for e in events if e.name == "solo"} == {None}
 
 
+MARKERS = [("LOGIN", 5.0), ("BUILD", 6.0), ("PUSH", 12.0), ("DONE", 13.0)]  # script times
+
+
+@pytest.mark.parametrize(
+    ("seen", "states", "build_s", "push_s"),
+    [
+        # a poll saw it preparing at 10 (the BUILD marker was written at 6, read too late)
+        ((pg.PREPARING, "LOGIN", 10.0), [pg.PREPARING, pg.BUILDING, pg.PUSHING, pg.DONE], 2, 1),
+        # a poll saw it pushing: the earlier phases are not replayed backwards
+        ((pg.PUSHING, "", 12.5), [pg.PUSHING, pg.DONE], 0, 0.5),
+    ],
+)
+def test_replayed_phases_stay_in_order_and_in_time(seen, states, build_s, push_s) -> None:
+    events: list[pg.Progress] = []
+    tracker = pg.ProgressTracker(events.append, clock=lambda: 99.0)
+    state, detail, at = seen
+    tracker.set("app", state, detail, at=at)
+    tracker.replay("app", MARKERS)
+    assert [e.state for e in events] == states
+    assert [e.at for e in events] == sorted(e.at for e in events)
+    durations = tracker.durations("app")
+    assert (durations["build_s"], durations["push_s"]) == (build_s, push_s)
+
+
 def test_log_line_round_trip() -> None:
     cases = [
         pg.Progress("base-x", pg.IMAGE, pg.WAITING, "base-y"),

@@ -55,6 +55,7 @@ _SCRIPT_PHASES = {
     "PUSH": PUSHING,
     "DONE": PUSHING,
 }
+_SCRIPT_ORDER = (PREPARING, BUILDING, PUSHING, DONE)  # the order the script goes through them
 _CODEBUILD_QUEUED = frozenset({"SUBMITTED", "QUEUED"})
 # "BUILD_ASSETS_PHASE=BUILD at=1764412345.123" (the time since build-assets 0.x; older
 # scripts print no time)
@@ -249,17 +250,23 @@ class ProgressTracker(Board):
             except Exception as exc:  # noqa: BLE001 - a display problem must not stop builds
                 log.warning("progress listener failed on %s: %s", ev.line(), exc)
 
-    def replay(self, name: str, phases: list[tuple[str, float | None]]) -> None:
+    def replay(
+        self, name: str, phases: list[tuple[str, float | None]], log_url: str | None = None
+    ) -> None:
         """The states an image's build went through between two looks at it, from the build
-        script's time-stamped phase markers: those later than the state last seen, in order
-        (a quick build otherwise jumps from 'preparing' to 'done', its build and push times
-        lost)."""
+        script's time-stamped phase markers: those past the state last seen, in order, at their
+        own times (never before the state seen); a quick build otherwise jumps from 'preparing'
+        to 'done', its build and push times lost."""
         for phase, at in phases:
             row = self.rows.get((IMAGE, name))
-            if at is None or (row is not None and at <= row.entered_at):
-                continue
             state = DONE if phase == "DONE" else _SCRIPT_PHASES.get(phase, BUILDING)
-            self.set(name, state, phase if state == PREPARING else "", at=at)
+            if at is None or (row is not None and row.state in TERMINAL):
+                continue
+            if row is not None and row.state in _SCRIPT_ORDER:
+                if _SCRIPT_ORDER.index(state) < _SCRIPT_ORDER.index(row.state):
+                    continue  # a poll saw the build past this phase already
+                at = max(at, row.entered_at)  # seen later than it happened: keep time forward
+            self.set(name, state, phase if state == PREPARING else "", at=at, log_url=log_url)
 
 
 # -- what a builder's handle tells about its build ----------------------------------------------
@@ -307,6 +314,7 @@ def handle_phase(handle: Any) -> tuple[str, str] | None:
         if found:
             last = found[-1][0]
         handle.state["progress_offset"], handle.state["progress_phase"] = offset + cut, last
+        handle.state["progress_markers"] = found  # read now, for `ProgressTracker.replay`
     if last is None:
         return (PREPARING, "")
     state = _SCRIPT_PHASES.get(last, BUILDING)

@@ -216,7 +216,12 @@ class BuildScheduler:
         def observe(handle: BuildHandle) -> None:
             """The phase of a build in flight, when its builder tells (else 'building')."""
             state, detail = pg.handle_phase(handle) or (pg.BUILDING, "")
-            track(handle.request.image, state, detail, log_url=pg.handle_log_url(handle))
+            name, log_url = handle.request.image, pg.handle_log_url(handle)
+            stamped = [m for m in handle.state.pop("progress_markers", []) if m[1] is not None]
+            if stamped:  # every phase passed since the last look, at its time
+                self.progress.replay(name, stamped, log_url=log_url)
+            else:
+                track(name, state, detail, log_url=log_url)
 
         def settle(outcome: Outcome) -> None:
             outcomes[outcome.name] = outcome

@@ -224,6 +224,7 @@ def _bindable(port: int) -> int | None:
 # picked there (`bind(0)`) can be handed to some outgoing connection while the stack is down,
 # and the server could not have its address back.
 STABLE_PORTS = range(20000, 32000)
+PORT_RELEASE_S = 3.0  # how long a kept port may take to be released by a stopped server
 
 
 def _stable_port(layout: _Layout, name: str, taken: set[int]) -> int:
@@ -248,7 +249,9 @@ def _kept_port(layout: _Layout, name: str, old: Service | None) -> int:
         kept = {}
     preferred = (old.port if old else None) or kept.get(name)
     if preferred:
-        if _bindable(int(preferred)) is None:
+        # a server stopped a moment ago may still hold its port while the kernel closes its
+        # sockets (seen: refused, then free 0.1 s later): only a port still taken is an error
+        if not _wait_for(lambda: _bindable(int(preferred)) is not None, PORT_RELEASE_S):
             raise UserError(
                 f"{name}: port 127.0.0.1:{preferred}, kept so image and function URIs stay"
                 f" valid, is taken by another process: stop it (ss -ltnp 'sport = :{preferred}'),"
