@@ -33,6 +33,7 @@ class TokenGate(ThreadingHTTPServer):
     def __init__(self, upstream: str, anonymous: bool = True) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.upstream, self.anonymous = upstream, anonymous
+        self.token = "pull-ok"  # what /token hands out and /v2 accepts
         self.scopes: list[str] = []  # scopes asked at /token
         self.refused = 0  # /v2 requests answered 401
 
@@ -60,8 +61,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.scopes.extend(query.get("scope", []))
             if not self.server.anonymous:
                 return self._reply(401, b'{"details": "incorrect username or password"}')
-            return self._reply(200, b'{"token": "pull-ok", "expires_in": 300}')
-        if self.headers.get("Authorization") != "Bearer pull-ok":
+            body = f'{{"token": "{self.server.token}", "expires_in": 300}}'.encode()
+            return self._reply(200, body)
+        if self.headers.get("Authorization") != f"Bearer {self.server.token}":
             self.server.refused += 1
             name = url.path.split("/v2/", 1)[-1].rsplit("/manifests/", 1)[0]
             challenge = (
@@ -123,6 +125,9 @@ def test_bases_update_pins_a_base_behind_a_token_service(stack_env, gate, tmp_pa
     assert reg.manifest_digest(f"{gate.host}/{ns}/python", "3.12") == digest
     assert reg.manifest_digest(f"{gate.host}/{ns}/python", "3.12") == digest
     assert gate.refused - refused == 1
+    # a token the service stops honouring before it expires: one fresh token, then success
+    gate.token = "rotated"
+    assert reg.manifest_digest(f"{gate.host}/{ns}/python", "3.12") == digest
 
 
 def test_a_token_service_that_refuses_anonymous_pulls_is_one_line(stack_env, tmp_path: Path):

@@ -128,10 +128,12 @@ def _request(
         headers["Authorization"] = f"Bearer {token}"
     status, got, body = _send(method, url, headers, data, timeout)
     challenge = {k.lower(): v for k, v in got.items()}.get("www-authenticate", "")
-    if status == 401 and not token and challenge.lower().startswith("bearer"):
-        token = _bearer_token(challenge, timeout, repo_key)
-        if token and "Authorization" not in headers:
-            headers["Authorization"] = f"Bearer {token}"
+    if status == 401 and challenge.lower().startswith("bearer") and not is_ecr(host):
+        if known:
+            _TOKENS.pop(known, None)  # refused (revoked early?): one fresh token, once
+        fresh = _bearer_token(challenge, timeout, repo_key)
+        if fresh and fresh != token:
+            headers["Authorization"] = f"Bearer {fresh}"
             status, got, body = _send(method, url, headers, data, timeout)
     return status, got, body
 
