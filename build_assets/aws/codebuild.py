@@ -72,9 +72,14 @@ def project_name(image: str, env: str, template: str | None = None) -> str:
     return f"{image}-{env}-img-builder"
 
 
+# What a context zip holds beyond the version's files: 2 = literal FROMs pinned to bases.lock
+# (`core.lock.pin_literal_froms`). A zip uploaded by an earlier format is never reused.
+CONTEXT_FORMAT = 2
+
+
 def context_key(image: str, version: str) -> str:
     """S3 key of an image version's context zip."""
-    return f"contexts/{image}/{version}.zip"
+    return f"contexts/{image}/{version}.c{CONTEXT_FORMAT}.zip"
 
 
 def console_url(region: str, project: str, build_id: str) -> str:
