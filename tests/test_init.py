@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from build_assets.core.versioning import commit_versions, worktree_versions
 from build_assets.engine.scheduler import BuildScheduler
 from build_assets.project import Project
 from tests.gitutil import commit_all, git, prepend, write
+from tests.importtime import run_cli
 
 FIXTURE = Path(__file__).resolve().parent / "monorepos" / "adopt"
 # the information the Dockerfiles cannot give: which base image their tooling passes
@@ -26,16 +26,8 @@ BASES += ["--base", "services-z=bases-c"]
 
 
 def cli(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
-    env["BUILD_ASSETS_HOME"] = str(repo.parent / "home")
-    return subprocess.run(
-        [sys.executable, "-m", "build_assets", *args],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """`build-assets ARGS` in `repo`, its state folder beside it."""
+    return run_cli(*args, cwd=repo, home=repo.parent / "home")[0]
 
 
 def copy(tmp_path: Path, name: str, manifest: bool) -> Path:

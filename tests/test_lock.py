@@ -8,10 +8,8 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -31,6 +29,7 @@ from build_assets.engine.builders.base import make_request
 from build_assets.errors import UserError
 from build_assets.project import Project
 from tests.gitutil import commit_all, git, replace_in, write
+from tests.importtime import run_cli
 
 FIXTURE = Path(__file__).resolve().parent / "monorepos" / "adopt"
 DIGEST = "sha256:" + "ab" * 32
@@ -79,16 +78,8 @@ def push_scratch(registry: str, repository: str, tag: str, content: str) -> str:
 
 
 def cli(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
-    env["BUILD_ASSETS_HOME"] = str(repo.parent / "home")
-    return subprocess.run(
-        [sys.executable, "-m", "build_assets", *args],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """`build-assets ARGS` in `repo`, its state folder beside it."""
+    return run_cli(*args, cwd=repo, home=repo.parent / "home")[0]
 
 
 def changed_since_head(repo: Path) -> dict[str, list[str]]:

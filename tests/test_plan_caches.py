@@ -4,16 +4,14 @@ answer the slow way gives, and a tampered or foreign entry is never trusted."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from build_assets.core import secrets, versioncache
 from build_assets.core.gitrepo import RefFiles, WorktreeScan, read_file_at, resolve_commit_tree
 from build_assets.core.versioning import worktree_versions
 from tests.gitutil import commit_all, make_repo, write
-from tests.importtime import run_importtime
+from tests.importtime import run_cli, run_importtime
 
 MANIFEST = """images:
   base:
@@ -45,17 +43,7 @@ def _repo(tmp_path: Path) -> Path:
 
 
 def _plan(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILD_ASSETS_")}
-    env["BUILD_ASSETS_HOME"] = str(repo.parent / "home")
-    return subprocess.run(
-        [sys.executable, "-m", "build_assets", "plan", "--json", *args],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    return run_cli("plan", "--json", *args, cwd=repo, home=repo.parent / "home")[0]
 
 
 def test_manifest_document_cache_round_trip_and_refusals(tmp_path: Path) -> None:
