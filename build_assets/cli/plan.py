@@ -170,7 +170,6 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
     from build_assets.core import versioncache
     from build_assets.core.gitrepo import CommitRef, read_file_at, resolve_commit_tree
     from build_assets.core.lock import LOCK_FILE, cache_text, cache_text_for
-    from build_assets.core.plan import PlanEntry
 
     try:
         text = cache_text_for(settings.manifest)  # manifest + bases.lock
@@ -214,18 +213,7 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
         if ref_text != text:  # the manifest or its lock changed: the full path says how
             return None
         return _since_from_diff(args, scan, text, at_ref, ref, rows, old, against)
-    entries = [
-        PlanEntry(
-            name=row["name"],
-            version=row["version"],
-            tag="git-" + row["version"][:12],
-            base=row["base"],
-            lambdas=row["lambdas"],
-            changed=row["name"] not in before,
-            reasons=[] if row["name"] in before else ["new image"],
-        )
-        for row in rows
-    ]
+    entries = [_cached_entry(row, row["name"] in before, "new image") for row in rows]
     return entries, against, None
 
 
@@ -317,7 +305,6 @@ def _plan_from_cache(
     `truth` for the full path. Skips manifest validation and hashing entirely; the cache key
     holds the manifest bytes."""
     from build_assets.core import versioncache
-    from build_assets.core.plan import PlanEntry
 
     try:
         from build_assets.core.lock import cache_text_for
@@ -338,19 +325,24 @@ def _plan_from_cache(
         built = {name for name, (_, state) in truth.items() if state.digest}
         against = f"the registry {settings.registry}"
         note = None if built else "Nothing is built yet: every image would be built."
-    entries = [
-        PlanEntry(
-            name=img["name"],
-            version=img["version"],
-            tag=tags[img["name"]],
-            base=img["base"],
-            lambdas=img["lambdas"],
-            changed=img["name"] not in built,
-            reasons=[] if img["name"] in built else ["not built yet"],
-        )
-        for img in cached
-    ]
+    entries = [_cached_entry(img, img["name"] in built, "not built yet") for img in cached]
     return entries, against, note
+
+
+def _cached_entry(row: dict, current: bool, reason: str):
+    """The plan entry of a version-cache row {name, version, base, lambdas}: unchanged when
+    `current`, else changed for `reason`."""
+    from build_assets.core.plan import PlanEntry
+
+    return PlanEntry(
+        name=row["name"],
+        version=row["version"],
+        tag="git-" + row["version"][:12],
+        base=row["base"],
+        lambdas=row["lambdas"],
+        changed=not current,
+        reasons=[] if current else [reason],
+    )
 
 
 def _manifest_doc(root: Path, manifest: Path) -> object | None:

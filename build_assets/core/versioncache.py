@@ -50,9 +50,9 @@ def _checksum(body: dict) -> str:
     ).hexdigest()
 
 
-def _read_entry(path: Path, key: str) -> dict | None:
-    """The body of the entry at `path` when it is whole, of this format and scheme, for `key`
-    and unaltered (its checksum matches); None otherwise."""
+def _checked_body(path: Path) -> dict | None:
+    """The body of the file at `path` when it is whole JSON and unaltered (its checksum
+    matches); None otherwise."""
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):
@@ -60,7 +60,14 @@ def _read_entry(path: Path, key: str) -> dict | None:
     if not isinstance(data, dict) or not isinstance(data.get("body"), dict):
         return None
     body = data["body"]
-    if data.get("sum") != _checksum(body):
+    return body if data.get("sum") == _checksum(body) else None
+
+
+def _read_entry(path: Path, key: str) -> dict | None:
+    """The body of the entry at `path` when it is whole, of this format and scheme, for `key`
+    and unaltered (its checksum matches); None otherwise."""
+    body = _checked_body(path)
+    if body is None:
         return None
     if body.get("format") != FORMAT or body.get("scheme") != SCHEME or body.get("key") != key:
         return None
@@ -225,14 +232,8 @@ SUSPECTS = "build-assets-suspects.json"
 
 def _small_entry(path: Path, key: str) -> dict | None:
     """The body of a one-value entry {key, value} when whole, for `key` and unaltered."""
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("body"), dict):
-        return None
-    body = data["body"]
-    if data.get("sum") != _checksum(body) or body.get("key") != key or "value" not in body:
+    body = _checked_body(path)
+    if body is None or body.get("key") != key or "value" not in body:
         return None
     return body
 
