@@ -32,6 +32,7 @@ from build_assets.aws import codebuild as cbmod
 from build_assets.aws.bootstrap import bootstrap
 from build_assets.aws.buildspec import build_commands, load_script, render_buildspec
 from build_assets.aws.codebuild import (
+    CONTEXT_FORMAT,
     CodeBuildBuilder,
     console_url,
     context_key,
@@ -137,7 +138,7 @@ def test_context_zip_lands_at_content_key_and_is_reused(
 ) -> None:
     builder, request = make_builder(), make_request()
     key, uploaded = builder.upload_context(request)
-    assert (key, uploaded) == (f"contexts/app/{VERSION}.c2.zip", True)
+    assert (key, uploaded) == (f"contexts/app/{VERSION}.c{CONTEXT_FORMAT}.zip", True)
     s3 = infra.client("s3")
     obj = s3.get_object(Bucket=BUCKET, Key=key)
     assert obj["Body"].read() == request.context.zip_bytes()
@@ -184,7 +185,7 @@ def test_start_build_request(
     (params,) = seen
     assert params["projectName"] == "app-dev-img-builder"
     assert params["sourceTypeOverride"] == "S3"
-    assert params["sourceLocationOverride"] == f"{BUCKET}/contexts/app/{VERSION}.c2.zip"
+    assert params["sourceLocationOverride"] == f"{BUCKET}/contexts/app/{VERSION}.c{CONTEXT_FORMAT}.zip"
     assert params["buildspecOverride"] == render_buildspec()
     rest = {k: v for k, v in params.items() if k != "idempotencyToken"}
     assert params["idempotencyToken"] == idempotency_token("app", VERSION, 0, rest)
@@ -746,4 +747,4 @@ def test_cancel_on_plain_moto_calls_stop_build(
 
 
 def test_context_key_is_content_addressed() -> None:
-    assert context_key("app", VERSION) == f"contexts/app/{VERSION}.c2.zip"
+    assert context_key("app", VERSION) == f"contexts/app/{VERSION}.c{CONTEXT_FORMAT}.zip"

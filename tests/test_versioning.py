@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from build_assets.core import versioncache
-from build_assets.core.context import MODE_EXEC, MODE_FILE, MODE_LINK, ContextChangedError
+from build_assets.core.context import (
+    DOCKERFILE_SLOT,
+    MODE_EXEC,
+    MODE_FILE,
+    MODE_LINK,
+    ContextChangedError,
+)
 from build_assets.core.plan import PlanEntry, plan_since
 from build_assets.core.versioning import VersionSet, commit_versions, worktree_versions
 from build_assets.errors import ManifestError
@@ -252,11 +258,23 @@ def test_dockerignore_patterns_have_docker_semantics(repo: Path) -> None:
     assert not excluded & paths
 
 
-def test_dockerfile_is_in_its_context_even_when_dockerignored(repo: Path) -> None:
+def test_an_ignored_dockerfile_is_hashed_and_built_from_but_not_shipped(repo: Path) -> None:
+    dockerfile = "infra/create_labels/lambdas/Dockerfile"
     before = versions(repo)
     write(repo, {".dockerignore": SEED_FILES[".dockerignore"] + "**/Dockerfile\n"})
-    assert "infra/create_labels/lambdas/Dockerfile" in context_paths(repo, CREATE)
-    assert versions(repo) == before
+    image = worktree_versions(repo)[CREATE]
+    assert dockerfile in context_paths(repo, CREATE)  # hashed: it is read for the build
+    assert not image.dockerfile_shipped
+    shipped = tarfile.open(fileobj=io.BytesIO(image.context.tar_bytes()))
+    names = shipped.getnames()
+    assert dockerfile not in names  # Docker leaves an ignored Dockerfile out of the context
+    slot = shipped.extractfile(".build-assets/Dockerfile")
+    assert slot is not None and slot.read() == (repo / dockerfile).read_bytes()
+    ignored = versions(repo)
+    # builds of the old rule shipped the Dockerfile: the ignored ones get new versions
+    assert ignored[CREATE] != before[CREATE]
+    write(repo, {dockerfile: (repo / dockerfile).read_text() + "# edited\n"})
+    assert versions(repo)[CREATE] != ignored[CREATE]  # still part of the version
 
 
 def test_context_is_the_dockerfile_plus_source_paths_and_nothing_else(repo: Path) -> None:
@@ -684,7 +702,20 @@ def test_build_context_ships_exactly_the_hashed_files(repo: Path) -> None:
     data = img.context.tar_bytes()
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         members = {m.name: m for m in tar.getmembers()}
-        assert sorted(members) == [f.path for f in img.files]
+        shipped = {m for m, info in members.items() if not info.isdir()} - {DOCKERFILE_SLOT}
+        assert sorted(shipped) == [f.path for f in img.files]
+        folders = {m for m, info in members.items() if info.isdir()}
+        assert folders == {p.rpartition("/")[0] for p in shipped} | {
+            "infra",
+            "infra/metadata_harmonizer_step_functions",
+        }
+        assert all(members[d].mode == 0o755 for d in folders)
+        assert (
+            tar.extractfile(DOCKERFILE_SLOT).read()
+            == tar.extractfile(  # type: ignore[union-attr]
+                img.spec.dockerfile
+            ).read()
+        )  # type: ignore[union-attr]
         assert members[HANDLER].mode == 0o755
         assert members[AGENT].mode == 0o644
         assert members["receipt_agent/alias.py"].issym()
@@ -786,7 +817,8 @@ def test_sha256_repository_same_content_same_version(tmp_path: Path) -> None:
     dirty = worktree_versions(repo)[CREATE]
     assert all(len(f.blob) == 64 for f in dirty.files)
     with tarfile.open(fileobj=io.BytesIO(dirty.context.tar_bytes())) as tar:
-        assert sorted(tar.getnames()) == [f.path for f in dirty.files]
+        names = {m.name for m in tar.getmembers() if not m.isdir()} - {DOCKERFILE_SLOT}
+        assert sorted(names) == [f.path for f in dirty.files]
     assert commit_versions(repo, "HEAD")[CREATE].context.tar_bytes()
     commit_all(repo, "dirty ones")
     assert versions(repo)[CREATE] == dirty.version

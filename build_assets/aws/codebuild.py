@@ -73,8 +73,9 @@ def project_name(image: str, env: str, template: str | None = None) -> str:
 
 
 # What a context zip holds beyond the version's files: 2 = literal FROMs pinned to bases.lock
-# (`core.lock.pin_literal_froms`). A zip uploaded by an earlier format is never reused.
-CONTEXT_FORMAT = 2
+# (`core.lock.pin_literal_froms`); 3 = the Dockerfile to build at `core.context.DOCKERFILE_SLOT`
+# and in the context only where Docker ships it. A zip of an earlier format is never reused.
+CONTEXT_FORMAT = 3
 
 
 def context_key(image: str, version: str) -> str:

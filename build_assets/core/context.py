@@ -1,8 +1,12 @@
-"""A build context: exactly the files that were hashed, and deterministic archives of them.
+"""A build context: exactly the files Docker would ship, and deterministic archives of them.
 
-The same `BuildContext` object is hashed by `versioning` and shipped by every builder, so what
-is built can never differ from what was versioned. Archives are byte-for-byte reproducible:
-sorted entries, zero timestamps and owners, modes normalised to 0644 / 0755 / symlink.
+The same selection is hashed by `versioning` and shipped by every builder, so what is built can
+never differ from what was versioned. Every archive also carries the Dockerfile to build from
+at `DOCKERFILE_SLOT` (with locked FROMs pinned); the build script moves it out of the context
+before building, so the context itself holds the Dockerfile only where Docker would ship it
+(an ignore file can exclude it: Docker reads it for the build, but COPY never sees it).
+Archives are byte-for-byte reproducible: sorted entries, zero timestamps and owners, modes
+normalised to 0644 / 0755 / symlink.
 """
 
 from __future__ import annotations
@@ -11,13 +15,18 @@ import hashlib
 import io
 import tarfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple, Protocol
 
 MODE_FILE = "100644"
 MODE_EXEC = "100755"
 MODE_LINK = "120000"
+MODE_DIR = "040000"  # a folder Docker ships empty (in version listings only)
+
+# Where every archive carries the Dockerfile the build reads (moved out of the context by
+# scripts/build_image.sh before `docker build`); no context file may live under this folder.
+DOCKERFILE_SLOT = ".build-assets/Dockerfile"
 
 # 1980-01-01, the earliest timestamp a zip file can hold
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -42,6 +51,21 @@ class ContentReader(Protocol):
         """Return the bytes of `file` (the link target for a symlink)."""
 
 
+def folders_of(files: Iterable[ContextFile], empty: Iterable[str] = ()) -> tuple[str, ...]:
+    """Every folder of a context, sorted: the parents of its files and the `empty` ones."""
+    out: set[str] = set()
+    for folder in empty:
+        while folder and folder not in out:
+            out.add(folder)
+            folder = folder.rpartition("/")[0]
+    for f in files:
+        folder = f.path.rpartition("/")[0]
+        while folder and folder not in out:
+            out.add(folder)
+            folder = folder.rpartition("/")[0]
+    return tuple(sorted(out))
+
+
 def git_blob_id(data: bytes, algorithm: str = "sha1") -> str:
     """The id git gives a blob with this content ('blob <len>\\0' + data, hashed with the
     repository's object format: sha1, or sha256 for `--object-format=sha256` repos)."""
@@ -61,34 +85,55 @@ class ContextChangedError(Exception):
 
 @dataclass(frozen=True)
 class BuildContext:
-    """The files of one image's build context and how to read them."""
+    """The files of one image's build context and how to read them.
+
+    `files`: what Docker ships (the Dockerfile among them only where the ignore file keeps
+    it); `dockerfile`: the Dockerfile the build reads, archived at `DOCKERFILE_SLOT` after
+    `dockerfile_edit` (literal FROMs pinned to bases.lock, `core.lock.pin_literal_froms`).
+    """
 
     files: tuple[ContextFile, ...]
     reader: ContentReader
-    # path -> what the build ships instead of the file's bytes (verified first): the
-    # Dockerfile with literal FROMs pinned to bases.lock (`core.lock.pin_literal_froms`)
-    edits: Mapping[str, Callable[[bytes], bytes]] = field(default_factory=dict)
+    dirs: tuple[str, ...] = ()  # every folder, archived at 0755 (git keeps no folder modes)
+    dockerfile: ContextFile | None = None
+    dockerfile_edit: Callable[[bytes], bytes] | None = None
 
     @property
     def file_count(self) -> int:
         return len(self.files)
 
+    def _read(self, f: ContextFile) -> bytes:
+        data = self.reader.read(f)
+        if git_blob_id(data, algorithm_of(f.blob)) != f.blob:
+            raise ContextChangedError(
+                f"{f.path} changed after its version was computed; re-run to build the new content"
+            )
+        return data
+
     def iter_contents(self) -> Iterator[tuple[ContextFile, bytes]]:
-        """Yield each file with its bytes, verifying them against the hashed blob id."""
+        """Yield each archived entry with its bytes (verified against the hashed blob id):
+        the context files, then the Dockerfile at `DOCKERFILE_SLOT`."""
         for f in self.files:
-            data = self.reader.read(f)
-            if git_blob_id(data, algorithm_of(f.blob)) != f.blob:
-                raise ContextChangedError(
-                    f"{f.path} changed after its version was computed; re-run to build the new"
-                    " content"
-                )
-            edit = self.edits.get(f.path) if f.mode != MODE_LINK else None
-            yield f, (edit(data) if edit is not None else data)
+            yield f, self._read(f)
+        if self.dockerfile is not None:
+            data = self._read(self.dockerfile)
+            if self.dockerfile_edit is not None:
+                data = self.dockerfile_edit(data)
+            slot = ContextFile(DOCKERFILE_SLOT, MODE_FILE, self.dockerfile.blob)
+            yield slot, data
 
     def write_tar(self, out: BinaryIO) -> int:
         """Write a reproducible tar of the context to `out`; return the total content size."""
         total = 0
         with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for folder in self.dirs:
+                info = tarfile.TarInfo(folder)
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                info.mtime = 0
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info)
             for f, data in self.iter_contents():
                 info = tarfile.TarInfo(f.path)
                 info.mtime = 0
@@ -110,6 +155,11 @@ class BuildContext:
         """Write a reproducible zip of the context (CodeBuild S3 source); return content size."""
         total = 0
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for folder in self.dirs:
+                info = zipfile.ZipInfo(folder + "/", date_time=_ZIP_EPOCH)
+                info.create_system = 3
+                info.external_attr = (0o40755 << 16) | 0x10  # unix mode, MS-DOS folder bit
+                zf.writestr(info, b"")
             for f, data in self.iter_contents():
                 info = zipfile.ZipInfo(f.path, date_time=_ZIP_EPOCH)
                 info.compress_type = zipfile.ZIP_DEFLATED

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from build_assets.core.context import DOCKERFILE_SLOT
 from build_assets.core.dockerfile import Dockerfile
 from build_assets.core.ignore import DOCKERIGNORE, DockerIgnore
 
@@ -79,17 +80,35 @@ def _matches(snapshot: Snapshot, pattern: str) -> Iterable[int]:
     return out
 
 
+def _names_empty_dir(empty_dirs: tuple[str, ...], pattern: str) -> bool:
+    """True when a COPY source selects one of the folders Docker ships empty."""
+    if not empty_dirs:
+        return False
+    if not _GLOB.search(pattern):
+        return any(d == pattern or d.startswith(pattern + "/") for d in empty_dirs)
+    segments = pattern.split("/")
+    return any(
+        len(parts) >= len(segments)
+        and all(fnmatch.fnmatchcase(part, seg) for part, seg in zip(parts, segments, strict=False))
+        for parts in (d.split("/") for d in empty_dirs)
+    )
+
+
 def _why(
     indices: Iterable[int], selection: ContextSelection, snapshot: Snapshot, ignore: DockerIgnore
 ) -> str | None:
-    """None when one of `indices` is in the context, else why none of them is."""
+    """None when one of `indices` is in the context, else why none of them is (an ignored
+    Dockerfile is read for the build but is not in the context, as in Docker)."""
+    hidden = selection.excluded
+    if selection.unshipped is not None:
+        hidden = hidden | {selection.unshipped}
     if isinstance(indices, range):  # a file or folder: intersect index ranges, no file loop
         if not indices:
             return "no such file in the repository"
         first_excluded = None
         for lo, hi in selection.ranges:
             for i in range(max(lo, indices.start), min(hi, indices.stop)):
-                if i not in selection.excluded:
+                if i not in hidden:
                     return None
                 if first_excluded is None:
                     first_excluded = i
@@ -101,7 +120,7 @@ def _why(
     for i in indices:
         found = True
         inside = any(lo <= i < hi for lo, hi in selection.ranges)
-        if inside and i not in selection.excluded:
+        if inside and i not in hidden:
             return None
         if inside and first_excluded is None:
             first_excluded = i
@@ -125,13 +144,23 @@ def check_image(
     for line, keyword, written, source in dockerfile.context_sources(spec.build_args):
         path = _clean(source)
         if not path:
-            continue  # the context root: never empty (it holds the Dockerfile)
+            continue  # the context root: Docker copies it even when empty
+        if _names_empty_dir(selection.empty_dirs, path):
+            continue  # a folder Docker ships empty: COPY copies it
         why = _why(_matches(snapshot, path), selection, snapshot, ignore)
         if why:
             problems.append(
                 f"{where}: {spec.dockerfile}:{line}: {keyword} source '{written}' matches no"
                 f" file of the build context ({why})"
             )
+    reserved = DOCKERFILE_SLOT.partition("/")[0]
+    lo, hi = snapshot.range_of(reserved)
+    if hi > lo and any(a < hi and lo < b for a, b in selection.ranges):
+        problems.append(
+            f"{where}, field 'source_paths': the context holds files under '{reserved}/',"
+            " a folder build-assets reserves for the Dockerfile it ships: rename it or leave"
+            " it out of source_paths"
+        )
     for entry in spec.source_paths:
         lo, hi = snapshot.range_of(entry)
         if hi > lo and all(i in selection.excluded for i in range(lo, hi)):

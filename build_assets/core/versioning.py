@@ -3,9 +3,10 @@
     version(image) = sha256(scheme, manifest entry, context files (path, mode, blob), version(base))
 
 The context of an image is its Dockerfile plus every file under its `source_paths` that git
-tracks or sees as untracked-and-not-ignored, minus the root `.dockerignore` matches.
+tracks or sees as untracked-and-not-ignored, minus the matches of the ignore file in force.
 `select_context` is the one function that decides this set; it is both hashed here and
-shipped by every builder, so a build can never differ from its version.
+shipped by every builder, so a build can never differ from its version. The Dockerfile is
+always hashed; it is shipped inside the context only where Docker would ship it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from build_assets.core import versioncache
-from build_assets.core.context import BuildContext, ContextFile
+from build_assets.core.context import MODE_DIR, BuildContext, ContextFile, folders_of
 from build_assets.core.contextcheck import check_image, ignore_file_for
 from build_assets.core.dockerfile import Dockerfile
 from build_assets.core.dockerfile import parse as parse_dockerfile
@@ -74,6 +75,15 @@ class ContextSelection:
 
     ranges: tuple[tuple[int, int], ...]  # sorted, disjoint index ranges
     excluded: frozenset[int]  # indices inside `ranges` that are .dockerignored
+    # the Dockerfile's index when the ignore file excludes it: hashed (it is read for the
+    # build) but not shipped in the context, as Docker does
+    unshipped: int | None = None
+    # folders Docker ships empty: every file below them is ignored, the folder itself is not
+    empty_dirs: tuple[str, ...] = ()
+
+    def shipped(self):
+        """The indices of the files Docker would ship (`indices` minus `unshipped`)."""
+        return (i for i in self.indices() if i != self.unshipped)
 
     def indices(self):
         for lo, hi in self.ranges:
@@ -89,6 +99,7 @@ class ContextSelection:
                 parts.extend(records[i] for i in range(lo, hi) if i not in self.excluded)
             else:
                 parts.extend(records[lo:hi])
+        parts.extend(f"{MODE_DIR} - 0\t{d}" for d in self.empty_dirs)
         return "\0".join(parts) + "\0" if parts else ""
 
     def count(self) -> int:
@@ -96,11 +107,39 @@ class ContextSelection:
         return n - sum(1 for i in self.excluded if any(lo <= i < hi for lo, hi in self.ranges))
 
 
+def _empty_dirs(
+    snapshot: Snapshot, ranges: list[tuple[int, int]], hidden: frozenset[int], ignore: DockerIgnore
+) -> tuple[str, ...]:
+    """The folders of ignored files that Docker still ships, empty: a folder is in Docker's
+    context unless the ignore file excludes it or every file of it (then it comes only as
+    the parent of a re-included file)."""
+    paths = snapshot.paths
+    seen: set[str] = set()
+    out = []
+    for i in sorted(hidden):
+        folder = paths[i].rpartition("/")[0]
+        while folder and folder not in seen:
+            seen.add(folder)
+            if not ignore.excludes(folder):
+                lo, hi = snapshot.range_of(folder)
+                shipped = any(
+                    j not in hidden for a, b in ranges for j in range(max(a, lo), min(b, hi))
+                )
+                if not shipped:
+                    out.append(folder)
+            folder = folder.rpartition("/")[0]
+    return tuple(sorted(out))
+
+
 def select_context(
-    spec: ImageSpec, snapshot: Snapshot, excluded: frozenset[int]
+    spec: ImageSpec,
+    snapshot: Snapshot,
+    excluded: frozenset[int],
+    ignore: DockerIgnore | None = None,
 ) -> ContextSelection:
-    """Exactly the files of one image's build context: the Dockerfile (always, even when
-    .dockerignore matches it) and every not-ignored file under its `source_paths`."""
+    """Exactly the files of one image's build context: the Dockerfile (always hashed, even
+    when the ignore file matches it; then marked `unshipped`) and every not-ignored file under
+    its `source_paths`, plus the folders Docker ships empty (given the `ignore` rules)."""
     raw = sorted(
         r
         for r in (snapshot.range_of(p) for p in [spec.dockerfile, *spec.source_paths])
@@ -116,7 +155,10 @@ def select_context(
     inside = frozenset(
         i for i in excluded if i != dockerfile and any(lo <= i < hi for lo, hi in merged)
     )
-    return ContextSelection(tuple(merged), inside)
+    unshipped = dockerfile if dockerfile is not None and dockerfile in excluded else None
+    hidden = inside if unshipped is None else inside | {unshipped}
+    empty = _empty_dirs(snapshot, merged, hidden, ignore) if hidden and ignore else ()
+    return ContextSelection(tuple(merged), inside, unshipped, empty)
 
 
 class ImageVersion:
@@ -273,22 +315,37 @@ class ImageVersion:
             out.extend(snapshot.file(i) for i in inside if i not in selection.excluded)
         return out
 
+    @property
+    def dockerfile_shipped(self) -> bool:
+        """Whether the build context holds the Dockerfile (not when the ignore file excludes
+        it: Docker reads it for the build, but COPY never sees it)."""
+        return self._resolve()[1].unshipped is None
+
     @functools.cached_property
     def context(self) -> BuildContext:
-        """What the build ships: the context files, the Dockerfile's literal FROMs of locked
-        external bases pinned to their digests."""
+        """What the build ships: the files Docker would ship, and the Dockerfile to build
+        from with the literal FROMs of locked external bases pinned to their digests."""
+        snapshot, selection = self._resolve()
         pins = {
             ext.reference: pinned_reference(ext.reference, self.pins[ext.reference])
             for ext in self.externals
             if ext.arg is None and ext.line is not None and ext.reference in self.pins
         }
-        edits = {}
+        edit = None
         if pins:
             where, args = self.spec.dockerfile, dict(self.spec.build_args)
-            edits[where] = functools.partial(
-                pin_literal_froms, pins=pins, build_args=args, where=where
-            )
-        return BuildContext(files=self.files, reader=self._resolve()[0].reader, edits=edits)
+            edit = functools.partial(pin_literal_froms, pins=pins, build_args=args, where=where)
+        at = snapshot.index_of(self.spec.dockerfile)
+        files = self.files
+        if selection.unshipped is not None:
+            files = tuple(f for f in files if f.path != self.spec.dockerfile)
+        return BuildContext(
+            files=files,
+            dirs=folders_of(files, selection.empty_dirs),
+            reader=snapshot.reader,
+            dockerfile=snapshot.file(at) if at is not None else None,
+            dockerfile_edit=edit,
+        )
 
 
 def hash_image(spec: ImageSpec | dict, listing: str, base_version: str | None) -> str:
@@ -304,13 +361,20 @@ def hash_image(spec: ImageSpec | dict, listing: str, base_version: str | None) -
 
 
 def effective_identity(
-    manifest: Manifest, name: str, ignore_path: str | None, pins: dict[str, str] | None = None
+    manifest: Manifest,
+    name: str,
+    ignore_path: str | None,
+    pins: dict[str, str] | None = None,
+    dockerfile_shipped: bool = True,
 ) -> dict:
     """An image's entry as hashed: its own fields plus what the manifest-wide defaults, the
-    ignore file in force and the lock's digests of its external bases add (only when they
-    differ from the plain defaults, so the versions of manifests without them stay what they
-    were)."""
+    ignore file in force, the lock's digests of its external bases and an ignored Dockerfile
+    add (only when they differ from the plain defaults, so the versions of manifests without
+    them stay what they were)."""
     identity = manifest.images[name].identity()
+    if not dockerfile_shipped:
+        # builds before the context followed Docker here shipped the Dockerfile: a new version
+        identity["dockerfile_in_context"] = False
     if pins:
         identity["external_bases"] = dict(sorted(pins.items()))
     platform = manifest.platform_of(name)
@@ -404,7 +468,7 @@ def compute_versions(
             rules, excluded = ignore, ignore.excluded_indices(snapshot.paths)
         else:
             rules, excluded = ignores.get(ignore_path)
-        selection = select_context(spec, snapshot, excluded)
+        selection = select_context(spec, snapshot, excluded, rules)
         dockerfile = parse_dockerfile(snapshot.read_text(spec.dockerfile) or "")
         check = check_image(manifest, name, dockerfile, snapshot, selection, rules)
         problems.extend(check.problems)
@@ -412,7 +476,9 @@ def compute_versions(
         for ext in externals:
             usage.setdefault(ext.reference, []).append(name)
         pins = _pins(externals, lock)
-        identity = effective_identity(manifest, name, ignore_path, pins)
+        identity = effective_identity(
+            manifest, name, ignore_path, pins, selection.unshipped is None
+        )
         base_version = out[spec.base].version if spec.base in out else None
         version = hash_image(identity, selection.listing(snapshot.records), base_version)
         pinned = (snapshot, selection)
@@ -531,8 +597,9 @@ def _from_cache(
         def resolve() -> tuple[Snapshot, ContextSelection]:
             known = ignores()
             path = ignore_file_for(manifest, name, known.snapshot)
+            rules, excluded = known.get(path)
             return known.snapshot, select_context(
-                manifest.images[name], known.snapshot, known.get(path)[1]
+                manifest.images[name], known.snapshot, excluded, rules
             )
 
         return resolve
@@ -550,6 +617,7 @@ def _from_cache(
             name,
             ignore_file_for(manifest, name, ignores().snapshot),
             _pins(_externals(manifest, name, parsed()), lock),
+            resolver(name)()[1].unshipped is None,
         )
 
     def externals(name: str, parsed: Callable[[], Dockerfile]):

@@ -6,7 +6,8 @@
 # Inputs (environment):
 #   IMAGE_REPO      registry/name to push to (required)
 #   IMAGE_TAG       tag to push (required)
-#   DOCKERFILE      Dockerfile path relative to the context (default: Dockerfile)
+#   DOCKERFILE      Dockerfile path relative to the context (default: Dockerfile), used
+#                   when the context carries none at .build-assets/Dockerfile
 #   BASE_IMAGE      base image pinned by digest, passed as --build-arg $BASE_ARG=... (optional)
 #   BASE_ARG        the build arg the Dockerfile's first FROM names (default: BASE_IMAGE)
 #   PLATFORM        target platform, e.g. linux/arm64, passed as --platform (optional)
@@ -38,6 +39,20 @@ die() { echo "build_image: $*" >&2; exit 2; }
 [ -n "${IMAGE_REPO:-}" ] || die "IMAGE_REPO is required"
 [ -n "${IMAGE_TAG:-}" ] || die "IMAGE_TAG is required"
 DOCKERFILE="${DOCKERFILE:-Dockerfile}"
+# The Dockerfile to build travels at .build-assets/Dockerfile (core.context.DOCKERFILE_SLOT).
+# It is moved out of the context, so COPY sees the repository's Dockerfile only where Docker
+# would ship it (an ignore file may exclude it), beside an empty Dockerfile.dockerignore:
+# BuildKit reads that in place of the context's .dockerignore, so the context, filtered once
+# already, is shipped as it is. (The legacy builder knows no such file and filters again;
+# the result is the same, as a filtered context holds nothing its rules exclude.)
+dockerfile_dir=""
+if [ -f .build-assets/Dockerfile ]; then
+  dockerfile_dir="$(mktemp -d)"
+  mv .build-assets/Dockerfile "$dockerfile_dir/Dockerfile"
+  rmdir .build-assets 2>/dev/null || die "the context holds files under .build-assets/"
+  : >"$dockerfile_dir/Dockerfile.dockerignore"
+  DOCKERFILE="$dockerfile_dir/Dockerfile"
+fi
 [ -f "$DOCKERFILE" ] || die "Dockerfile not found in the context: $DOCKERFILE"
 IMAGE_REF="$IMAGE_REPO:$IMAGE_TAG"
 
@@ -174,7 +189,7 @@ fi
 
 build_log="$(mktemp)"
 push_log="$(mktemp)"
-trap 'rm -f "$build_log" "$push_log"' EXIT
+trap 'rm -f "$build_log" "$push_log"; [ -z "$dockerfile_dir" ] || rm -rf "$dockerfile_dir"' EXIT
 
 # One build: `docker build` or `docker buildx build`, output kept for the retry decision.
 run_build() {
