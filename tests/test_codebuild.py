@@ -185,7 +185,8 @@ def test_start_build_request(
     (params,) = seen
     assert params["projectName"] == "app-dev-img-builder"
     assert params["sourceTypeOverride"] == "S3"
-    assert params["sourceLocationOverride"] == f"{BUCKET}/contexts/app/{VERSION}.c{CONTEXT_FORMAT}.zip"
+    zip_key = f"contexts/app/{VERSION}.c{CONTEXT_FORMAT}.zip"
+    assert params["sourceLocationOverride"] == f"{BUCKET}/{zip_key}"
     assert params["buildspecOverride"] == render_buildspec()
     rest = {k: v for k, v in params.items() if k != "idempotencyToken"}
     assert params["idempotencyToken"] == idempotency_token("app", VERSION, 0, rest)

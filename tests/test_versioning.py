@@ -265,11 +265,10 @@ def test_an_ignored_dockerfile_is_hashed_and_built_from_but_not_shipped(repo: Pa
     image = worktree_versions(repo)[CREATE]
     assert dockerfile in context_paths(repo, CREATE)  # hashed: it is read for the build
     assert not image.dockerfile_shipped
-    shipped = tarfile.open(fileobj=io.BytesIO(image.context.tar_bytes()))
-    names = shipped.getnames()
-    assert dockerfile not in names  # Docker leaves an ignored Dockerfile out of the context
-    slot = shipped.extractfile(".build-assets/Dockerfile")
-    assert slot is not None and slot.read() == (repo / dockerfile).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(image.context.tar_bytes())) as shipped:
+        assert dockerfile not in shipped.getnames()  # as Docker: an ignored one is not shipped
+        slot = shipped.extractfile(DOCKERFILE_SLOT)
+        assert slot is not None and slot.read() == (repo / dockerfile).read_bytes()
     ignored = versions(repo)
     # builds of the old rule shipped the Dockerfile: the ignored ones get new versions
     assert ignored[CREATE] != before[CREATE]

@@ -147,6 +147,8 @@ def check_image(
             continue  # the context root: Docker copies it even when empty
         if _names_empty_dir(selection.empty_dirs, path):
             continue  # a folder Docker ships empty: COPY copies it
+        if _GLOB.search(path):
+            continue  # BuildKit copies nothing for a wildcard that matches nothing
         why = _why(_matches(snapshot, path), selection, snapshot, ignore)
         if why:
             problems.append(
@@ -163,6 +165,8 @@ def check_image(
         )
     for entry in spec.source_paths:
         lo, hi = snapshot.range_of(entry)
+        if _names_empty_dir(selection.empty_dirs, entry.strip("/")):
+            continue  # it contributes a folder Docker ships empty
         if hi > lo and all(i in selection.excluded for i in range(lo, hi)):
             why = ignore.explain(snapshot.paths[lo]) or "excluded by the ignore file"
             problems.append(
