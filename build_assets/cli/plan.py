@@ -58,6 +58,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     manifest = load_validated(Path(settings.manifest), scan.root, scan.git_dir, _prime_yaml)
     current = worktree_versions(settings.repo, settings.manifest, scan=scan, manifest=manifest)
     args.warnings = _secret_warnings(current)
+    _gitignored_warnings(current, args.warnings)
     note = None
     if settings.registry is None:
         return _print_plan(args, compare(current, {}, "not built yet"), *_NO_REGISTRY)
@@ -133,6 +134,7 @@ def _cmd_plan_since(args: argparse.Namespace, settings, scan) -> int:
         shown.append(_Narrowed(img, came))
         checked.append(shown[-1])
     args.warnings = _secret_warnings(checked)
+    _gitignored_warnings(current, args.warnings)
     entries = compare(shown, states, "new image")  # type: ignore[arg-type]
     against = f"{args.since} ({previous.commit[:12] if previous.commit else ''})"
     return _print_plan(args, entries, against, previous.note)
@@ -279,6 +281,31 @@ def _secret_warnings(versions) -> dict[str, list[str]]:
             out[img.name] = [secrets.warning(img.name, found)]
             print(f"build-assets: warning: {out[img.name][0]}", file=sys.stderr)
     return out
+
+
+def _gitignored_warnings(versions, out: dict[str, list[str]]) -> None:
+    """Warn once per image whose COPY of a folder loses git-ignored files Docker would ship
+    (the working tree only: a commit has no ignored files); added to `out`."""
+    from build_assets.core import gitignored
+
+    copies = {}
+    for img in versions:
+        found = [
+            c
+            for c in img.dockerfile.context_sources(img.spec.build_args)
+            if not any(ch in c[3] for ch in "*?[") and c[3].strip("/") not in ("", ".")
+        ]
+        if found:
+            copies[img.name] = (img, found)
+    folders = [c[3].strip("/").removeprefix("./") for _, found in copies.values() for c in found]
+    ignored = gitignored.ignored_files(versions.root, folders)
+    if not ignored:
+        return
+    for name, (img, found) in copies.items():
+        line = gitignored.lost_by_copies(name, img.spec.dockerfile, found, ignored, img.rules)
+        if line:
+            out.setdefault(name, []).append(line)
+            print(f"build-assets: warning: {line}", file=sys.stderr)
 
 
 def _print_plan(args: argparse.Namespace, entries: list, against: str, note: str | None) -> int:

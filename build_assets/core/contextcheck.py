@@ -1,10 +1,12 @@
 """What a Dockerfile needs from its build context, checked before any build starts.
 
 Every `COPY`/`ADD` source read from the context (not `--from=` a stage or image, not a URL,
-not a heredoc) must match at least one file of the image's context, every `source_paths`
-entry must contribute at least one file, and a `base:` needs a build arg for the first `FROM`
-to take it from. Each problem is one line naming the image, `Dockerfile:LINE`, the source and
-why it matched nothing (the `.dockerignore` line that excluded it, or "not under
+not a heredoc, not a wildcard: BuildKit copies nothing for one that matches nothing) must be
+in the image's context as Docker would ship it (a file, or a folder with a file or a folder
+Docker ships empty; an ignored Dockerfile is not in it), every `source_paths` entry must
+contribute to it, and a `base:` needs a build arg for the first `FROM` to take it from. Each
+problem is one line naming the image, `Dockerfile:LINE`, the source and why it is missing
+(the `.dockerignore` line that excluded it, the `.gitignore` line that ignores it, "not under
 source_paths"), so a wrong context fails `plan` instead of a build minutes later.
 """
 
@@ -18,6 +20,8 @@ from typing import TYPE_CHECKING
 
 from build_assets.core.context import DOCKERFILE_SLOT
 from build_assets.core.dockerfile import Dockerfile
+from build_assets.core.gitignored import NOWHERE as _NOWHERE
+from build_assets.core.gitignored import missing_reason
 from build_assets.core.ignore import DOCKERIGNORE, DockerIgnore
 
 if TYPE_CHECKING:
@@ -104,7 +108,7 @@ def _why(
         hidden = hidden | {selection.unshipped}
     if isinstance(indices, range):  # a file or folder: intersect index ranges, no file loop
         if not indices:
-            return "no such file in the repository"
+            return _NOWHERE
         first_excluded = None
         for lo, hi in selection.ranges:
             for i in range(max(lo, indices.start), min(hi, indices.stop)):
@@ -126,7 +130,7 @@ def _why(
             first_excluded = i
     if first_excluded is not None:
         return ignore.explain(snapshot.paths[first_excluded]) or "excluded by the ignore file"
-    return "not under source_paths" if found else "no such file in the repository"
+    return "not under source_paths" if found else _NOWHERE
 
 
 def check_image(
@@ -150,6 +154,8 @@ def check_image(
         if _GLOB.search(path):
             continue  # BuildKit copies nothing for a wildcard that matches nothing
         why = _why(_matches(snapshot, path), selection, snapshot, ignore)
+        if why == _NOWHERE:  # not among the files the snapshot lists: say why
+            why = missing_reason(snapshot.root, snapshot.commit, path)
         if why:
             problems.append(
                 f"{where}: {spec.dockerfile}:{line}: {keyword} source '{written}' matches no"

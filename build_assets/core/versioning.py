@@ -261,6 +261,12 @@ class ImageVersion:
         value = self._base_arg() if callable(self._base_arg) else self._base_arg
         return value or DEFAULT_BASE_ARG
 
+    @property
+    def rules(self) -> DockerIgnore | None:
+        """The rules of the ignore file in force for this image (None: no ignore file)."""
+        ignore = self._ignore() if callable(self._ignore) else self._ignore
+        return ignore or None
+
     def exclusion(self, path: str) -> str | None:
         """Why `path`, a file of the repo under this image's paths, is not in its context
         ('excluded by .dockerignore:3 `*`'), or None when it is in it or not there at all."""
