@@ -202,8 +202,9 @@ def old_walker_context(repo: Path, shape: Shape, ignore: DockerIgnore) -> set[st
     """The paths under `source_paths` that Docker 20.10's context walker (fsutil of 2020,
     this engine's client) sends: an excluded folder is skipped unless an exception
     pattern's text starts with its path (then the folder itself is sent, even if nothing
-    inside it is). BuildKit >= 0.11 walks into every excluded folder instead and sends one
-    only as the parent of an included file: build-assets follows the newer rule."""
+    inside it is). Current BuildKit (fsutil) walks into every excluded folder instead and sends one
+    only as the parent of an included file (its source, read, not run here): build-assets
+    follows the newer rule."""
     exceptions = [
         r.text[1:].strip().lstrip("/").removeprefix("./") for r in ignore.rules if r.negate
     ]
@@ -247,7 +248,7 @@ class Outcome:
     docker: dict | str  # the file system, or why `docker build` failed
     ours: dict | str | None = None  # the file system, None when plan failed
     plan_error: list[str] | None = None
-    walker_sensitive: bool = False  # Docker 20.10's walker and BuildKit >= 0.11's differ here
+    walker_sensitive: bool = False  # Docker 20.10's walker and current BuildKit's differ here
 
 
 def plain_build(repo: Path, shape: Shape, ref: str) -> dict | str:
