@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 FILE = "build-assets-versions.json"
 COMMITS = "build-assets-versions"  # folder of commit entries
 MAX_COMMIT_ENTRIES = 512  # oldest (by use) removed beyond this
-FORMAT = 4  # 4: checksummed entries, commit entries
+FORMAT = 5  # 4: checksummed entries, commit entries; 5: bases read once (issue 18)
 SCHEME = "build-assets/v1"  # versioning.SCHEME (kept here so a cache hit imports nothing)
 
 
