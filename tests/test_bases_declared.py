@@ -194,6 +194,36 @@ def test_every_stage_on_the_base_arg_is_the_manifest_base(tmp_path: Path) -> Non
     )
 
 
+def test_a_lock_entry_for_the_base_args_default_is_never_passed_as_the_arg(
+    tmp_path: Path,
+) -> None:
+    """Whatever external bases an image is handed, the arg receiving its manifest base only
+    carries that base; an external manifest `base:` is passed in it, pinned."""
+    from build_assets.core.versioning import ImageVersion
+
+    api = worktree_versions(uv_monorepo(tmp_path / "repo"))[API]
+    pins = {DEFAULT: DIGEST, "x/tools:1": DIGEST}
+
+    def passed(base: str, *externals: ExternalBase) -> dict[str, str]:
+        spec = api.spec.model_copy(update={"base": base})
+        return ImageVersion(
+            API,
+            spec,
+            api.version,
+            None,
+            lambda: None,
+            externals=externals,
+            pins=pins,
+            base_arg="RUNTIME_IMAGE",
+        ).pinned_args
+
+    default, tools = ExternalBase(DEFAULT, "RUNTIME_IMAGE", 3), ExternalBase("x/tools:1", "T", 9)
+    assert passed(RUNTIME, default, tools) == {"T": f"x/tools@{DIGEST}"}
+    assert passed(DEFAULT, default) == {}  # a FROM line's default is not the manifest base
+    manifest_base = ExternalBase(DEFAULT, "RUNTIME_IMAGE", None)
+    assert passed(DEFAULT, manifest_base) == {"RUNTIME_IMAGE": pinned_reference(DEFAULT, DIGEST)}
+
+
 def test_dagster_shows_no_upstream_node_for_the_base_args_default(tmp_path: Path) -> None:
     from dagster import AssetKey
 
