@@ -78,9 +78,6 @@ class Dockerfile:
     def base_line(self) -> int | None:
         return self.froms[0].line if self.froms else None
 
-    def stage_names(self) -> set[str]:
-        return {f.stage.lower() for f in self.froms if f.stage}
-
     def context_sources(self, build_args: dict[str, str] | None = None):
         """(line, keyword, source) of every COPY/ADD source read from the build context:
         not a stage or image (`--from=`), not a URL, not a heredoc. Variables are expanded
@@ -105,7 +102,7 @@ class ImageFrom:
     """A `FROM` (of any stage) that starts from an image other than the manifest base."""
 
     reference: str  # after ARG-default and build-arg expansion, without `@digest`
-    digest: str | None  # the `@sha256:…` written in the Dockerfile (or the arg's value)
+    digest: str | None  # its `@sha256:…`, on the FROM line or in the arg's value
     arg: str | None  # X of `FROM ${X}` / `$X`: the build arg that can receive a pinned reference
     line: int
 

@@ -39,10 +39,8 @@ from build_assets.core.lock import ExternalBase
 from build_assets.core.versioning import VersionSet
 from build_assets.errors import UserError
 
-LOCK_FILE = lk.LOCK_FILE
 GROUP = "upstream_images"
 CHECK = "pinned_is_current"
-DOCKER_HUB = lk.DOCKER_HUB
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
