@@ -146,8 +146,11 @@ def pin_literal_froms(
     dockerfile = parse("\n".join(lines))
     values = {k: v for k, v in dockerfile.global_args.items() if v is not None}
     values.update(build_args)
+    stages: set[str] = set()  # a FROM naming an earlier stage is that stage, not an image
     for frm in dockerfile.froms:
-        pinned = None if frm.image.startswith("$") else pins.get(expand(frm.image, values) or "")
+        ref = None if frm.image.startswith("$") else expand(frm.image, values)
+        pinned = pins.get(ref or "") if (ref or "").lower() not in stages else None
+        stages |= {frm.stage.lower()} if frm.stage else set()
         if pinned is None:
             continue
         word = re.compile(r"(?<!\S)" + re.escape(frm.image) + r"(?!\S)")
