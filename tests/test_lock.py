@@ -238,6 +238,12 @@ def test_literal_froms_are_pinned_in_the_shipped_dockerfile(dockerfile, expected
     assert pinned.decode() == expected
 
 
+def test_a_from_naming_an_earlier_stage_is_that_stage_not_the_image() -> None:
+    text = b"FROM python AS python\nRUN x\nFROM python\n"
+    pinned = pin_literal_froms(text, {"python": PINNED}, {}, "Dockerfile")
+    assert pinned.decode() == f"FROM {PINNED} AS python\nRUN x\nFROM python\n"
+
+
 def test_a_from_it_cannot_rewrite_is_one_line() -> None:
     with pytest.raises(UserError, match=r"^svc/Dockerfile:1: cannot pin FROM python:3.12"):
         pin_literal_froms(f"FROM \\\n  {PY}\n".encode(), {PY: PINNED}, {}, "svc/Dockerfile")

@@ -89,8 +89,8 @@ def base_usage(root: Path, manifest) -> dict[str, list[str]]:
         found = lk.external_bases(
             parse(text), spec.build_args, spec.base, spec.base_arg, manifest.images
         )
-        for ext in found:
-            usage.setdefault(ext.reference, []).append(name)
+        for ref in dict.fromkeys(ext.reference for ext in found):
+            usage.setdefault(ref, []).append(name)
     return dict(sorted(usage.items()))
 
 

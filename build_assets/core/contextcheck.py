@@ -206,4 +206,12 @@ def check_image(
                 f"{where}, field 'base': {at}: `FROM {first.image}` names"
                 f" {dockerfile.base_arg} but no `ARG {dockerfile.base_arg}` precedes it"
             )
+    if spec.base is not None and spec.base_arg is None and base_arg in spec.build_args:
+        # (an explicit `base_arg` in build_args is reported by the manifest's validation)
+        first = dockerfile.froms[0]
+        problems.append(
+            f"{where}, field 'build_args': '{base_arg}' receives the base"
+            f" ({spec.dockerfile}:{first.line}: `FROM {first.image}`); it is set from 'base'"
+            f" ({spec.base}): remove it"
+        )
     return ImageCheck(base_arg, problems)

@@ -1,4 +1,5 @@
-"""Just enough of a Dockerfile to check it against its build context and find its base arg.
+"""Just enough of a Dockerfile to check it against its build context, find its base arg and
+the images its stages start from (`image_froms`, the one reading of its FROMs).
 
 Reads the instructions that matter for that: `ARG`, `FROM` (`FROM ${X}`, `${X:-default}`,
 `$X`, `AS name`, `--platform=`), `COPY` / `ADD` (flags such as `--from=`, `--chmod=`,
@@ -77,9 +78,6 @@ class Dockerfile:
     def base_line(self) -> int | None:
         return self.froms[0].line if self.froms else None
 
-    def stage_names(self) -> set[str]:
-        return {f.stage.lower() for f in self.froms if f.stage}
-
     def context_sources(self, build_args: dict[str, str] | None = None):
         """(line, keyword, source) of every COPY/ADD source read from the build context:
         not a stage or image (`--from=`), not a URL, not a heredoc. Variables are expanded
@@ -97,6 +95,54 @@ class Dockerfile:
                 if expanded is None or (cp.keyword == "ADD" and _URL_RE.match(expanded)):
                     continue
                 yield cp.line, cp.keyword, src, expanded
+
+
+@dataclass(frozen=True)
+class ImageFrom:
+    """A `FROM` (of any stage) that starts from an image other than the manifest base."""
+
+    reference: str  # after ARG-default and build-arg expansion, without `@digest`
+    digest: str | None  # its `@sha256:…`, on the FROM line or in the arg's value
+    arg: str | None  # X of `FROM ${X}` / `$X`: the build arg that can receive a pinned reference
+    line: int
+
+
+def variables(text: str) -> set[str]:
+    """The names of the variables `text` refers to ($X, ${X}, ${X:-d}, …)."""
+    return {m.group(1) or m.group(4) for m in _VAR_RE.finditer(text)}
+
+
+def image_froms(
+    dockerfile: Dockerfile, build_args: dict[str, str], base_arg: str | None
+) -> list[ImageFrom]:
+    """The images the stages of `dockerfile` start from, in order, once per (reference, arg).
+
+    `base_arg`: the build arg that receives the manifest base (None when the image has no
+    `base:`); every FROM naming it, in any stage, is the manifest base and never listed.
+    Not listed either: a FROM naming an earlier stage (`FROM builder`), `scratch`, and one
+    whose image keeps a variable with no value (known only at build time). The other
+    variables are expanded with the global ARG defaults and `build_args`.
+
+    This is the one reading of a Dockerfile's bases: the lock, the upstream assets, `init`
+    and the build args passed to a build all start from it (`core.lock.image_bases`)."""
+    values = {k: v for k, v in dockerfile.global_args.items() if v is not None}
+    values.update(build_args)
+    stages: set[str] = set()
+    seen: set[tuple[str, str | None, str | None]] = set()
+    out: list[ImageFrom] = []
+    for frm in dockerfile.froms:
+        earlier, stages = stages, stages | ({frm.stage.lower()} if frm.stage else set())
+        if base_arg is not None and base_arg in variables(frm.image):
+            continue  # the manifest base, passed in its arg to every stage that names it
+        ref = expand(frm.image, values)
+        if not ref or "$" in ref or ref.lower() in earlier or ref.lower() == "scratch":
+            continue
+        plain, _, digest = ref.partition("@")
+        key = (plain, digest or None, frm.arg)
+        if key not in seen:
+            seen.add(key)
+            out.append(ImageFrom(plain, digest or None, frm.arg, frm.line))
+    return out
 
 
 def expand(text: str, values: dict[str, str]) -> str | None:

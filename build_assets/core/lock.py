@@ -60,12 +60,41 @@ class ExternalBase:
     reference: str
     arg: str | None
     line: int | None  # Dockerfile line; None for a manifest `base:`
+    digest: str | None = None  # pinned where it is named (`FROM ref@sha256:…`): not locked
 
 
 def _repo_name(ref: str) -> str:
     """The last path component of a reference without tag or digest ('python')."""
     last = ref.split("@", 1)[0].rsplit("/", 1)[-1]
     return last.split(":", 1)[0]
+
+
+def image_bases(
+    dockerfile: Dockerfile,
+    build_args: dict[str, str],
+    base: str | None,
+    base_arg: str | None,
+    images: Iterable[str],
+) -> list[ExternalBase]:
+    """Every external base of one image, in Dockerfile order (an external manifest base
+    first), those already pinned by a digest where they are named included.
+
+    `base`/`base_arg`: the image's manifest base and the arg that receives it (default: the
+    arg of the first FROM); every FROM naming that arg is the manifest base, in any stage
+    (`dockerfile.image_froms`). `images`: the names of the manifest's images (a FROM naming
+    one of them is not external)."""
+    from build_assets.core.dockerfile import image_froms
+
+    names = set(images)
+    receives = (base_arg or dockerfile.base_arg) if base is not None else None
+    out: list[ExternalBase] = []
+    if base is not None and is_external(base):
+        ref, _, digest = base.partition("@")
+        out.append(ExternalBase(ref, receives, None, digest or None))
+    for frm in image_froms(dockerfile, build_args, receives):
+        if _repo_name(frm.reference) not in names:
+            out.append(ExternalBase(frm.reference, frm.arg, frm.line, frm.digest))
+    return out
 
 
 def external_bases(
@@ -75,34 +104,10 @@ def external_bases(
     base_arg: str | None,
     images: Iterable[str],
 ) -> list[ExternalBase]:
-    """The external bases of one image, in Dockerfile order (the manifest base first).
-
-    `base`/`base_arg`: the image's manifest base and the arg that receives it; `images`: the
-    names of the manifest's images (a FROM naming one of them is not external)."""
-    from build_assets.core.dockerfile import expand
-
-    names = set(images)
-    values = {k: v for k, v in dockerfile.global_args.items() if v is not None}
-    values.update(build_args)
-    stages = dockerfile.stage_names()
-    out: list[ExternalBase] = []
-    seen: set[str] = set()
-    first_arg = base_arg or dockerfile.base_arg
-    if base is not None and is_external(base) and "@" not in base:
-        out.append(ExternalBase(base, first_arg, None))
-        seen.add(base)
-    for i, frm in enumerate(dockerfile.froms):
-        if i == 0 and base is not None and frm.arg is not None and frm.arg == first_arg:
-            continue  # receives the manifest base (an image of the manifest, or handled above)
-        ref = expand(frm.image, values)
-        if not ref or "$" in ref or "@" in ref or ref.lower() in stages:
-            continue
-        if ref.lower() == "scratch" or _repo_name(ref) in names or ref in seen:
-            continue
-        seen.add(ref)
-        arg = frm.arg if frm.arg is not None and frm.image.startswith("$") else None
-        out.append(ExternalBase(ref, arg, frm.line))
-    return out
+    """The external bases of one image that the lock pins (`image_bases` without those a
+    digest pins where they are named), in Dockerfile order (the manifest base first)."""
+    found = image_bases(dockerfile, build_args, base, base_arg, images)
+    return [e for e in found if e.digest is None]
 
 
 def split_reference(ref: str) -> tuple[str, str]:
@@ -141,8 +146,11 @@ def pin_literal_froms(
     dockerfile = parse("\n".join(lines))
     values = {k: v for k, v in dockerfile.global_args.items() if v is not None}
     values.update(build_args)
+    stages: set[str] = set()  # a FROM naming an earlier stage is that stage, not an image
     for frm in dockerfile.froms:
-        pinned = None if frm.image.startswith("$") else pins.get(expand(frm.image, values) or "")
+        ref = None if frm.image.startswith("$") else expand(frm.image, values)
+        pinned = pins.get(ref or "") if (ref or "").lower() not in stages else None
+        stages |= {frm.stage.lower()} if frm.stage else set()
         if pinned is None:
             continue
         word = re.compile(r"(?<!\S)" + re.escape(frm.image) + r"(?!\S)")

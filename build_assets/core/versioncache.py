@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 FILE = "build-assets-versions.json"
 COMMITS = "build-assets-versions"  # folder of commit entries
 MAX_COMMIT_ENTRIES = 512  # oldest (by use) removed beyond this
-FORMAT = 5  # 4: checksummed entries, commit entries; 5: versions of ignored Dockerfiles
+FORMAT = 5  # 4: checksummed entries, commit entries; 5: contexts as Docker ships them and
+# bases read once (issue 18): versions of ignored Dockerfiles and empty folders changed
 SCHEME = "build-assets/v1"  # versioning.SCHEME (kept here so a cache hit imports nothing)
 
 

@@ -220,11 +220,14 @@ class ImageVersion:
     @property
     def pinned_args(self) -> dict[str, str]:
         """Build args that carry an external base: its pinned `repo@sha256:…` when the lock
-        has it, else the reference itself (an unpinned external manifest `base:`)."""
+        has it, else the reference itself (an unpinned external manifest `base:`). The arg
+        that receives the manifest base only ever carries that base."""
         out: dict[str, str] = {}
         for ext in self.externals:
             if ext.arg is None:
                 continue  # a literal FROM: pinned in the shipped Dockerfile (`context`)
+            if ext.line is not None and self.spec.base is not None and ext.arg == self.base_arg:
+                continue  # never the lock entry of the arg's default over the manifest base
             if ext.reference in self.pins:
                 out[ext.arg] = pinned_reference(ext.reference, self.pins[ext.reference])
             elif ext.line is None:
@@ -479,8 +482,8 @@ def compute_versions(
         check = check_image(manifest, name, dockerfile, snapshot, selection, rules)
         problems.extend(check.problems)
         externals = tuple(_externals(manifest, name, dockerfile))
-        for ext in externals:
-            usage.setdefault(ext.reference, []).append(name)
+        for ref in dict.fromkeys(ext.reference for ext in externals):
+            usage.setdefault(ref, []).append(name)
         pins = _pins(externals, lock)
         identity = effective_identity(
             manifest, name, ignore_path, pins, selection.unshipped is None

@@ -1,14 +1,16 @@
-"""Upstream base images in the lineage: one observable asset per external `FROM`.
+"""Upstream base images in the lineage: one observable asset per external base.
 
-An external base is a `FROM` of an image's Dockerfile that is neither the manifest `base`
-(the build arg that receives it), nor a stage of the same Dockerfile, nor `scratch`; when a
-lock file of pinned digests exists next to the manifest (`bases.lock`), its entries are
-external bases too. Each one is an asset at the root of the graph (`["upstream", ...]`, group
-`upstream_images`) that every image built on it depends on. Observing it asks the base's
-registry for the digest of its tag (`registry.manifest_digest`): that digest is the asset's
-data version, so when upstream moves, Dagster marks every image above it as changed upstream.
-When a digest is pinned (`FROM ref@sha256:…` or a lock entry), the `pinned_is_current` check
-fails while the pinned digest is behind upstream, naming both digests.
+The external bases of an image are read as the lock and the build read them
+(`core.lock.image_bases`): an external manifest `base:`, and every `FROM` of every stage that
+names neither the build arg receiving the manifest base, nor an earlier stage, nor `scratch`,
+nor an image of the manifest; the entries of the lock of pinned digests next to the manifest
+(`bases.lock`) are external bases too. Each one is an asset at the root of the graph
+(`["upstream", ...]`, group `upstream_images`) that every image built on it depends on.
+Observing it asks the base's registry for the digest of its tag (`registry.manifest_digest`):
+that digest is the asset's data version, so when upstream moves, Dagster marks every image
+above it as changed upstream. When a digest is pinned (`FROM ref@sha256:…` or a lock entry),
+the `pinned_is_current` check fails while the pinned digest is behind upstream, naming both
+digests.
 
 `bases.lock` (YAML): `{bases: {REFERENCE: DIGEST}}` or a bare `{REFERENCE: DIGEST}` mapping,
 where REFERENCE is `[host/]repo[:tag]` and DIGEST is `sha256:…` (or `{digest: sha256:…}`).
@@ -32,16 +34,14 @@ from dagster import (
     multi_observable_source_asset,
 )
 
-from build_assets.core.dockerfile import expand
+from build_assets.core import lock as lk
+from build_assets.core.lock import ExternalBase
 from build_assets.core.versioning import VersionSet
 from build_assets.errors import UserError
 
-LOCK_FILE = "bases.lock"
 GROUP = "upstream_images"
 CHECK = "pinned_is_current"
-DOCKER_HUB = "registry-1.docker.io"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -54,19 +54,11 @@ class Upstream:
     @property
     def repository(self) -> str:
         """Registry host + repository, Docker Hub's names made explicit."""
-        name = self.reference.rsplit("@", 1)[0]
-        last = name.rsplit("/", 1)[-1]
-        if ":" in last:
-            name = name[: len(name) - len(last)] + last.split(":", 1)[0]
-        head, _, rest = name.partition("/")
-        if rest and ("." in head or ":" in head or head == "localhost"):
-            return name
-        return f"{DOCKER_HUB}/{name if rest else 'library/' + name}"
+        return lk.split_reference(self.reference)[0]
 
     @property
     def tag(self) -> str:
-        last = self.reference.rsplit("@", 1)[0].rsplit("/", 1)[-1]
-        return last.split(":", 1)[1] if ":" in last else "latest"
+        return lk.split_reference(self.reference)[1]
 
 
 def upstream_key(reference: str) -> AssetKey:
@@ -76,38 +68,23 @@ def upstream_key(reference: str) -> AssetKey:
 
 def read_lock(manifest: Path) -> dict[str, str]:
     """Reference -> pinned digest from `bases.lock` next to the manifest ({} without one)."""
-    from build_assets.core.lock import read_lock as read_core_lock
-
-    entries, _ = read_core_lock(manifest)
+    entries, _ = lk.read_lock(manifest)
     return entries or {}
 
 
-def _dockerfile_refs(versions: VersionSet, name: str) -> list[str]:
-    image = versions[name]
-    dockerfile = image.dockerfile  # parsed once per image version
-    values = {k: v for k, v in dockerfile.global_args.items() if v is not None}
-    values.update(image.spec.build_args)
-    stages = dockerfile.stage_names()
-    refs: list[str] = []
-    for i, frm in enumerate(dockerfile.froms):
-        if i == 0 and image.base and frm.arg == image.base_arg:
-            continue  # the manifest base, passed as a build arg
-        ref = expand(frm.image, values)
-        if not ref or ref.lower() in stages or ref.lower() == "scratch" or "$" in ref:
-            continue
-        if ref not in refs:
-            refs.append(ref)
-    return refs
+def image_bases(versions: VersionSet, name: str) -> list[ExternalBase]:
+    """The external bases of one image, as the lock and the build read them
+    (`core.lock.image_bases`), those pinned by a digest in the Dockerfile included."""
+    spec = versions[name].spec
+    dockerfile = versions[name].dockerfile  # parsed once per image version
+    return lk.image_bases(
+        dockerfile, spec.build_args, spec.base, spec.base_arg, versions.manifest.images
+    )
 
 
 def external_bases(versions: VersionSet, name: str) -> list[str]:
     """References (`repo:tag`, no digest) of the external bases of one image."""
-    out: list[str] = []
-    for ref in _dockerfile_refs(versions, name):
-        plain = ref.split("@", 1)[0]
-        if plain not in out:
-            out.append(plain)
-    return out
+    return list(dict.fromkeys(ext.reference for ext in image_bases(versions, name)))
 
 
 def upstreams(versions: VersionSet, manifest: Path | None = None) -> list[Upstream]:
@@ -115,9 +92,8 @@ def upstreams(versions: VersionSet, manifest: Path | None = None) -> list[Upstre
     lock = read_lock(manifest) if manifest else {}
     found: dict[str, str | None] = {}
     for image in versions:
-        for ref in _dockerfile_refs(versions, image.name):
-            plain, _, digest = ref.partition("@")
-            found.setdefault(plain, digest or None)
+        for ext in image_bases(versions, image.name):
+            found.setdefault(ext.reference, ext.digest)
     for ref, digest in lock.items():
         found[ref] = digest
     return [Upstream(ref, digest) for ref, digest in found.items()]
