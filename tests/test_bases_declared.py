@@ -177,7 +177,9 @@ def test_every_stage_on_the_base_arg_is_the_manifest_base(tmp_path: Path) -> Non
     request = make_request(api, "127.0.0.1:5999/services-api", base_uri="127.0.0.1:5999/rt@x")
     assert "RUNTIME_IMAGE" not in request.build_args  # only the base, as BASE_IMAGE/base_arg
     assert request.base_arg == "RUNTIME_IMAGE" and request.base_image == "127.0.0.1:5999/rt@x"
-    shipped = api.context.edits[API_DOCKERFILE]((repo / API_DOCKERFILE).read_bytes()).decode()
+    edit = api.context.dockerfile_edit
+    assert edit is not None
+    shipped = edit((repo / API_DOCKERFILE).read_bytes()).decode()
     assert f"FROM python@{DIGEST} AS tools\n" in shipped
     assert shipped.count("FROM ${RUNTIME_IMAGE}") == 2  # both stages receive the base
     # the lock, the upstream assets and the translator's deps read the same bases
