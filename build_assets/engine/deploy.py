@@ -108,6 +108,14 @@ def lambda_image_problem(
     )
 
 
+def _runnable(
+    function_name: str, image_uri_pinned: str, media_type: Callable[[str], str | None]
+) -> None:
+    problem = lambda_image_problem(function_name, image_uri_pinned, media_type(image_uri_pinned))
+    if problem:
+        raise UserError(problem)
+
+
 def deploy_function(
     lambda_client: Any,
     function_name: str,
@@ -133,13 +141,6 @@ def deploy_function(
                 raise
             current = None
 
-    previous = (current or {}).get("Code", {}).get("ImageUri")
-    if previous != image_uri_pinned:
-        problem = lambda_image_problem(
-            function_name, image_uri_pinned, media_type(image_uri_pinned)
-        )
-        if problem:
-            raise UserError(problem)
     if current is None:
         if not create_if_missing:
             raise UserError(
@@ -148,6 +149,7 @@ def deploy_function(
             )
         if not role_arn:
             raise UserError(f"Lambda {function_name}: creating a function needs an execution role")
+        _runnable(function_name, image_uri_pinned, media_type)
         with aws_errors("create Lambda function", function_name):
             lambda_client.create_function(
                 FunctionName=function_name,
@@ -175,6 +177,7 @@ def deploy_function(
             changed=False,
             resolved_image_uri=current.get("Code", {}).get("ResolvedImageUri"),
         )
+    _runnable(function_name, image_uri_pinned, media_type)
     if config.get("LastUpdateStatus") == "InProgress":
         _wait(lambda_client, "function_updated_v2", function_name, max_wait_attempts)
     with aws_errors("update Lambda function code", function_name):
