@@ -27,6 +27,7 @@ from build_assets.engine import registry as reg
 from build_assets.engine.builders.local import LocalDockerBuilder
 from build_assets.engine.scheduler import BUILT, CACHED, BuildScheduler
 from build_assets.errors import UserError
+from build_assets.project import Project
 from build_assets.stack.ecr_registry import immutable_message
 from tests.gitutil import make_repo
 
@@ -211,6 +212,29 @@ def test_codebuild_preflight_names_a_missing_repository(stack_env) -> None:
         " repositories, as ECR does; run `build-assets bootstrap --env qa` first"
     ]
     preflight.for_materialize(registry, local=False, functions=False, ecr=[f"{registry}/{present}"])
+
+
+def test_a_codebuild_run_names_its_missing_repository_first(stack_env, tmp_path) -> None:
+    image = f"svc-{uuid.uuid4().hex[:8]}"
+    repo = make_repo(
+        tmp_path / "mono",
+        {
+            "images.yaml": f"images:\n  {image}:\n    dockerfile: Dockerfile\n",
+            "Dockerfile": "FROM scratch\n",
+        },
+    )
+    project = Project.from_env(repo=str(repo), backend="codebuild", env="dev")
+    project.versions()
+
+    with pytest.raises(UserError) as caught:
+        project.preflight("for_materialize", functions=False, images=[image])
+
+    assert caught.value.lines == [
+        f"ECR repository {image} not found: the codebuild backend pushes only to existing"
+        " repositories, as ECR does; run `build-assets bootstrap --env dev` first"
+    ]
+    make_client("ecr").create_repository(repositoryName=image, imageTagMutability="IMMUTABLE")
+    project.preflight("for_materialize", functions=False, images=[image])
 
 
 class _AfterBoth:

@@ -182,9 +182,11 @@ push_log="$(mktemp)"
 trap 'rm -f "$build_log" "$push_log"' EXIT
 
 # buildx >= 0.10 adds attestations (an image index, which Lambda refuses) unless told not to.
+# (The help is read whole: `| grep -q` would end the pipe early and, under pipefail, fail it.)
 no_attestations=()
-if [ "$mode" = buildx ] && "$DOCKER" buildx build --help 2>/dev/null | grep -q -- '--provenance'; then
-  no_attestations=(--provenance=false --sbom=false)
+if [ "$mode" = buildx ]; then
+  buildx_help="$("$DOCKER" buildx build --help 2>/dev/null || true)"
+  case "$buildx_help" in *--provenance*) no_attestations=(--provenance=false --sbom=false) ;; esac
 fi
 
 # One build: `docker build` or `docker buildx build`, output kept for the retry decision.
