@@ -12,6 +12,7 @@ import hashlib
 import json
 import subprocess
 import threading
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -103,6 +104,45 @@ def test_immutable_tag_is_refused_and_keeps_its_digest(stack_env, images) -> Non
     # the same content again is refused too, as ECR refuses it
     again = _push(images["one"], target)
     assert again.returncode != 0 and "tag invalid" in again.stderr.decode()
+
+
+def _raw_manifest(repository: str, reference: str) -> tuple[bytes, str]:
+    ref = reg.parse_repository(repository)
+    request = urllib.request.Request(
+        f"{ref.base_url}/manifests/{reference}", headers={"Accept": reg.ACCEPT}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return resp.read(), resp.headers["Content-Type"]
+
+
+def test_of_two_racing_pushes_of_one_immutable_tag_exactly_one_wins(stack_env, images) -> None:
+    name = _repo("IMMUTABLE")
+    repository = f"{stack_env.registry}/{name}"
+    manifests = {}
+    for content in ("one", "two"):  # blobs in place (under other tags), as a push has them
+        assert _push(images[content], f"{repository}:src-{content}").returncode == 0
+        manifests[content] = _raw_manifest(repository, f"src-{content}")
+    assert manifests["one"][0] != manifests["two"][0]
+    barrier = threading.Barrier(2)
+
+    def put(content: str) -> str:
+        body, media_type = manifests[content]
+        barrier.wait(timeout=30)  # both manifest PUTs leave together
+        try:
+            return reg.put_manifest(repository, "git-000000000002", body, media_type)
+        except reg.TagExistsError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = dict(zip(("one", "two"), pool.map(put, ("one", "two")), strict=True))
+
+    won = [c for c, a in answers.items() if a.startswith("sha256:")]
+    assert len(won) == 1, answers
+    [lost] = {"one", "two"} - set(won)
+    assert immutable_message("git-000000000002", name) in answers[lost]
+    stored = reg.manifest_digest(repository, "git-000000000002")
+    assert stored == answers[won[0]]
+    assert _ecr_image(name, "git-000000000002")[0] == stored
 
 
 def test_every_pushed_manifest_is_in_the_ecr_api(stack_env, images) -> None:

@@ -39,6 +39,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 log = logging.getLogger("ecr_registry")
 
 CHUNK = 1024 * 1024
@@ -210,14 +212,13 @@ class Upstream:
             pass
 
 
-_MANIFEST_ACCEPT = ", ".join(
-    (
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    )
-)
+_ACCEPTED = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+]
+_MANIFEST_ACCEPT = ", ".join(_ACCEPTED)
 
 
 def references(manifest: dict[str, Any]) -> list[tuple[str, str]]:
@@ -402,8 +403,29 @@ class Handler(BaseHTTPRequestHandler):
             headers["Content-Length"] = str(len(body))
             status, got, answer = self.server.upstream.call("PUT", self.path, body, headers)
             if status == 201:
-                ecr.put(name, body, media_type, digest, tag)
+                try:
+                    ecr.put(name, body, media_type, digest, tag)
+                except ClientError as exc:
+                    if (
+                        exc.response.get("Error", {}).get("Code")
+                        != "ImageTagAlreadyExistsException"
+                    ):
+                        raise
+                    # put through the ECR API meanwhile, not through here: ECR's image stays
+                    self._restore(name, tag or digest)
+                    detail = {"tag": tag, "repository": name}
+                    self._registry_error(400, "TAG_INVALID", immutable_message(ref, name), detail)
+                    return
         self._reply(status, got, answer)
+
+    def _restore(self, name: str, tag: str) -> None:
+        """Put the ECR API's manifest for `tag` back into the registry."""
+        [image] = self.server.ecr.client.batch_get_image(
+            repositoryName=name, imageIds=[{"imageTag": tag}], acceptedMediaTypes=_ACCEPTED
+        )["images"]
+        headers = {"Content-Type": image["imageManifestMediaType"]}
+        body = image["imageManifest"].encode("utf-8")
+        self.server.upstream.call("PUT", f"/v2/{name}/manifests/{tag}", body, headers)
 
     def _delete_manifest(self, name: str, ref: str) -> None:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
