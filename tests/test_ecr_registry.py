@@ -14,6 +14,7 @@ import subprocess
 import threading
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -39,8 +40,11 @@ def _docker(*args: str, input: bytes | None = None) -> subprocess.CompletedProce
     return subprocess.run(["docker", *args], capture_output=True, input=input, timeout=300)
 
 
+_TAGGED: list[str] = []  # engine references made here, removed after the module
+
+
 @pytest.fixture(scope="module")
-def images(local_stack, tmp_path_factory) -> dict[str, str]:
+def images(local_stack, tmp_path_factory) -> Iterator[dict[str, str]]:
     """Two different tiny images in the engine (content 'one' / 'two'): name -> local ref."""
     found = {}
     for content in ("one", "two"):
@@ -51,11 +55,15 @@ def images(local_stack, tmp_path_factory) -> dict[str, str]:
         res = _docker("build", "-q", "-t", ref, str(folder))
         assert res.returncode == 0, res.stderr.decode()
         found[content] = ref
-    return found
+        _TAGGED.append(ref)
+    yield found
+    _docker("rmi", *_TAGGED)
+    _TAGGED.clear()
 
 
 def _push(local: str, target: str) -> subprocess.CompletedProcess:
     assert _docker("tag", local, target).returncode == 0
+    _TAGGED.append(target)
     return _docker("push", target)
 
 
@@ -319,6 +327,7 @@ def test_a_worker_losing_the_push_race_reuses_the_winners_digest(stack_env, tmp_
         runs = list(pool.map(lambda w: list(w.run(versions, ["racer"])), workers))
 
     outcomes = [run[0] for run in runs]
+    _TAGGED.append(f"{prefix}/racer:{versions['racer'].tag}")  # removed with the module
     assert sorted(o.status for o in outcomes) == sorted([BUILT, CACHED])
     stored = reg.manifest_digest(f"{prefix}/racer", versions["racer"].tag)
     assert {o.result.digest for o in outcomes} == {stored}

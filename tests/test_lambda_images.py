@@ -98,6 +98,7 @@ def test_an_image_index_is_refused_before_the_function_is_touched(stack_env, tmp
         deploy_function(lam, fn, index)
     assert updated.value.lines == [expected]
     assert lam.get_function(FunctionName=fn)["Code"]["ImageUri"] == single
+    subprocess.run(["docker", "rmi", f"{repository}:single"], capture_output=True)
 
 
 _FAKE_DOCKER = """#!/usr/bin/env bash
