@@ -167,20 +167,25 @@ class Project:
         running = self.running_images(t.name for t in targets if not t.is_image)
         return stale_targets(targets, digests, running, self.repository)
 
-    def preflight(self, check: str, *, functions: bool) -> None:
+    def preflight(self, check: str, *, functions: bool, images: Iterable[str] = ()) -> None:
         """`engine.preflight.<check>` (for_materialize, for_status) for this project's backend
-        and registry, with the AWS endpoint when `functions` are involved: one UserError with a
-        line per environment fault, within seconds."""
+        and registry, with the AWS endpoint when `functions` are involved and, on the codebuild
+        backend, the ECR repositories of the `images` to build: one UserError with a line per
+        environment fault, within seconds."""
         from build_assets.engine import preflight
 
         local = self.settings.backend == "local"
+        extra: dict[str, Any] = {}
         if local and check == "for_materialize":  # a test double of the builder uses nothing
             local = getattr(self.builder(), "uses_local_engine", False)
+        if check == "for_materialize" and self.settings.backend == "codebuild":
+            extra = {"ecr": [self.repository(i) for i in images], "env": self.settings.env}
         getattr(preflight, check)(
             self.registry,
             local=local,
             functions=functions,
             home=self.settings.home,
+            **extra,
         )
 
     # -- build records and provenance (local caches of the registry) ---------------------------

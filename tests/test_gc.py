@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from build_assets.aws.clients import make_client
 from build_assets.core.versioning import worktree_versions
 from build_assets.engine import provenance as pv
 from build_assets.engine import registry as reg
@@ -42,9 +43,20 @@ def _push_image(repository: str, tag: str, created: str) -> str:
 
 @pytest.fixture
 def world(stack_env, tmp_path: Path):
+    return _world(stack_env, tmp_path)
+
+
+def _world(stack_env, tmp_path: Path, ecr_mutability: str | None = None):
+    """Five old versions and the current one of IMAGE, with provenance; in a repository of
+    the stack's ECR API when `ecr_mutability` is given (as `bootstrap` makes them)."""
     registry = f"{stack_env.registry}/gc-{uuid.uuid4().hex[:8]}"
     repo = seed_repo(tmp_path / "repo")
     repository = f"{registry}/{IMAGE}"
+    if ecr_mutability:
+        make_client("ecr").create_repository(
+            repositoryName=reg.parse_repository(repository).name,
+            imageTagMutability=ecr_mutability,
+        )
     old = []
     for i in range(5):  # five older versions of the base, oldest first
         prepend(repo, DYNAMO, f"# version {i}")
@@ -124,3 +136,27 @@ def test_bad_keep_is_one_line(world, tmp_path: Path) -> None:
     registry, repo, *_ = world
     proc = run_cli("gc", "--keep", "0", cwd=repo, home=tmp_path / "s", registry=registry)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--keep" in proc.stderr
+
+
+def test_gc_of_an_immutable_ecr_repository_keeps_registry_and_ecr_api_in_step(
+    stack_env, tmp_path: Path
+) -> None:
+    """On the stack's ECR (issue 19): the pointer moved five times on an immutable repository,
+    and what gc deletes through the registry is gone from the ECR API too."""
+    registry, repo, repository, old, current = _world(stack_env, tmp_path, "IMMUTABLE")
+    name = reg.parse_repository(repository).name
+    ecr = make_client("ecr")
+
+    def ecr_tags() -> set[str]:
+        ids = ecr.list_images(repositoryName=name)["imageIds"]
+        return {i["imageTag"] for i in ids if i.get("imageTag")}
+
+    assert ecr_tags() == set(reg.list_tags(repository))
+    assert pv.fetch(repository, pv.POINTER_TAG).version[:12] == old[4].removeprefix("git-")
+
+    done = _gc(registry, repo, tmp_path / "state", "--keep", "2")[IMAGE]
+
+    assert done["deleted"] == [old[2], old[1], old[0]]
+    assert ecr_tags() == set(reg.list_tags(repository))
+    assert not set(done["deleted"]) & ecr_tags()
+    assert {old[4], old[3], current.tag, pv.POINTER_TAG} <= ecr_tags()

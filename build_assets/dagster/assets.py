@@ -167,7 +167,11 @@ def run_image_builds(
             f"not in the manifest at {versions.commit or 'the working tree'}: " + ", ".join(missing)
         )
     try:  # environment faults: one line each for the whole step, not one per image
-        project.preflight("for_materialize", functions=any(not t.is_image for t in selected))
+        project.preflight(
+            "for_materialize",
+            functions=any(not t.is_image for t in selected),
+            images=[t.image for t in selected if t.is_image],
+        )
     except UserError as exc:
         raise Failure(description=str(exc)) from None
     run_id = context.run.run_id

@@ -1,6 +1,7 @@
 """Point Lambda functions at a digest-pinned image and prove it took effect.
 
-`deploy_function` is idempotent: a function already on the URI is left alone. Otherwise it waits
+`deploy_function` is idempotent: a function already on the URI is left alone. Otherwise it checks
+that the image is a single-platform manifest (Lambda refuses an image index), waits
 for any update in flight, calls `update_function_code(ImageUri=...)`, waits `function_updated_v2`
 and reads the function back (`Code.ImageUri`, `Code.ResolvedImageUri`). Creating a missing
 function is for the local stack only (production functions belong to infrastructure code).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +62,60 @@ def _wait(lambda_client: Any, waiter: str, function_name: str, max_attempts: int
         raise UserError(f"Lambda {function_name}: update did not complete: {reason}") from exc
 
 
+def media_type_of(image_uri_pinned: str) -> str | None:
+    """The manifest media type of `repository@sha256:...` (None when it is not found): from
+    ECR's `batch_get_image` on ECR, else a HEAD on the registry."""
+    from build_assets.engine import registry as reg
+
+    repository, _, digest = image_uri_pinned.partition("@")
+    ref = reg.parse_repository(repository)
+    if not reg.is_ecr(ref.host):
+        return reg.manifest_media_type(repository, digest)
+    from build_assets.aws.clients import make_client
+
+    ecr = make_client("ecr", region_name=ref.host.split(".")[3])
+    with aws_errors("read the image manifest from ECR", image_uri_pinned):
+        try:
+            images = ecr.batch_get_image(
+                registryId=ref.host.split(".")[0],
+                repositoryName=ref.name,
+                imageIds=[{"imageDigest": digest}],
+                acceptedMediaTypes=list(reg.MANIFEST_TYPES),
+            ).get("images", [])
+        except ClientError as exc:
+            if error_code(exc) == "RepositoryNotFoundException":
+                return None
+            raise
+    if not images:
+        return None
+    found = images[0].get("imageManifestMediaType")
+    return found or json.loads(images[0].get("imageManifest") or "{}").get("mediaType")
+
+
+def lambda_image_problem(
+    function_name: str, image_uri_pinned: str, media_type: str | None
+) -> str | None:
+    """Why Lambda cannot run the image (it takes a single-platform image manifest only)."""
+    from build_assets.engine.registry import INDEX_TYPES
+
+    if media_type not in INDEX_TYPES:
+        return None
+    return (
+        f"Lambda {function_name}: {image_uri_pinned} is an image index ({media_type}), which"
+        " Lambda refuses (it runs a single-platform image manifest only): rebuild it without"
+        " attestations, `docker buildx build --provenance=false --sbom=false`"
+        " (build_image.sh passes them)"
+    )
+
+
+def _runnable(
+    function_name: str, image_uri_pinned: str, media_type: Callable[[str], str | None]
+) -> None:
+    problem = lambda_image_problem(function_name, image_uri_pinned, media_type(image_uri_pinned))
+    if problem:
+        raise UserError(problem)
+
+
 def deploy_function(
     lambda_client: Any,
     function_name: str,
@@ -68,8 +124,11 @@ def deploy_function(
     create_if_missing: bool = False,
     role_arn: str | None = None,
     max_wait_attempts: int = 150,
+    media_type: Callable[[str], str | None] = media_type_of,
 ) -> DeployResult:
-    """Make `function_name` run `image_uri_pinned` (repository@sha256:...)."""
+    """Make `function_name` run `image_uri_pinned` (repository@sha256:...); an image index
+    (what buildx pushes with attestations on) is refused before the function is touched.
+    `media_type` reads the manifest's media type (default `media_type_of`)."""
     if "@sha256:" not in image_uri_pinned:
         raise UserError(
             f"Lambda {function_name}: image must be pinned by digest: {image_uri_pinned}"
@@ -90,6 +149,7 @@ def deploy_function(
             )
         if not role_arn:
             raise UserError(f"Lambda {function_name}: creating a function needs an execution role")
+        _runnable(function_name, image_uri_pinned, media_type)
         with aws_errors("create Lambda function", function_name):
             lambda_client.create_function(
                 FunctionName=function_name,
@@ -117,6 +177,7 @@ def deploy_function(
             changed=False,
             resolved_image_uri=current.get("Code", {}).get("ResolvedImageUri"),
         )
+    _runnable(function_name, image_uri_pinned, media_type)
     if config.get("LastUpdateStatus") == "InProgress":
         _wait(lambda_client, "function_updated_v2", function_name, max_wait_attempts)
     with aws_errors("update Lambda function code", function_name):

@@ -2,8 +2,9 @@
 and the fix (a `UserError`, exit 2), in seconds rather than as a traceback from deep inside.
 
 Commands call the group they need: `for_plan` (the state folder), `for_materialize` (state
-folder, engine, registry, AWS endpoint), `for_status` (registry, AWS endpoint). The network
-checks run concurrently, each with a short timeout, so a dead stack is reported within 10 s.
+folder, engine, registry, AWS endpoint, the ECR repositories of the codebuild backend),
+`for_status` (registry, AWS endpoint). The network checks run concurrently, each with a short
+timeout, so a dead stack is reported within 10 s.
 """
 
 from __future__ import annotations
@@ -86,6 +87,33 @@ def aws_endpoint(url: str | None = None) -> str | None:
         )
 
 
+def ecr_repositories(repositories: list[str], env: str = "dev") -> str | None:
+    """Every repository ('host/name') the codebuild backend pushes to exists in the ECR API:
+    like ECR, it never pushes to a repository that does not exist (`bootstrap` makes them)."""
+    from build_assets.aws.clients import describe_error, ecr_registry_parts, make_client
+
+    wanted: dict[str | None, set[str]] = {}
+    for repository in repositories:
+        _, name, registry_id = ecr_registry_parts(repository)
+        wanted.setdefault(registry_id, set()).add(name)
+    missing: list[str] = []
+    for registry_id, names in wanted.items():
+        kwargs = {"registryId": registry_id} if registry_id else {}
+        try:
+            pages = make_client("ecr").get_paginator("describe_repositories").paginate(**kwargs)
+            existing = {r["repositoryName"] for page in pages for r in page["repositories"]}
+        except Exception as exc:  # noqa: BLE001 - botocore's errors, as one line
+            return describe_error(exc, "list ECR repositories", registry_id or "ECR")
+        missing += sorted(names - existing)
+    if not missing:
+        return None
+    plural = "repositories" if len(missing) > 1 else "repository"
+    return (
+        f"ECR {plural} {', '.join(missing)} not found: the codebuild backend pushes only to"
+        f" existing repositories, as ECR does; run `build-assets bootstrap --env {env}` first"
+    )
+
+
 def run(checks: list[Check]) -> None:
     """Run `checks` concurrently; raise one UserError with a line per problem found."""
     if not checks:
@@ -102,14 +130,23 @@ def for_plan() -> None:
 
 
 def for_materialize(
-    registry_prefix: str, *, local: bool, functions: bool, home: Path | None = None
+    registry_prefix: str,
+    *,
+    local: bool,
+    functions: bool,
+    home: Path | None = None,
+    ecr: list[str] | None = None,
+    env: str = "dev",
 ) -> None:
-    """`materialize`: state folder; engine and registry (local builds); AWS when deploying."""
+    """`materialize`: state folder; engine and registry (local builds); AWS when deploying;
+    the `ecr` repositories the codebuild backend will push to."""
     checks: list[Check] = [lambda: state_folder(home)]
     if local:
         checks += [engine, lambda: registry(registry_prefix)]
-    if functions:
+    if functions or ecr:
         checks.append(aws_endpoint)
+    if ecr:
+        checks.append(lambda: None if aws_endpoint() else ecr_repositories(ecr, env))
     run(checks)
 
 

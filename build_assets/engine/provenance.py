@@ -7,7 +7,8 @@ artifact in the same repository, stored by content address (its blob digest is t
 tagged `provenance-<version[:12]>`. The last version built (or found built) of each repository
 is the `last-build` tag on its provenance artifact: on a registry with mutable tags it is
 re-pushed; on ECR (immutable tags, see `bootstrap`) it is deleted and put again through the
-ECR API, the one tag that moves.
+ECR API, the one tag that moves (so too on a registry that refuses the re-push as ECR does:
+the local stack's, `stack.ecr_registry`).
 
 So `plan` on any machine that reads the registry asks (`registry_states`): is the current tag
 there, and if not, what was the last build made of? The local ledger only caches these blobs.
@@ -136,19 +137,25 @@ def publish(repository: str, prov: Provenance, *, pointer: bool = True) -> None:
 
 def _move_pointer(repository: str, body: bytes) -> None:
     ref = reg.parse_repository(repository)
-    if not reg.is_ecr(ref.host):
-        reg.put_manifest(repository, POINTER_TAG, body, OCI_MANIFEST)
-        return
+    ids: dict[str, str] = {}
+    if reg.is_ecr(ref.host):
+        region = ref.host.split(".")[3]
+        ids["registryId"] = ref.host.split(".")[0]
+    else:
+        try:
+            reg.put_manifest(repository, POINTER_TAG, body, OCI_MANIFEST)
+            return
+        except reg.TagExistsError:
+            # a registry keeping ECR's rules (the local stack's, for a repository of its ECR
+            # API): move the pointer as on ECR, through that API (AWS_ENDPOINT_URL_ECR)
+            region = None
     from build_assets.aws.clients import make_client
 
-    ecr = make_client("ecr", region_name=ref.host.split(".")[3])
-    registry_id = ref.host.split(".")[0]
+    ecr = make_client("ecr", region_name=region)
     # immutable tags: the pointer is the one tag that is removed and put again
-    ecr.batch_delete_image(
-        registryId=registry_id, repositoryName=ref.name, imageIds=[{"imageTag": POINTER_TAG}]
-    )
+    ecr.batch_delete_image(**ids, repositoryName=ref.name, imageIds=[{"imageTag": POINTER_TAG}])
     ecr.put_image(
-        registryId=registry_id,
+        **ids,
         repositoryName=ref.name,
         imageManifest=body.decode(),
         imageManifestMediaType=OCI_MANIFEST,

@@ -24,6 +24,12 @@ from dataclasses import dataclass
 from build_assets.errors import UserError
 from build_assets.settings import ENV_REGISTRY
 
+INDEX_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
@@ -37,6 +43,11 @@ DEFAULT_TIMEOUT = 10.0
 
 class RegistryError(UserError):
     """The registry cannot be reached or answered something unexpected."""
+
+
+class TagExistsError(RegistryError):
+    """The registry refused to move a tag: it exists in an immutable repository (ECR's
+    TAG_INVALID, also the local stack's for repositories of its ECR API)."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +243,24 @@ def manifest_digest(
     return digest
 
 
+def manifest_media_type(
+    repository: str,
+    reference: str,
+    *,
+    registry: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> str | None:
+    """Media type (the Content-Type of a HEAD) of a tag's or digest's manifest; None if absent."""
+    ref = parse_repository(repository, registry)
+    url = f"{ref.base_url}/manifests/{reference}"
+    status, headers, _ = _request("HEAD", url, accept=ACCEPT, timeout=timeout)
+    if status == 404:
+        return None
+    _check(status, url)
+    found = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+    return found.split(";", 1)[0].strip() or None
+
+
 def get_manifest(
     repository: str,
     reference: str,
@@ -321,9 +350,21 @@ def put_manifest(
     """PUT a manifest at a tag (or its digest); the manifest's digest."""
     ref = parse_repository(repository, registry)
     url = f"{ref.base_url}/manifests/{reference}"
-    status, _, _ = _request("PUT", url, data=body, content_type=media_type, timeout=timeout)
+    status, _, answer = _request("PUT", url, data=body, content_type=media_type, timeout=timeout)
+    if status == 400 and b'"TAG_INVALID"' in answer:
+        raise TagExistsError(
+            f"registry refused to overwrite {ref.name}:{reference}: {_said(answer)}"
+        )
     _check(status, url)
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _said(answer: bytes) -> str:
+    """The first error message of a distribution error body."""
+    try:
+        return str(json.loads(answer)["errors"][0]["message"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return answer.decode(errors="replace")[:200]
 
 
 def delete_manifest(

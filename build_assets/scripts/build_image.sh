@@ -29,6 +29,11 @@
 #   a base's layers and the last build's dependency layers are reused by an empty builder. A
 #   build that fails with the cache and not in a RUN step is retried once without it.
 #
+# Lambda runs a single-platform image manifest only, never an image index: buildx >= 0.10 pushes
+#   an index (the image + an attestation manifest) once provenance/SBOM attestations are on, so
+#   the buildx path passes --provenance=false --sbom=false whenever `docker buildx build --help`
+#   lists them (older buildx makes no attestations). The docker-driver/legacy paths never make one.
+#
 # Output: progress on stdout/stderr, "BUILD_ASSETS_PHASE=<PHASE> at=<unix time>" markers, and
 #   as the last line BUILD_ASSETS_DIGEST=sha256:...
 set -euo pipefail
@@ -191,11 +196,19 @@ build_log="$(mktemp)"
 push_log="$(mktemp)"
 trap 'rm -f "$build_log" "$push_log"; [ -z "$dockerfile_dir" ] || rm -rf "$dockerfile_dir"' EXIT
 
+# buildx >= 0.10 adds attestations (an image index, which Lambda refuses) unless told not to.
+# (The help is read whole: `| grep -q` would end the pipe early and, under pipefail, fail it.)
+no_attestations=()
+if [ "$mode" = buildx ]; then
+  buildx_help="$("$DOCKER" buildx build --help 2>/dev/null || true)"
+  case "$buildx_help" in *--provenance*) no_attestations=(--provenance=false --sbom=false) ;; esac
+fi
+
 # One build: `docker build` or `docker buildx build`, output kept for the retry decision.
 run_build() {
   local cmd=(build)
   case "$mode" in
-    buildx) cmd=(buildx build "${builder[@]}" --load --progress=plain) ;;
+    buildx) cmd=(buildx build "${builder[@]}" "${no_attestations[@]}" --load --progress=plain) ;;
     classic) cmd=(build --progress=plain) ;;
   esac
   set +e

@@ -1,5 +1,9 @@
 """The local build stack: a Docker engine, an OCI registry and a moto (fake AWS) server.
 
+The registry builders push to is `stack.ecr_registry`, a proxy in front of the CNCF registry
+and moto's ECR API (`AWS_ENDPOINT_URL_ECR`): repositories that exist in the ECR API follow
+ECR's rules there (immutable tags, every manifest in `describe_images`).
+
 `build-assets stack up` starts what is missing under a state folder (logs, pidfiles, config and
 `state.json` live there) and prints `export` lines, so `eval "$(build-assets stack up)"` points
 the builders at it. Running `up` again reuses live services (same ports) and restarts only dead
@@ -41,7 +45,9 @@ REGISTRY_BIN = "docker-registry"
 SYSTEM_SOCKET = Path("/var/run/docker.sock")
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
-SERVICES = ("docker", "registry", "moto")
+# "registry" is the address builders push to: the ECR proxy (`stack.ecr_registry`) in front of
+# the CNCF registry ("distribution") and moto's ECR API; it keeps the registry's old port.
+SERVICES = ("docker", "distribution", "moto", "registry")
 
 # A live Popen object per process we started, so we can reap it (no zombies, no ResourceWarning).
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -97,6 +103,11 @@ class StackInfo:
         return self.services["moto"].address
 
     @property
+    def ecr_endpoint_url(self) -> str:
+        """The ECR API as the registry sees it (the proxy forwards it to moto)."""
+        return f"http://{self.registry}"
+
+    @property
     def all_alive(self) -> bool:
         return all(s in self.services and self.services[s].alive for s in SERVICES)
 
@@ -106,6 +117,7 @@ class StackInfo:
             "DOCKER_HOST": self.docker_host,
             ENV_REGISTRY: self.registry,
             "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+            "AWS_ENDPOINT_URL_ECR": self.ecr_endpoint_url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -325,7 +337,7 @@ def _http_up(url: str, timeout: float = 2.0) -> bool:
 def _healthy(svc: Service) -> bool:
     if svc.name == "docker":
         return docker_ping(svc.address)
-    if svc.name == "registry":
+    if svc.name in ("registry", "distribution"):
         return _http_up(f"http://{svc.address}/v2/")
     return _http_up(f"{svc.address}/moto-api/")
 
@@ -441,7 +453,7 @@ def _start_docker(layout: _Layout) -> Service:
 
 def _start_registry(layout: _Layout, old: Service | None) -> Service:
     binary = _require(REGISTRY_BIN, "apt-get install docker-registry")
-    port = _kept_port(layout, "registry", old)
+    port = _kept_port(layout, "distribution", old)
     layout.registry_data.mkdir(parents=True, exist_ok=True)
     layout.registry_config.write_text(
         "version: 0.1\n"
@@ -452,9 +464,23 @@ def _start_registry(layout: _Layout, old: Service | None) -> Service:
         "http:\n"
         f"  addr: 127.0.0.1:{port}\n"
     )
-    log = layout.log("registry")
+    log = layout.log("distribution")
     argv = [binary, "serve", str(layout.registry_config)]
-    pid, started = _spawn(argv, log, layout.pidfile("registry"))
+    pid, started = _spawn(argv, log, layout.pidfile("distribution"))
+    return Service("distribution", f"127.0.0.1:{port}", pid, True, started, port, str(log))
+
+
+def _start_ecr_registry(layout: _Layout, old: Service | None, services: dict) -> Service:
+    """The ECR proxy on the registry's kept port (see `stack.ecr_registry`)."""
+    port = _kept_port(layout, "registry", old)
+    argv = [
+        *(sys.executable, "-m", "build_assets.stack.ecr_registry"),
+        *("--listen", f"127.0.0.1:{port}", "--upstream", services["distribution"].address),
+        *("--aws-endpoint", services["moto"].address, "--region", "us-east-1"),
+        *("--data-root", str(layout.registry_data)),
+    ]
+    log = layout.log("ecr-registry")
+    pid, started = _spawn(argv, log, layout.pidfile("ecr-registry"))
     return Service("registry", f"127.0.0.1:{port}", pid, True, started, port, str(log))
 
 
@@ -518,7 +544,17 @@ def stack_up(
                 services["docker"] = _start_docker(layout)
                 started.append(services["docker"])
 
-        for name, start in (("registry", _start_registry), ("moto", _start_moto)):
+        if old.get("registry") and not str(old["registry"].log).endswith("ecr-registry.log"):
+            # a stack from before the ECR proxy: its "registry" is the CNCF registry itself
+            stale = old.pop("registry")
+            if stale.owned and _pid_alive(stale.pid, stale.start_time):
+                _stop_pid(stale.pid, stale.start_time)  # type: ignore[arg-type]
+        starters = (
+            ("distribution", _start_registry),
+            ("moto", _start_moto),
+            ("registry", lambda lay, svc: _start_ecr_registry(lay, svc, services)),
+        )
+        for name, start in starters:
             svc = old.get(name)
             if _is_running(svc):
                 services[name] = svc  # type: ignore[assignment]
@@ -624,7 +660,7 @@ def stack_down(home: Path | str | None = None, *, log: Log = _stderr) -> list[st
                 log(f"{name}: stopped pid {svc.pid}")
             else:
                 log(f"{name}: not running")
-        for pidname in ("dockerd", "registry", "moto"):
+        for pidname in ("dockerd", "registry", "distribution", "ecr-registry", "moto"):
             with contextlib.suppress(FileNotFoundError):
                 layout.pidfile(pidname).unlink()
         if services.get("docker") and services["docker"].owned:
