@@ -1,4 +1,5 @@
-"""The local build stack: a Docker engine, an OCI registry and a moto (fake AWS) server.
+"""The local build stack: a Docker engine, an OCI registry, a moto (fake AWS) server and a
+local CodeBuild (`stack.codebuild`: runs the builds moto's CodeBuild only pretends to run).
 
 `build-assets stack up` starts what is missing under a state folder (logs, pidfiles, config and
 `state.json` live there) and prints `export` lines, so `eval "$(build-assets stack up)"` points
@@ -41,7 +42,7 @@ REGISTRY_BIN = "docker-registry"
 SYSTEM_SOCKET = Path("/var/run/docker.sock")
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
-SERVICES = ("docker", "registry", "moto")
+SERVICES = ("docker", "registry", "moto", "codebuild")
 
 # A live Popen object per process we started, so we can reap it (no zombies, no ResourceWarning).
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -97,6 +98,11 @@ class StackInfo:
         return self.services["moto"].address
 
     @property
+    def codebuild_endpoint_url(self) -> str | None:
+        svc = self.services.get("codebuild")
+        return svc.address if svc else None
+
+    @property
     def all_alive(self) -> bool:
         return all(s in self.services and self.services[s].alive for s in SERVICES)
 
@@ -110,6 +116,8 @@ class StackInfo:
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
             ENV_BACKEND: "local",
+            # boto3's per-service endpoint: CodeBuild calls go to the local CodeBuild
+            **({"AWS_ENDPOINT_URL_CODEBUILD": cb} if (cb := self.codebuild_endpoint_url) else {}),
         }
 
     def to_json(self) -> dict:
@@ -327,6 +335,8 @@ def _healthy(svc: Service) -> bool:
         return docker_ping(svc.address)
     if svc.name == "registry":
         return _http_up(f"http://{svc.address}/v2/")
+    if svc.name == "codebuild":
+        return _http_up(f"{svc.address}/")
     return _http_up(f"{svc.address}/moto-api/")
 
 
@@ -473,6 +483,45 @@ def _start_moto(layout: _Layout, old: Service | None) -> Service:
     return Service("moto", f"http://127.0.0.1:{port}", pid, True, started, port, str(log))
 
 
+def _start_codebuild(
+    layout: _Layout, old: Service | None, moto: Service, docker: Service, provisioning: float
+) -> Service:
+    """The local CodeBuild (`stack.codebuild.server`): builds run on this host against moto
+    and the stack's engine; it is stopped, and its builds with it, by `down`."""
+    port = _kept_port(layout, "codebuild", old)
+    argv = [
+        sys.executable,
+        "-m",
+        "build_assets.stack.codebuild.server",
+        "--port",
+        str(port),
+        "--moto",
+        moto.address,
+        "--home",
+        str(layout.home / "codebuild"),
+        "--docker-host",
+        docker.address,
+        "--provisioning",
+        str(provisioning),
+    ]
+    log = layout.log("codebuild")
+    pid, started = _spawn(argv, log, layout.pidfile("codebuild"))
+    return Service("codebuild", f"http://127.0.0.1:{port}", pid, True, started, port, str(log))
+
+
+def set_codebuild_knobs(address: str, **knobs: object) -> dict:
+    """Set local-only knobs of a running local CodeBuild (`provisioning_s`, `minute_s`,
+    `fault_projects`, `throttle`); return them all."""
+    req = urllib.request.Request(
+        f"{address}/_local/config",
+        data=json.dumps(knobs).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
 def _external_docker(private_sock: Path) -> str | None:
     """A reachable Docker engine that is not ours: DOCKER_HOST, then /var/run/docker.sock."""
     candidates = []
@@ -493,8 +542,12 @@ def stack_up(
     reuse_docker: bool = True,
     timeout: float = START_TIMEOUT,
     log: Log = _stderr,
+    codebuild_provisioning: float | None = None,
 ) -> StackInfo:
-    """Start whatever part of the stack is not running (idempotent) and return it."""
+    """Start whatever part of the stack is not running (idempotent) and return it.
+
+    `codebuild_provisioning`: seconds every local CodeBuild build spends in QUEUED +
+    PROVISIONING (None: a new service gets 0, a running one keeps its setting)."""
     layout = _Layout(Path(home).expanduser().absolute() if home else default_home())
     with _locked(layout):
         old = _load(layout)
@@ -518,10 +571,21 @@ def stack_up(
                 services["docker"] = _start_docker(layout)
                 started.append(services["docker"])
 
-        for name, start in (("registry", _start_registry), ("moto", _start_moto)):
+        def start_codebuild(layout: _Layout, svc: Service | None) -> Service:
+            return _start_codebuild(
+                layout, svc, services["moto"], services["docker"], codebuild_provisioning or 0.0
+            )
+
+        for name, start in (
+            ("registry", _start_registry),
+            ("moto", _start_moto),
+            ("codebuild", start_codebuild),
+        ):
             svc = old.get(name)
             if _is_running(svc):
                 services[name] = svc  # type: ignore[assignment]
+                if name == "codebuild" and codebuild_provisioning is not None:
+                    set_codebuild_knobs(svc.address, provisioning_s=codebuild_provisioning)
                 continue
             if svc and svc.owned and _pid_alive(svc.pid, svc.start_time):
                 _stop_pid(svc.pid, svc.start_time)  # type: ignore[arg-type]
@@ -624,7 +688,7 @@ def stack_down(home: Path | str | None = None, *, log: Log = _stderr) -> list[st
                 log(f"{name}: stopped pid {svc.pid}")
             else:
                 log(f"{name}: not running")
-        for pidname in ("dockerd", "registry", "moto"):
+        for pidname in ("dockerd", "registry", "moto", "codebuild"):
             with contextlib.suppress(FileNotFoundError):
                 layout.pidfile(pidname).unlink()
         if services.get("docker") and services["docker"].owned:
@@ -668,7 +732,11 @@ def run(args: argparse.Namespace) -> int:
     home = Path(args.home) if getattr(args, "home", None) else None
     try:
         if args.stack_command == "up":
-            info = stack_up(home, reuse_docker=not args.private_docker)
+            info = stack_up(
+                home,
+                reuse_docker=not args.private_docker,
+                codebuild_provisioning=args.codebuild_provisioning,
+            )
             env = info.env()
             if args.postgres:
                 from build_assets.stack.postgres import postgres_up
