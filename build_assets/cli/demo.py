@@ -145,13 +145,15 @@ def run_demo(
     progress: Callable[[str], Any] | None = None,
     backend: str = "local",
     env: str = "dev",
+    repo: Path | None = None,
 ) -> list[StepReport]:
     """Run the seed's scenarios in `workdir`; the environment must point at a stack.
 
     progress: given a step's title, a context manager with an `update` method that receives
     the step's progress events (`cli.live.ProgressView`: the live table).
     backend: `codebuild` bootstraps the demo's AWS resources and builds on the local CodeBuild;
-    the namespace then goes into the repository names (`naming.repository`), as ECR has it."""
+    the namespace then goes into the repository names (`naming.repository`), as ECR has it.
+    repo: an existing copy of the example (`make_demo_repo`) instead of a new one."""
     from dagster import DagsterInstance
 
     from build_assets.cli.demo_codebuild import (
@@ -168,13 +170,13 @@ def run_demo(
     projects: list[str] = []
     if backend == "codebuild":
         naming = f"\nnaming: {{repository: '{namespace}/{{image}}'}}\n"
-        repo = make_demo_repo(workdir / "monorepo", example, manifest_extra=naming)
+        repo = repo or make_demo_repo(workdir / "monorepo", example, manifest_extra=naming)
         prepare_codebuild(repo, env)
         resource: ImageBuildResource = CodeBuildDemoResource(
             repo=str(repo), registry=registry, backend=backend, env=env, home=str(workdir / "state")
         )
     else:
-        repo = make_demo_repo(workdir / "monorepo", example)
+        repo = repo or make_demo_repo(workdir / "monorepo", example)
         resource = ImageBuildResource(
             repo=str(repo),
             registry=f"{registry}/{namespace}",
