@@ -127,7 +127,7 @@ def test_failed_timed_out_and_faulted_builds_with_throttled_polls(
     )
     bootstrap(list(images), {"cbf-slow": {"timeout_minutes": 5}}, env="dev")
     # a minute lasts 1 s: cbf-slow's 5-minute timeout is 5 s, the others' 60 minutes 60 s;
-    # BatchGetBuilds answers ThrottlingException 4 times (botocore tries 3 times per call)
+    # BatchGetBuilds answers ThrottlingException 4 times: botocore's 4 attempts of one poll
     knobs(minute_s=1, fault_projects=["cbf-faulty-dev-img-builder"], throttle={"BatchGetBuilds": 4})
     resource = CodeBuildDemoResource(
         repo=str(repo),

@@ -415,7 +415,7 @@ def test_api_errors_idempotency_and_throttling(cb: Any, knobs: Callable[..., dic
 
     state = knobs(throttle={"BatchGetBuilds": 5})
     assert state["throttle"] == {"BatchGetBuilds": 5}
-    with pytest.raises(ClientError) as err:  # botocore retried 3 times against loopback
+    with pytest.raises(ClientError) as err:  # 4 attempts against loopback: all throttled
         cb.batch_get_builds(ids=[first["id"]])
     assert err.value.response["Error"]["Code"] == "ThrottlingException"
     assert cb.batch_get_builds(ids=[first["id"]])["builds"][0]["id"] == first["id"]
@@ -468,3 +468,85 @@ def test_builds_die_with_the_service(stack_env: StackInfo, tmp_path: Path) -> No
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# -- CodeBuildBuilder's own failure handling, against builds that really ran -------------------
+
+
+@pytest.fixture
+def builder_infra(stack_env: StackInfo) -> str:
+    """Bucket, ECR repository and project for image `cbb-app` (env dev); the bucket name."""
+    from build_assets.aws.bootstrap import bootstrap
+
+    bucket = "local-codebuild-builder-tests"
+    bootstrap(["cbb-app"], bucket=bucket, env="dev")
+    return bucket
+
+
+def _builder_request(version: str) -> Any:
+    from tests.test_codebuild import make_request
+
+    return make_request(
+        image="cbb-app", version=version, repository="127.0.0.1:9/cbb-app", build_args={}
+    )
+
+
+def test_builder_reports_a_failed_build_with_its_phase_and_cloudwatch_tail(
+    cb: Any, builder_infra: str
+) -> None:
+    from build_assets.aws.codebuild import CodeBuildBuilder, console_url
+    from build_assets.errors import BuildError
+
+    spec = _spec({"build": {"commands": ["for i in $(seq 80); do echo step $i; done", "exit 1"]}})
+    builder = CodeBuildBuilder(builder_infra, "dev", buildspec=spec, sleep=lambda s: None)
+    handle = builder.start(_builder_request("f1" * 32))
+    _wait(cb, handle.build_id)
+    assert builder.poll([handle]) == [handle]
+    with pytest.raises(BuildError) as err:
+        builder.finish(handle)
+    exc = err.value
+    assert (exc.status, exc.phase, exc.build_id) == ("FAILED", "BUILD", handle.build_id)
+    tail = exc.log_tail.splitlines()
+    assert len(tail) == 50  # the last 50 lines of the CloudWatch stream
+    assert [t for t in tail if t.startswith("step ")][-1] == "step 80"
+    text = str(exc)
+    assert "Error while executing command: exit 1. Reason: exit status 1" in text
+    assert console_url("us-east-1", "cbb-app-dev-img-builder", handle.build_id) in text
+    assert handle.state["build"]["logs"]["deepLink"] in text
+
+
+def test_builder_reports_a_build_that_succeeded_without_pushing(
+    cb: Any, builder_infra: str
+) -> None:
+    from build_assets.aws.codebuild import CodeBuildBuilder
+    from build_assets.errors import BuildError
+
+    spec = _spec({"build": {"commands": ["echo pushed nothing"]}})
+    builder = CodeBuildBuilder(builder_infra, "dev", buildspec=spec, sleep=lambda s: None)
+    request = _builder_request("f2" * 32)
+    handle = builder.start(request)
+    _wait(cb, handle.build_id)
+    builder.poll([handle])
+    with pytest.raises(BuildError, match=f"SUCCEEDED but {request.image_uri} is not in ECR"):
+        builder.finish(handle)
+
+
+def test_builder_backs_off_on_throttled_polls_and_resets_after_a_build_ends(
+    cb: Any, builder_infra: str, knobs: Callable[..., dict]
+) -> None:
+    from build_assets.aws.codebuild import CodeBuildBuilder
+
+    sleeps: list[float] = []
+    spec = _spec({"build": {"commands": ["true"]}})
+    builder = CodeBuildBuilder(
+        builder_infra, "dev", buildspec=spec, sleep=sleeps.append, poll_interval=5.0
+    )
+    handle = builder.start(_builder_request("f3" * 32))
+    _wait(cb, handle.build_id)
+    knobs(throttle={"BatchGetBuilds": 4})  # one poll's call and its 3 retries (loopback)
+    assert builder.poll([handle]) == []
+    assert builder.poll([handle]) == [handle]
+    assert sleeps == [5.0, 10.0]
+    assert knobs()["throttled"] == {"BatchGetBuilds": 4}
+    builder.poll([handle])
+    assert sleeps[-1] == 5.0

@@ -229,8 +229,9 @@ class Service:
                 self.knobs.minute_s = float(body["minute_s"])
             if "fault_projects" in body:
                 self.knobs.fault_projects = set(body["fault_projects"])
-            if "throttle" in body:
+            if "throttle" in body:  # new throttles, counted from zero
                 self.knobs.throttle = {k: int(v) for k, v in body["throttle"].items()}
+                self.knobs.throttled = {}
             return self.knobs.to_json()
 
 
