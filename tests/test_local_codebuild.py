@@ -175,6 +175,7 @@ def test_buildspec_runs_with_codebuild_semantics(cb: Any, s3: Any, tmp_path: Pat
                     ' image=$CODEBUILD_BUILD_IMAGE region=$AWS_REGION/$AWS_DEFAULT_REGION"',
                     f"aws ssm get-parameter --name /t/{tag}/a --with-decryption"
                     " --query Parameter.Value --output text",
+                    'echo "ecr-token-bytes=$(aws ecr get-login-password | wc -c)"',
                     "export RESULT=$(cat data.txt)-done",
                 ]
             },
@@ -243,6 +244,8 @@ def test_buildspec_runs_with_codebuild_semantics(cb: Any, s3: Any, tmp_path: Pat
         " region=us-east-1/us-east-1"
     ) in lines
     assert "from-ssm" in lines  # the AWS CLI on PATH, pointed at moto
+    token = next(ln for ln in lines if ln.startswith("ecr-token-bytes="))
+    assert int(token.split("=")[1]) > 10  # what build_image.sh pipes into docker login
     assert "post succeeding=0" in lines
 
     # the variable overrides are reported by reference, as CodeBuild does
