@@ -37,6 +37,10 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as mp:
         for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN"):
             mp.delenv(var, raising=False)
+        # per-service endpoints (a local stack's AWS_ENDPOINT_URL_CODEBUILD, exported by
+        # `eval "$(build-assets stack up)"` in .ci/run) would send those calls elsewhere
+        for var in [v for v in os.environ if v.startswith("AWS_ENDPOINT_URL_")]:
+            mp.delenv(var)
         mp.setenv("AWS_ENDPOINT_URL", endpoint)
         mp.setenv("AWS_ACCESS_KEY_ID", "testing")
         mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")

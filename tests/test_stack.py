@@ -65,7 +65,7 @@ def test_up_twice_reuses_the_running_services(local_stack: StackInfo) -> None:
 @pytest.mark.stack
 def test_status_shows_every_service_alive(local_stack: StackInfo) -> None:
     status = stack_status(local_stack.home)
-    assert set(status.services) == {"docker", "distribution", "moto", "registry"}
+    assert set(status.services) == {"docker", "distribution", "moto", "registry", "codebuild"}
     assert status.all_alive
 
     out = _cli("status", "--home", str(local_stack.home), "--json")
@@ -76,11 +76,13 @@ def test_status_shows_every_service_alive(local_stack: StackInfo) -> None:
         "distribution": True,
         "registry": True,
         "moto": True,
+        "codebuild": True,
     }
     assert data["env"]["BUILD_ASSETS_REGISTRY"] == local_stack.registry
     # the registry builders push to is the ECR proxy, which is also the ECR API's endpoint
     assert data["env"]["AWS_ENDPOINT_URL_ECR"] == f"http://{local_stack.registry}"
     assert local_stack.services["distribution"].address != local_stack.registry
+    assert data["env"]["AWS_ENDPOINT_URL_CODEBUILD"] == local_stack.services["codebuild"].address
 
     table = _cli("status", "--home", str(local_stack.home))
     assert table.returncode == 0
@@ -109,7 +111,7 @@ def test_second_stack_reuses_engine_restarts_dead_and_stops_only_its_own(
     assert again.services["moto"].alive
 
     stopped = stack_down(home, log=_quiet)
-    assert sorted(stopped) == ["distribution", "moto", "registry"]
+    assert sorted(stopped) == ["codebuild", "distribution", "moto", "registry"]
     for name in stopped:
         pid = again.services[name].pid
         assert pid and _until(lambda p=pid: _dead(p))

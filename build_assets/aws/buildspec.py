@@ -23,7 +23,9 @@ from importlib import resources
 import yaml
 
 SCRIPT_RESOURCE = "scripts/build_image.sh"
-WORK_DIR = "/tmp/build-assets"
+# $TMPDIR when the build host sets one (the local CodeBuild gives each build its own), so two
+# builds on one host never share build.log; /tmp on AWS CodeBuild (one build per container)
+WORK_DIR = "${TMPDIR:-/tmp}/build-assets"
 DIGEST_VARIABLE = "BUILD_ASSETS_DIGEST"
 
 
@@ -45,11 +47,11 @@ def build_commands(script: str, work_dir: str = WORK_DIR) -> list[str]:
     """The shell commands of the build phase (bash; cwd = the extracted context)."""
     encoded = base64.b64encode(script.encode("utf-8")).decode("ascii")
     return [
-        f'mkdir -p {work_dir} && echo "{encoded}" | base64 -d > {work_dir}/build_image.sh',
+        f'mkdir -p "{work_dir}" && echo "{encoded}" | base64 -d > "{work_dir}/build_image.sh"',
         f"echo 'build_image.sh sha256 {script_sha256(script)}'",
-        f"bash {work_dir}/build_image.sh 2>&1 | tee {work_dir}/build.log;"
+        f'bash "{work_dir}/build_image.sh" 2>&1 | tee "{work_dir}/build.log";'
         ' test "${PIPESTATUS[0]}" -eq 0',
-        f"export {DIGEST_VARIABLE}=\"$(sed -n 's/^{DIGEST_VARIABLE}=//p' {work_dir}/build.log"
+        f'export {DIGEST_VARIABLE}="$(sed -n \'s/^{DIGEST_VARIABLE}=//p\' "{work_dir}/build.log"'
         ' | tail -n 1)"',
     ]
 

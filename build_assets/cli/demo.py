@@ -4,6 +4,12 @@ Initial build of everything, then Test 1 (a handler edit), Test 2 (receipt_agent
 (receipt_dynamo, in every base), then the revert — after each, what was built, what was found
 cached in the registry, which Lambda functions changed image, and how long it took.
 Images go to a fresh namespace of the local registry, so every demo starts from nothing.
+
+`--backend codebuild` runs the same plan through the production backend on the local stack:
+`bootstrap` makes the bucket, ECR repositories and CodeBuild projects in moto, the functions
+are created first (as the seed's infrastructure code did), and every image is built by the
+local CodeBuild (context zip in S3, the buildspec, push, digest from ECR). Each step then also
+says which `<image>-<env>-img-builder` projects got a new build (`list_builds_for_project`).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class StepReport:
     seconds: float = 0.0
     success: bool = True
     problems: list[str] = field(default_factory=list)
+    codebuild_builds: dict[str, int] = field(default_factory=dict)  # project -> new builds
 
 
 def _prepend(path: str, line: str) -> Callable[[Path], None]:
@@ -102,20 +109,25 @@ def _git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, check=True, env=env, capture_output=True)
 
 
-def make_demo_repo(target: Path, example: Path = EXAMPLE) -> Path:
-    """Copy the example monorepo into `target` and commit it in a fresh git repository."""
+def make_demo_repo(target: Path, example: Path = EXAMPLE, manifest_extra: str = "") -> Path:
+    """Copy the example monorepo into `target` and commit it in a fresh git repository
+    (`manifest_extra`: manifest-wide YAML appended to its images.yaml, e.g. `naming:`)."""
     if not (example / "images.yaml").exists():
         raise UserError(f"{example}: example monorepo not found (images.yaml missing)")
     shutil.copytree(example, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if manifest_extra:
+        manifest = target / "images.yaml"
+        manifest.write_text(manifest.read_text() + manifest_extra)
     _git(target, "init", "-q", "-b", "main")
     _git(target, "add", "-A")
     _git(target, "commit", "-q", "-m", "example monorepo")
     return target
 
 
-def ensure_stack(home: Path | None = None) -> None:
+def ensure_stack(home: Path | None = None, backend: str = "local") -> None:
     """Point this process at the local stack, starting it when it is not configured."""
-    if Settings.resolve().registry and os.environ.get("AWS_ENDPOINT_URL"):
+    codebuild = backend != "codebuild" or os.environ.get("AWS_ENDPOINT_URL_CODEBUILD")
+    if Settings.resolve().registry and os.environ.get("AWS_ENDPOINT_URL") and codebuild:
         return
     from build_assets.stack.local import stack_up
 
@@ -131,23 +143,46 @@ def run_demo(
     on_step: Callable[[StepReport], None] | None = None,
     example: Path = EXAMPLE,
     progress: Callable[[str], Any] | None = None,
+    backend: str = "local",
+    env: str = "dev",
+    repo: Path | None = None,
 ) -> list[StepReport]:
     """Run the seed's scenarios in `workdir`; the environment must point at a stack.
 
     progress: given a step's title, a context manager with an `update` method that receives
-    the step's progress events (`cli.live.ProgressView`: the live table)."""
+    the step's progress events (`cli.live.ProgressView`: the live table).
+    backend: `codebuild` bootstraps the demo's AWS resources and builds on the local CodeBuild;
+    the namespace then goes into the repository names (`naming.repository`), as ECR has it.
+    repo: an existing copy of the example (`make_demo_repo`) instead of a new one."""
     from dagster import DagsterInstance
 
+    from build_assets.cli.demo_codebuild import (
+        CodeBuildDemoResource,
+        prepare_codebuild,
+        project_builds,
+    )
     from build_assets.dagster.resources import ImageBuildResource
     from build_assets.dagster.runner import run_materialization, stale_keys
     from build_assets.dagster.translator import ImageAssetTranslator
 
-    repo = make_demo_repo(workdir / "monorepo", example)
     namespace = namespace or f"demo-{int(time.time())}"
-    registry = f"{Settings.resolve().require_registry()}/{namespace}"
-    resource = ImageBuildResource(
-        repo=str(repo), registry=registry, backend="local", home=str(workdir / "state")
-    )
+    registry = Settings.resolve().require_registry()
+    projects: list[str] = []
+    if backend == "codebuild":
+        naming = f"\nnaming: {{repository: '{namespace}/{{image}}'}}\n"
+        repo = repo or make_demo_repo(workdir / "monorepo", example, manifest_extra=naming)
+        prepare_codebuild(repo, env)
+        resource: ImageBuildResource = CodeBuildDemoResource(
+            repo=str(repo), registry=registry, backend=backend, env=env, home=str(workdir / "state")
+        )
+    else:
+        repo = repo or make_demo_repo(workdir / "monorepo", example)
+        resource = ImageBuildResource(
+            repo=str(repo),
+            registry=f"{registry}/{namespace}",
+            backend="local",
+            home=str(workdir / "state"),
+        )
     project = resource.project()
     translator = ImageAssetTranslator()
     reports = []
@@ -158,6 +193,9 @@ def run_demo(
         for step in steps or SEED_STEPS:
             step.apply(repo)
             versions = project.versions()
+            if backend == "codebuild":
+                projects = [versions.manifest.project_name(i.name, env) for i in versions]
+            before = project_builds(projects) if projects else {}
             keys = stale_keys(project, versions, translator)
             view = progress(f"{step.name}: {step.change}") if progress and keys else None
             with view or contextlib.nullcontext():
@@ -182,6 +220,11 @@ def run_demo(
                 success=summary.success,
                 problems=summary.problems,
             )
+            if projects:
+                after = project_builds(projects)
+                report.codebuild_builds = {
+                    p: len(after[p]) - len(before[p]) for p in projects if after[p] != before[p]
+                }
             reports.append(report)
             if on_step:
                 on_step(report)
@@ -196,6 +239,9 @@ def _print_step(report: StepReport) -> None:
     c.print(f"built   : {', '.join(report.built) or '-'}")
     c.print(f"cached  : {', '.join(report.cached) or '-'}")
     c.print(f"lambdas : {', '.join(report.functions_updated) or '-'}")
+    if report.codebuild_builds or report.built:
+        builds = ", ".join(f"{p} (+{n})" for p, n in sorted(report.codebuild_builds.items()))
+        c.print(f"codebuild: {builds or '-'}")
     c.print(f"time    : {report.seconds:.1f}s   expected: {report.expect}")
     for p in report.problems:
         c.print(f"[red]{p}[/]")
@@ -236,7 +282,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from build_assets.cli.commands import quiet_dagster_warnings
 
     quiet_dagster_warnings()
-    ensure_stack(Path(args.stack_home) if args.stack_home else None)
+    ensure_stack(Path(args.stack_home) if args.stack_home else None, args.backend)
     workdir = (
         Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="build-assets-demo-"))
     )
@@ -245,7 +291,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from build_assets.cli.live import ProgressView
 
     reports = run_demo(
-        workdir, on_step=_print_step, example=Path(args.example), progress=ProgressView
+        workdir,
+        on_step=_print_step,
+        example=Path(args.example),
+        progress=ProgressView,
+        backend=args.backend,
+        env=args.env,
     )
     print_summary_table(reports)
     return 0 if all(r.success for r in reports) else 1
@@ -259,4 +310,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", help="where to put the demo monorepo and state (default: temp)")
     p.add_argument("--example", default=str(EXAMPLE), help="example monorepo to copy")
     p.add_argument("--stack-home", help="local stack home (default: BUILD_ASSETS_HOME)")
+    p.add_argument(
+        "--backend",
+        choices=("local", "codebuild"),
+        default="local",
+        help="codebuild: bootstrap, then build on the stack's local CodeBuild (S3 + ECR)",
+    )
+    p.add_argument("--env", default="dev", help="environment of the CodeBuild projects (dev)")
     p.set_defaults(func=cmd_demo)

@@ -16,7 +16,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `stack up|down|status` on an argparse subparsers object."""
     p = subparsers.add_parser(
         "stack",
-        help="start/stop the local build stack (Docker engine, registry, moto)",
+        help="start/stop the local build stack (Docker engine, registry, moto, local CodeBuild)",
         description="The local build stack: a Docker engine, an OCI registry and a moto (fake AWS)"
         " server.",
     )
@@ -34,6 +34,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--postgres",
         action="store_true",
         help="also start a PostgreSQL server for Dagster (exports BUILD_ASSETS_POSTGRES_URL)",
+    )
+    up.add_argument(
+        "--codebuild-provisioning",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="every local CodeBuild build spends SECONDS in QUEUED + PROVISIONING first, as"
+        " on-demand CodeBuild does (default 0; a running service keeps its setting)",
     )
     sub.add_parser("down", help="stop the services `up` started")
     st = sub.add_parser("status", help="show each service, pid, address and whether it is alive")

@@ -230,8 +230,11 @@ class BuildScheduler:
             self._record(outcome, versions)
             r, err = outcome.result, outcome.error
             if outcome.status in (BUILT, CACHED):
-                if r is not None and r.extra.get("phases"):
-                    self.progress.replay(outcome.name, r.extra["phases"])
+                # the local builder's time-stamped markers (a list); CodeBuild's "phases" are
+                # its phase durations (a dict), nothing to replay
+                markers = r.extra.get("phases") if r is not None else None
+                if markers and isinstance(markers, list):
+                    self.progress.replay(outcome.name, markers)
                 state = pg.DONE if outcome.status == BUILT else pg.CACHED
                 track(outcome.name, state, outcome.reason or "", log_url=r.log_url if r else None)
             elif outcome.status == BLOCKED:

@@ -1,4 +1,5 @@
-"""The local build stack: a Docker engine, an OCI registry and a moto (fake AWS) server.
+"""The local build stack: a Docker engine, an OCI registry, a moto (fake AWS) server and a
+local CodeBuild (`stack.codebuild`: runs the builds moto's CodeBuild only pretends to run).
 
 The registry builders push to is `stack.ecr_registry`, a proxy in front of the CNCF registry
 and moto's ECR API (`AWS_ENDPOINT_URL_ECR`): repositories that exist in the ECR API follow
@@ -47,7 +48,7 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 # "registry" is the address builders push to: the ECR proxy (`stack.ecr_registry`) in front of
 # the CNCF registry ("distribution") and moto's ECR API; it keeps the registry's old port.
-SERVICES = ("docker", "distribution", "moto", "registry")
+SERVICES = ("docker", "distribution", "moto", "registry", "codebuild")
 
 # A live Popen object per process we started, so we can reap it (no zombies, no ResourceWarning).
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -108,6 +109,11 @@ class StackInfo:
         return f"http://{self.registry}"
 
     @property
+    def codebuild_endpoint_url(self) -> str | None:
+        svc = self.services.get("codebuild")
+        return svc.address if svc else None
+
+    @property
     def all_alive(self) -> bool:
         return all(s in self.services and self.services[s].alive for s in SERVICES)
 
@@ -122,6 +128,8 @@ class StackInfo:
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
             ENV_BACKEND: "local",
+            # boto3's per-service endpoint: CodeBuild calls go to the local CodeBuild
+            **({"AWS_ENDPOINT_URL_CODEBUILD": cb} if (cb := self.codebuild_endpoint_url) else {}),
         }
 
     def to_json(self) -> dict:
@@ -339,6 +347,8 @@ def _healthy(svc: Service) -> bool:
         return docker_ping(svc.address)
     if svc.name in ("registry", "distribution"):
         return _http_up(f"http://{svc.address}/v2/")
+    if svc.name == "codebuild":
+        return _http_up(f"{svc.address}/")
     return _http_up(f"{svc.address}/moto-api/")
 
 
@@ -499,6 +509,45 @@ def _start_moto(layout: _Layout, old: Service | None) -> Service:
     return Service("moto", f"http://127.0.0.1:{port}", pid, True, started, port, str(log))
 
 
+def _start_codebuild(
+    layout: _Layout, old: Service | None, moto: Service, docker: Service, provisioning: float
+) -> Service:
+    """The local CodeBuild (`stack.codebuild.server`): builds run on this host against moto
+    and the stack's engine; it is stopped, and its builds with it, by `down`."""
+    port = _kept_port(layout, "codebuild", old)
+    argv = [
+        sys.executable,
+        "-m",
+        "build_assets.stack.codebuild.server",
+        "--port",
+        str(port),
+        "--moto",
+        moto.address,
+        "--home",
+        str(layout.home / "codebuild"),
+        "--docker-host",
+        docker.address,
+        "--provisioning",
+        str(provisioning),
+    ]
+    log = layout.log("codebuild")
+    pid, started = _spawn(argv, log, layout.pidfile("codebuild"))
+    return Service("codebuild", f"http://127.0.0.1:{port}", pid, True, started, port, str(log))
+
+
+def set_codebuild_knobs(address: str, **knobs: object) -> dict:
+    """Set local-only knobs of a running local CodeBuild (`provisioning_s`, `minute_s`,
+    `fault_projects`, `throttle`); return them all."""
+    req = urllib.request.Request(
+        f"{address}/_local/config",
+        data=json.dumps(knobs).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
 def _external_docker(private_sock: Path) -> str | None:
     """A reachable Docker engine that is not ours: DOCKER_HOST, then /var/run/docker.sock."""
     candidates = []
@@ -519,8 +568,12 @@ def stack_up(
     reuse_docker: bool = True,
     timeout: float = START_TIMEOUT,
     log: Log = _stderr,
+    codebuild_provisioning: float | None = None,
 ) -> StackInfo:
-    """Start whatever part of the stack is not running (idempotent) and return it."""
+    """Start whatever part of the stack is not running (idempotent) and return it.
+
+    `codebuild_provisioning`: seconds every local CodeBuild build spends in QUEUED +
+    PROVISIONING (None: a new service gets 0, a running one keeps its setting)."""
     layout = _Layout(Path(home).expanduser().absolute() if home else default_home())
     with _locked(layout):
         old = _load(layout)
@@ -549,15 +602,24 @@ def stack_up(
             stale = old.pop("registry")
             if stale.owned and _pid_alive(stale.pid, stale.start_time):
                 _stop_pid(stale.pid, stale.start_time)  # type: ignore[arg-type]
+
+        def start_codebuild(layout: _Layout, svc: Service | None) -> Service:
+            return _start_codebuild(
+                layout, svc, services["moto"], services["docker"], codebuild_provisioning or 0.0
+            )
+
         starters = (
             ("distribution", _start_registry),
             ("moto", _start_moto),
             ("registry", lambda lay, svc: _start_ecr_registry(lay, svc, services)),
+            ("codebuild", start_codebuild),
         )
         for name, start in starters:
             svc = old.get(name)
             if _is_running(svc):
                 services[name] = svc  # type: ignore[assignment]
+                if name == "codebuild" and codebuild_provisioning is not None:
+                    set_codebuild_knobs(svc.address, provisioning_s=codebuild_provisioning)
                 continue
             if svc and svc.owned and _pid_alive(svc.pid, svc.start_time):
                 _stop_pid(svc.pid, svc.start_time)  # type: ignore[arg-type]
@@ -660,7 +722,7 @@ def stack_down(home: Path | str | None = None, *, log: Log = _stderr) -> list[st
                 log(f"{name}: stopped pid {svc.pid}")
             else:
                 log(f"{name}: not running")
-        for pidname in ("dockerd", "registry", "distribution", "ecr-registry", "moto"):
+        for pidname in ("dockerd", "registry", "distribution", "ecr-registry", "moto", "codebuild"):
             with contextlib.suppress(FileNotFoundError):
                 layout.pidfile(pidname).unlink()
         if services.get("docker") and services["docker"].owned:
@@ -704,7 +766,11 @@ def run(args: argparse.Namespace) -> int:
     home = Path(args.home) if getattr(args, "home", None) else None
     try:
         if args.stack_command == "up":
-            info = stack_up(home, reuse_docker=not args.private_docker)
+            info = stack_up(
+                home,
+                reuse_docker=not args.private_docker,
+                codebuild_provisioning=args.codebuild_provisioning,
+            )
             env = info.env()
             if args.postgres:
                 from build_assets.stack.postgres import postgres_up

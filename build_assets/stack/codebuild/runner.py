@@ -1,0 +1,646 @@
+"""One build, really run: phases, the buildspec's commands in a shell session, its report.
+
+A `Build` goes through CodeBuild's phases (SUBMITTED, QUEUED, PROVISIONING, DOWNLOAD_SOURCE,
+INSTALL, PRE_BUILD, BUILD, POST_BUILD, UPLOAD_ARTIFACTS, FINALIZING, COMPLETED) in a thread of
+its own and reports them as `batch_get_builds` does (`to_api`).
+
+The shell session: each command runs in a fresh `bash` (or `sh`) that starts from the
+environment and folder the previous command left, saved by an EXIT trap (`env -0`, `pwd`), so
+`export` and `cd` carry across commands and phases as in CodeBuild (shell options and functions
+do not). Each command leads its own process group; StopBuild, a timeout and the end of the build
+kill every group the build made. Phase transitions follow CodeBuild's: a failed INSTALL or
+PRE_BUILD ends the build (FINALIZING), a failed BUILD still runs POST_BUILD, `on-failure:
+CONTINUE` goes on to the next phase (the build still ends FAILED), `finally` always runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from build_assets.stack.codebuild.buildspec import Buildspec, BuildspecError, parse
+from build_assets.stack.codebuild.logs import BuildLog
+
+COMMAND_PHASES = ("INSTALL", "PRE_BUILD", "BUILD", "POST_BUILD")
+KILL_GRACE_S = 2.0
+WAIT_STEP_S = 0.1
+
+
+@dataclass
+class Knobs:
+    """Local-only settings of the service (docs/codebuild.md, 'local knobs')."""
+
+    provisioning_s: float = 0.0  # time every build spends in QUEUED + PROVISIONING
+    minute_s: float = 60.0  # seconds per minute of timeoutInMinutes (tests shorten it)
+    fault_projects: set[str] = field(default_factory=set)  # builds end FAULT in PROVISIONING
+    throttle: dict[str, int] = field(default_factory=dict)  # op -> next N calls throttled
+    throttled: dict[str, int] = field(default_factory=dict)  # op -> calls throttled so far
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "provisioning_s": self.provisioning_s,
+            "minute_s": self.minute_s,
+            "fault_projects": sorted(self.fault_projects),
+            "throttle": dict(self.throttle),
+            "throttled": dict(self.throttled),
+        }
+
+
+@dataclass
+class Services:
+    """The AWS clients (moto) and addresses a build uses."""
+
+    s3: Any
+    ssm: Any
+    secrets: Any
+    logs: Any
+    region: str
+    moto_url: str
+    codebuild_url: str
+    docker_host: str | None
+
+
+class _End(Exception):
+    """The build is being ended from outside (StopBuild, timeout)."""
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _extract(data: bytes, dest: Path) -> None:
+    """Unzip keeping unix modes and symlinks; refuses members outside `dest`."""
+    root = dest.resolve()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        for info in zf.infolist():
+            target = (dest / info.filename).resolve()
+            if not str(target).startswith(str(root) + os.sep) and target != root:
+                raise ValueError(f"zip member outside the source folder: {info.filename}")
+            mode = info.external_attr >> 16
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if stat.S_ISLNK(mode):
+                os.symlink(zf.read(info).decode(), target)
+                continue
+            target.write_bytes(zf.read(info))
+            if mode & 0o777:
+                os.chmod(target, mode & 0o7777)
+
+
+def _parse_env0(path: Path) -> dict[str, str] | None:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    env: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        name, sep, value = item.partition(b"=")
+        if sep and name not in (b"_", b"SHLVL"):
+            env[name.decode(errors="replace")] = value.decode(errors="replace")
+    return env
+
+
+def _secret_value(client: Any, ref: str) -> str:
+    """`secret-id[:json-key[:version-stage[:version-id]]]` (the id may be an ARN)."""
+    parts = ref.split(":")
+    if ref.startswith("arn:") and len(parts) >= 7:
+        secret_id, rest = ":".join(parts[:7]), parts[7:]
+    else:
+        secret_id, rest = parts[0], parts[1:]
+    key, stage, version = (rest + ["", "", ""])[:3]
+    kwargs: dict[str, Any] = {"SecretId": secret_id}
+    if stage:
+        kwargs["VersionStage"] = stage
+    if version:
+        kwargs["VersionId"] = version
+    value = client.get_secret_value(**kwargs).get("SecretString", "")
+    if key:
+        doc = json.loads(value)
+        if key not in doc:
+            raise KeyError(f"secret {secret_id} has no JSON key {key}")
+        value = str(doc[key])
+    return value
+
+
+class Build:
+    """A build started by StartBuild; `start()` runs it in a thread."""
+
+    def __init__(
+        self,
+        *,
+        build_id: str,
+        arn: str,
+        number: int,
+        project: dict[str, Any],
+        params: dict[str, Any],
+        workdir: Path,
+        services: Services,
+        knobs: Knobs,
+        initiator: str = "build-assets-local",
+    ) -> None:
+        self.id, self.arn, self.number = build_id, arn, number
+        self.project = project
+        self.project_name: str = project["name"]
+        self.params = params
+        self.dir = workdir
+        self.svc = services
+        self.initiator = initiator
+        self.provisioning_s = knobs.provisioning_s
+        self.minute_s = knobs.minute_s
+        self.fault = self.project_name in knobs.fault_projects
+        env = dict(project.get("environment") or {})
+        self.image = params.get("imageOverride") or env.get("image", "aws/codebuild/standard:7.0")
+        self.compute_type = params.get("computeTypeOverride") or env.get("computeType")
+        self.env_type = params.get("environmentTypeOverride") or env.get("type")
+        self.privileged = params.get("privilegedModeOverride", env.get("privilegedMode", False))
+        self.timeout_min = int(
+            params.get("timeoutInMinutesOverride") or project.get("timeoutInMinutes") or 60
+        )
+        self.source = self._source()
+        self.env_vars = self._variables(env.get("environmentVariables") or [])
+        self.start_time = _now()
+        self.end_time: float | None = None
+        self.status = "IN_PROGRESS"
+        self.current = "SUBMITTED"
+        self.phases: list[dict[str, Any]] = []
+        self.exported: list[dict[str, str]] = []
+        self.group, self.stream = self._log_names()
+        self._lock = threading.RLock()
+        self._end: tuple[str, str, str] | None = None  # (status, statusCode, message)
+        self._ended = threading.Event()
+        self._deadline: float | None = None
+        self._groups: list[int] = []
+        self._proc: subprocess.Popen | None = None
+        self._log: BuildLog | None = None
+        self._spec: Buildspec | None = None
+        self._thread = threading.Thread(target=self._run, name=build_id, daemon=True)
+
+    # -- the request ------------------------------------------------------------------------
+
+    def _source(self) -> dict[str, Any]:
+        src = dict(self.project.get("source") or {})
+        p = self.params
+        if p.get("sourceTypeOverride"):
+            src["type"] = p["sourceTypeOverride"]
+        if p.get("sourceLocationOverride"):
+            src["location"] = p["sourceLocationOverride"]
+        if p.get("buildspecOverride"):
+            src["buildspec"] = p["buildspecOverride"]
+        return src
+
+    def _variables(self, project_vars: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Project variables overridden by the StartBuild ones (same name: StartBuild wins)."""
+        merged = {v["name"]: dict(v) for v in project_vars}
+        for v in self.params.get("environmentVariablesOverride") or []:
+            merged[v["name"]] = dict(v)
+        for v in merged.values():
+            v.setdefault("type", "PLAINTEXT")
+        return list(merged.values())
+
+    def _log_names(self) -> tuple[str, str]:
+        cw = ((self.project.get("logsConfig") or {}).get("cloudWatchLogs")) or {}
+        group = cw.get("groupName") or f"/aws/codebuild/{self.project_name}"
+        uuid = self.id.split(":", 1)[1]
+        stream = f"{cw['streamName']}/{uuid}" if cw.get("streamName") else uuid
+        return group, stream
+
+    # -- report -----------------------------------------------------------------------------
+
+    def to_api(self) -> dict[str, Any]:
+        """The build as BatchGetBuilds returns it."""
+        region = self.svc.region
+        with self._lock:
+            build: dict[str, Any] = {
+                "id": self.id,
+                "arn": self.arn,
+                "buildNumber": self.number,
+                "startTime": self.start_time,
+                "currentPhase": self.current,
+                "buildStatus": self.status,
+                "projectName": self.project_name,
+                "phases": [dict(p) for p in self.phases],
+                "source": self.source,
+                "secondarySources": [],
+                "artifacts": {"location": ""},
+                "cache": {"type": "NO_CACHE"},
+                "environment": {
+                    "type": self.env_type or "LINUX_CONTAINER",
+                    "image": self.image,
+                    "computeType": self.compute_type or "BUILD_GENERAL1_SMALL",
+                    "environmentVariables": [dict(v) for v in self.env_vars],
+                    "privilegedMode": bool(self.privileged),
+                    "imagePullCredentialsType": "CODEBUILD",
+                },
+                "serviceRole": self.project.get("serviceRole", ""),
+                "logs": {
+                    "groupName": self.group,
+                    "streamName": self.stream,
+                    "deepLink": (
+                        f"https://console.aws.amazon.com/cloudwatch/home?region={region}"
+                        f"#logEvent:group={self.group};stream={self.stream}"
+                    ),
+                    "cloudWatchLogsArn": (
+                        f"arn:aws:logs:{region}:{self.arn.split(':')[4]}:log-group:"
+                        f"{self.group}:log-stream:{self.stream}"
+                    ),
+                    "cloudWatchLogs": {"status": "ENABLED", "groupName": self.group},
+                },
+                "timeoutInMinutes": self.timeout_min,
+                "queuedTimeoutInMinutes": int(self.project.get("queuedTimeoutInMinutes") or 480),
+                "buildComplete": self.end_time is not None,
+                "initiator": self.initiator,
+                "exportedEnvironmentVariables": [dict(v) for v in self.exported],
+            }
+            if self.end_time is not None:
+                build["endTime"] = self.end_time
+            return build
+
+    @property
+    def complete(self) -> bool:
+        return self._ended.is_set()
+
+    # -- control ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, status: str = "STOPPED", code: str = "BUILD_STOPPED", message: str = "") -> None:
+        """End the build (StopBuild, the service shutting down): its processes are killed."""
+        with self._lock:
+            if self._end is None and not self.complete:
+                self._end = (status, code, message or "Build was stopped")
+        # the build's thread sees it within WAIT_STEP_S and kills the running command's group
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._ended.wait(timeout)
+
+    def _kill_group(self, pgid: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE_S
+        while time.monotonic() < deadline and _group_alive(pgid):
+            time.sleep(WAIT_STEP_S)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+    def _check(self) -> None:
+        """Raise _End when the build is stopped or over its timeout."""
+        with self._lock:
+            if self._end is None and self._deadline is not None and _now() >= self._deadline:
+                self._end = (
+                    "TIMED_OUT",
+                    "BUILD_TIMED_OUT",
+                    f"Build has timed out. (timeoutInMinutes {self.timeout_min})",
+                )
+            if self._end is not None:
+                raise _End()
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            self._check()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(WAIT_STEP_S, left))
+
+    # -- phases -----------------------------------------------------------------------------
+
+    def _begin(self, phase: str) -> dict[str, Any]:
+        record = {"phaseType": phase, "startTime": _now()}
+        with self._lock:
+            self.phases.append(record)
+            self.current = phase
+        if self._log is not None and phase not in ("COMPLETED",):
+            self._log.container(f"Entering phase {phase}")
+        return record
+
+    def _close(
+        self, record: dict[str, Any], status: str, code: str = "", message: str = ""
+    ) -> None:
+        end = _now()
+        with self._lock:
+            record["endTime"] = end
+            record["durationInSeconds"] = int(round(end - record["startTime"]))
+            record["phaseStatus"] = status
+            if code or message:
+                record["contexts"] = [{"statusCode": code, "message": message}]
+            else:
+                record["contexts"] = [{"statusCode": "", "message": ""}]
+        if self._log is not None:
+            self._log.container(f"Phase complete: {record['phaseType']} State: {status}")
+            self._log.container(f"Phase context status code: {code} Message: {message}")
+
+    def _instant(self, phase: str) -> None:
+        self._close(self._begin(phase), "SUCCEEDED")
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        failed: tuple[str, str] | None = None  # (status, phase) that decides the build status
+        record: dict[str, Any] | None = None
+        env: dict[str, str] = {}
+        try:
+            self._instant("SUBMITTED")
+            self._instant("QUEUED")
+            with self._lock:
+                self._deadline = _now() + self.timeout_min * self.minute_s
+            record = self._begin("PROVISIONING")
+            self._wait(self.provisioning_s)
+            if self.fault:
+                self._close(
+                    record,
+                    "FAULT",
+                    "INTERNAL_ERROR",
+                    "Injected provisioning fault (local CodeBuild fault knob)",
+                )
+                failed = ("FAULT", "PROVISIONING")
+                record = None
+                raise _Skip()
+            self._prepare_dirs()
+            self._log = BuildLog(self.dir / "build.log", self.svc.logs, self.group, self.stream)
+            self._log.container(f"Running on local CodeBuild (host {os.uname().nodename})")
+            self._close(record, "SUCCEEDED")
+
+            record = self._begin("DOWNLOAD_SOURCE")
+            try:
+                spec = self._spec = self._download_source()
+                env = self._initial_env(spec)
+            except BuildspecError as exc:
+                self._close(record, "FAILED", "YAML_FILE_ERROR", str(exc))
+                failed, record = ("FAILED", "DOWNLOAD_SOURCE"), None
+                raise _Skip() from None
+            except _SourceError as exc:
+                self._close(record, "FAILED", "CLIENT_ERROR", str(exc))
+                failed, record = ("FAILED", "DOWNLOAD_SOURCE"), None
+                raise _Skip() from None
+            self._close(record, "SUCCEEDED")
+            record = None
+
+            aborted, first_failure = "", ""
+            for phase in COMMAND_PHASES:
+                if aborted and aborted != "BUILD":
+                    break  # INSTALL/PRE_BUILD aborted: straight to FINALIZING
+                body = spec.phase(phase.lower())
+                record = self._begin(phase)
+                env["CODEBUILD_BUILD_SUCCEEDING"] = "0" if first_failure else "1"
+                env, error = self._run_phase(spec, body, env)
+                if error:
+                    self._close(record, "FAILED", "COMMAND_EXECUTION_ERROR", error)
+                    first_failure = first_failure or phase
+                    if body.on_failure == "ABORT":
+                        aborted = aborted or phase
+                else:
+                    self._close(record, "SUCCEEDED")
+                record = None
+            if first_failure:
+                failed = ("FAILED", first_failure)
+            if aborted in ("INSTALL", "PRE_BUILD"):
+                raise _Skip()
+            self._instant("UPLOAD_ARTIFACTS")
+        except _Skip:
+            pass
+        except _End:
+            status, code, message = self._end or ("STOPPED", "BUILD_STOPPED", "")
+            if record is not None:
+                self._close(record, status, code, message)
+            failed = (status, self.current)
+            if self._log is not None:
+                self._log.container(message)
+        except Exception as exc:  # noqa: BLE001 - the service's own fault: the build FAULTs
+            if record is not None:
+                self._close(record, "FAULT", "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+            failed = ("FAULT", self.current)
+        finally:
+            self._finalize(env, failed)
+
+    def _prepare_dirs(self) -> None:
+        for sub in ("src", "home", "tmp", "state"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+
+    def _download_source(self) -> Buildspec:
+        src_type = self.source.get("type", "NO_SOURCE")
+        src_dir = self.dir / "src"
+        if src_type == "S3":
+            location = self.source.get("location") or ""
+            bucket, _, key = location.partition("/")
+            if not bucket or not key:
+                raise _SourceError(f"invalid S3 source location: {location!r}")
+            self._log.container(f"Downloading source s3://{bucket}/{key}")  # type: ignore[union-attr]
+            try:
+                body = self.svc.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except (ClientError, BotoCoreError) as exc:
+                raise _SourceError(f"cannot download s3://{bucket}/{key}: {exc}") from None
+            try:
+                _extract(body, src_dir)
+            except (zipfile.BadZipFile, ValueError, OSError) as exc:
+                raise _SourceError(f"cannot extract s3://{bucket}/{key}: {exc}") from None
+        elif src_type != "NO_SOURCE":
+            raise _SourceError(f"source type {src_type} is not supported by the local CodeBuild")
+        text = self.source.get("buildspec") or ""
+        if not text or "\n" not in text and text.endswith((".yml", ".yaml")):
+            path = src_dir / (text or "buildspec.yml")
+            if not path.is_file():
+                raise BuildspecError(f"YAML_FILE_ERROR: cannot find buildspec file {path.name}")
+            text = path.read_text()
+        return parse(text)
+
+    def _resolve(self, kind: str, ref: str) -> str:
+        try:
+            if kind == "PARAMETER_STORE":
+                resp = self.svc.ssm.get_parameter(Name=ref, WithDecryption=True)
+                return resp["Parameter"]["Value"]
+            return _secret_value(self.svc.secrets, ref)
+        except (ClientError, BotoCoreError, KeyError, ValueError) as exc:
+            what = "parameter" if kind == "PARAMETER_STORE" else "secret"
+            raise _SourceError(f"Decrypted Variables Error: {what} {ref}: {exc}") from None
+
+    def _initial_env(self, spec: Buildspec) -> dict[str, str]:
+        """CodeBuild's variables, then the buildspec's, the project's and StartBuild's."""
+        python_bin = str(Path(sys.executable).parent)
+        path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env = {
+            "PATH": f"{python_bin}:{path}" if python_bin not in path.split(":") else path,
+            "LANG": "C.UTF-8",
+            "HOME": str(self.dir / "home"),
+            "TMPDIR": str(self.dir / "tmp"),
+            "AWS_REGION": self.svc.region,
+            "AWS_DEFAULT_REGION": self.svc.region,
+            # the build's credentials: moto accepts any (CodeBuild hands the service role's)
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ENDPOINT_URL": self.svc.moto_url,
+            "AWS_ENDPOINT_URL_CODEBUILD": self.svc.codebuild_url,
+            "CODEBUILD_BUILD_ID": self.id,
+            "CODEBUILD_BUILD_ARN": self.arn,
+            "CODEBUILD_BUILD_NUMBER": str(self.number),
+            "CODEBUILD_BUILD_IMAGE": self.image,
+            "CODEBUILD_BUILD_SUCCEEDING": "1",
+            "CODEBUILD_INITIATOR": self.initiator,
+            "CODEBUILD_PROJECT_ARN": self.project.get("arn", ""),
+            "CODEBUILD_SRC_DIR": str(self.dir / "src"),
+            "CODEBUILD_SOURCE_VERSION": self.source.get("location", ""),
+            "CODEBUILD_START_TIME": str(int(self.start_time * 1000)),
+            "CODEBUILD_LOG_PATH": self.stream,
+        }
+        if self.svc.docker_host:
+            env["DOCKER_HOST"] = self.svc.docker_host
+        env.update(spec.variables)
+        for name, ref in spec.parameter_store.items():
+            env[name] = self._resolve("PARAMETER_STORE", ref)
+        for name, ref in spec.secrets_manager.items():
+            env[name] = self._resolve("SECRETS_MANAGER", ref)
+        for var in self.env_vars:  # project, then StartBuild overrides (already merged)
+            kind, value = var.get("type", "PLAINTEXT"), var.get("value", "")
+            env[var["name"]] = value if kind == "PLAINTEXT" else self._resolve(kind, value)
+        return env
+
+    def _run_phase(
+        self, spec: Buildspec, body: Any, env: dict[str, str]
+    ) -> tuple[dict[str, str], str]:
+        """Run a phase's commands, then its `finally`; return (env after, error or '')."""
+        error = ""
+        for command in body.commands:
+            env, rc = self._command(spec.shell, command, env)
+            if rc != 0:
+                error = f"Error while executing command: {command}. Reason: exit status {rc}"
+                break
+        for command in body.finally_commands:
+            env, rc = self._command(spec.shell, command, env)
+            if rc != 0 and not error:
+                error = f"Error while executing command: {command}. Reason: exit status {rc}"
+        return env, error
+
+    def _command(self, shell: str, command: str, env: dict[str, str]) -> tuple[dict[str, str], int]:
+        self._check()
+        state = self.dir / "state"
+        cwd_file = state / "cwd"
+        cwd = cwd_file.read_text().strip() if cwd_file.exists() else str(self.dir / "src")
+        if not Path(cwd).is_dir():
+            cwd = str(self.dir / "src")
+        wrapper = state / "command.sh"
+        wrapper.write_text(
+            f"__ba_state={shlex.quote(str(state))}\n"
+            '__ba_save() { env -0 > "$__ba_state/env0.tmp" && mv "$__ba_state/env0.tmp"'
+            ' "$__ba_state/env0"; pwd > "$__ba_state/cwd"; }\n'
+            "trap __ba_save EXIT\n"
+            f"{command}\n"
+        )
+        with contextlib.suppress(FileNotFoundError):
+            (state / "env0").unlink()
+        log = self._log
+        assert log is not None
+        log.container(f"Running command {command}")
+        proc = subprocess.Popen(
+            [shutil.which(shell) or shell, str(wrapper)],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        with self._lock:
+            self._proc = proc
+            self._groups.append(proc.pid)
+        reader = threading.Thread(target=_pump, args=(proc.stdout, log.line), daemon=True)
+        reader.start()
+        try:
+            while proc.poll() is None:
+                try:
+                    self._check()
+                except _End:
+                    self._kill_group(proc.pid)
+                    proc.wait()
+                    raise
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=WAIT_STEP_S)
+        finally:
+            with self._lock:
+                self._proc = None
+            # a background process of the command may keep its output open: don't wait for it
+            reader.join(timeout=1.0)
+        rc = proc.returncode
+        if rc != 0:
+            log.container(f"Command did not exit successfully {command} exit status {rc}")
+        after = _parse_env0(state / "env0")
+        return (after if after is not None else env), rc
+
+    def _finalize(self, env: dict[str, str], failed: tuple[str, str] | None) -> None:
+        record = self._begin("FINALIZING")
+        with self._lock:
+            groups = list(self._groups)
+        for pgid in groups:  # what the commands left running in the background
+            if _group_alive(pgid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+        exported = []
+        if env and self._spec is not None:
+            names = self._spec.exported_variables
+            exported = [{"name": n, "value": env.get(n, "")} for n in names]
+        self._close(record, "SUCCEEDED")
+        status = failed[0] if failed else "SUCCEEDED"
+        with self._lock:
+            self.exported = exported
+            self.phases.append({"phaseType": "COMPLETED", "startTime": _now()})
+            self.current = "COMPLETED"
+            self.status = status
+            self.end_time = _now()
+        if self._log is not None:
+            self._log.close()
+        for sub in ("src", "tmp", "home"):
+            shutil.rmtree(self.dir / sub, ignore_errors=True)
+        self._ended.set()
+
+
+class _Skip(Exception):
+    """A phase failed in a way that goes straight to FINALIZING."""
+
+
+class _SourceError(Exception):
+    """DOWNLOAD_SOURCE (or variable resolution) failed: CLIENT_ERROR."""
+
+
+def _pump(stream: Any, sink: Callable[[str], None]) -> None:
+    for raw in iter(stream.readline, b""):
+        sink(raw.decode(errors="replace").rstrip("\r\n"))
+    stream.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a group of zombies only (reaped by nobody yet) counts as gone
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
