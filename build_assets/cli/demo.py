@@ -158,7 +158,7 @@ def run_demo(
         for step in steps or SEED_STEPS:
             step.apply(repo)
             versions = project.versions()
-            keys = stale_keys(project, versions, translator)
+            keys = stale_keys(project, versions, translator, instance)
             view = progress(f"{step.name}: {step.change}") if progress and keys else None
             with view or contextlib.nullcontext():
                 summary = run_materialization(

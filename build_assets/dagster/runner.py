@@ -29,12 +29,16 @@ def all_keys(versions: VersionSet, translator: ImageAssetTranslator) -> list[Ass
 
 
 def stale_keys(
-    project: Project, versions: VersionSet, translator: ImageAssetTranslator
+    project: Project,
+    versions: VersionSet,
+    translator: ImageAssetTranslator,
+    instance: DagsterInstance | None = None,
 ) -> list[AssetKey]:
-    """Keys of the targets `Project.stale` finds stale, in `all_keys` order."""
+    """Keys of the targets `Project.stale` finds stale, in `all_keys` order; with `instance`,
+    also those it recorded at another code version (see `dagster.recorded`)."""
     from build_assets.dagster.sensor import stale_at
 
-    return stale_at(project, versions, translator)
+    return stale_at(project, versions, translator, instance=instance)
 
 
 def ensure_dagster_home(settings: Settings) -> Path:

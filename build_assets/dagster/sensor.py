@@ -91,6 +91,7 @@ from dagster import (
 
 from build_assets.core.versioning import VersionSet
 from build_assets.dagster.assets import COMMIT_TAG
+from build_assets.dagster.recorded import recorded_versions
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
 from build_assets.errors import UserError
@@ -177,12 +178,18 @@ def run_key_for(commit: str, keys: list[AssetKey], instance: DagsterInstance) ->
 
 
 def stale_at(
-    project: Project, versions: VersionSet, translator: ImageAssetTranslator, keys=None
+    project: Project,
+    versions: VersionSet,
+    translator: ImageAssetTranslator,
+    keys=None,
+    instance: DagsterInstance | None = None,
 ) -> list[AssetKey]:
-    """Keys of `versions` (all, or those in `keys`) that `Project.stale` finds stale."""
-    by_key = translator.keys(versions)
-    targets = [t for k, t in by_key.items() if keys is None or k in keys]
-    stale = set(project.stale(versions, targets))
+    """Keys of `versions` (all, or those in `keys`) that `Project.stale` finds stale; with
+    `instance`, also those whose latest materialization recorded another code version (a
+    revert: recorded again as cached, so the UI shows nothing Unsynced)."""
+    by_key = {k: t for k, t in translator.keys(versions).items() if keys is None or k in keys}
+    recorded = recorded_versions(instance, by_key) if instance is not None else None
+    stale = set(project.stale(versions, by_key.values(), recorded))
     return [k for k, t in by_key.items() if t in stale]
 
 
@@ -276,7 +283,7 @@ def _pending_tick(
         names = ", ".join(k.to_user_string() for k in waiting)
         yield SkipReason(f"{branch} at {tip[:12]}; waiting for a code location reload: {names}")
         return
-    stale = stale_at(project, project.versions(tip), translator, set(ready))
+    stale = stale_at(project, project.versions(tip), translator, set(ready), context.instance)
     context.update_cursor(make_cursor(tip, waiting))
     if not stale:
         yield SkipReason(f"commit {tip[:12]}: pending assets are built")
@@ -327,7 +334,7 @@ def evaluate_push(
         yield SkipReason(f"commit {tip[:12]}: {exc}")
         return
     try:
-        stale_keys = stale_at(project, versions, translator)
+        stale_keys = stale_at(project, versions, translator, instance=context.instance)
     except UserError as exc:  # registry or Lambda unreachable: say why, retry next tick
         yield SkipReason(f"commit {tip[:12]}: {exc}")
         return
