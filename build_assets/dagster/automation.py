@@ -48,6 +48,12 @@ class RecordedVersionDiffers(AutomationCondition[AssetKey]):
     """True for an asset whose latest materialization recorded another code version than the
     loaded one (never materialized: false, `eager()` handles missing assets)."""
 
+    def __eq__(self, other: object) -> bool:  # no state: every instance is the same condition
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self).__qualname__)
+
     @property
     def name(self) -> str:
         return "recorded_version_differs"
