@@ -42,7 +42,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         targets = project.targets(versions)
     else:
         project.registry  # noqa: B018 - one line when no registry is configured
-        recorded = None if args.async_ else _recorded(project, versions)
+        recorded = (
+            _recorded_remote(project, versions) if args.async_ else _recorded(project, versions)
+        )
         targets = project.stale(versions, recorded=recorded)
     names = ["/".join(t.path) for t in targets]
     if not targets:
@@ -124,6 +126,16 @@ def _recorded(project: Project, versions) -> dict:
 
     by_key = ImageAssetTranslator().keys(versions)
     return recorded_versions(_instance(project), by_key)
+
+
+def _recorded_remote(project: Project, versions) -> dict:
+    """`_recorded`, asked from the webserver (the --async path imports no Dagster)."""
+    from build_assets.core.targets import targets_of
+    from build_assets.dagster.launch import recorded_code_versions
+
+    targets = targets_of(versions)
+    codes = recorded_code_versions([t.path for t in targets], webserver=project.settings.webserver)
+    return {t: codes[tuple(t.path)] for t in targets}
 
 
 class _NoView:
