@@ -119,8 +119,16 @@ class Project:
         builder = self.builder()
         images = [versions[n] for n in names] if names is not None else list(versions)
         requests = [self.request_for(img) for img in images]
-        with ThreadPoolExecutor(max_workers=min(LOOKUP_THREADS, max(1, len(requests)))) as pool:
-            digests = list(pool.map(builder.existing_digest, requests))
+        from build_assets.engine.registry import RegistryUnreachable
+
+        try:
+            with ThreadPoolExecutor(max_workers=min(LOOKUP_THREADS, max(1, len(requests)))) as pool:
+                digests = list(pool.map(builder.existing_digest, requests))
+        except RegistryUnreachable:  # one wording for every command, naming the fix
+            from build_assets.engine.preflight import registry_down
+            from build_assets.errors import UserError
+
+            raise UserError(registry_down(self.registry)) from None
         return {img.name: d for img, d in zip(images, digests, strict=True)}
 
     def pinned_uri(self, image: str, digest: str) -> str:

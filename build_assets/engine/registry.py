@@ -39,6 +39,10 @@ class RegistryError(UserError):
     """The registry cannot be reached or answered something unexpected."""
 
 
+class RegistryUnreachable(RegistryError):
+    """Nothing answers at the registry's address (refused, timed out, unknown host)."""
+
+
 @dataclass(frozen=True)
 class RepoRef:
     """A repository split into registry host and repository name."""
@@ -164,7 +168,7 @@ def _send(
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         host = urllib.parse.urlsplit(url).netloc
-        raise RegistryError(f"registry {host} not reachable: {reason}") from None
+        raise RegistryUnreachable(f"registry {host} not reachable: {reason}") from None
 
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
