@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -144,7 +145,20 @@ def test_materialize_after_a_revert_records_the_images_cached_and_nothing_is_uns
     assert set(summary["functions_updated"]) == FUNCTIONS  # back on c0's images
     with DagsterInstance.from_ref(_ref(home)) as instance:
         after = _statuses(instance, resource)
+        entries = instance.all_logs(summary["run_id"])
     assert after == dict.fromkeys(IMAGE_KEYS | LAMBDA_KEYS, "FRESH"), after
+    # the run's plan: one short log line, the table as markdown metadata of an observation
+    line = "Plan at the working tree: 0 to build, 5 cached, 0 blocked"
+    assert line in [e.user_message for e in entries]
+    [observed] = [e.asset_observation for e in entries if e.asset_observation]
+    assert observed.description == line
+    rows = re.findall(
+        r"^\| (\S+) \| (\w+) \| \S+ \| (\w+) \|", observed.metadata["plan"].value, re.M
+    )
+    assert sorted(r for r in rows if r[0] != "target") == sorted(  # the header row
+        [(name, "image", "cached") for name in ALL_IMAGES]
+        + [(fn, "lambda", "deploy") for fn in FUNCTIONS]
+    )
     assert _materialize(repo, built, home) == {"stale": [], "message": "nothing is stale"}
 
 
