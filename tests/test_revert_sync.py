@@ -182,10 +182,10 @@ def test_sensor_after_a_force_push_back_requests_the_images_as_cached(
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
     git(dev, "push", "-q", str(remote), "HEAD:main")
     server = clone(remote, tmp_path / "server")
-    resource = ImageBuildResource(
-        repo=str(server), registry=built.registry, home=str(tmp_path / "state")
-    )
     ref = sensor_ref("main")
+    resource = ImageBuildResource(  # BUILD_ASSETS_REF: the location follows the fetched tip
+        repo=str(server), registry=built.registry, home=str(tmp_path / "state"), ref=ref
+    )
     sensor = build_git_push_sensor(remote=str(remote), branch="main")
 
     def tick(cursor: str | None):
