@@ -2,8 +2,9 @@
 
 Stale is `Project.stale`: an image whose version's tag is not in the registry, a function
 that does not run its image's current digest; with an instance, also a target whose latest
-materialization recorded another code version (a revert: recorded again as cached). Because versions are Merkle hashes along
-`base`, a base change makes the whole cascade stale at once, and one run builds it all.
+materialization recorded another code version (a revert: recorded again as cached).
+Because versions are Merkle hashes along `base`, a base change makes the whole cascade stale
+at once, and one run builds it all.
 """
 
 import os
