@@ -284,3 +284,13 @@ def test_automation_requests_the_reverted_images_once_and_nothing_is_unsynced(
     assert stale_statuses(instance, defs()) == dict.fromkeys(IMAGE_KEYS | LAMBDA_KEYS, "FRESH")
     again = evaluate_automation_conditions(defs=defs(), instance=instance, cursor=result.cursor)
     assert again.total_requested == 0  # recorded at c0 now: nothing more to ask
+
+
+def test_resync_selects_only_targets_recorded_at_another_version() -> None:
+    from build_assets.core.targets import IMAGE, LAMBDA, Target, resync_targets
+
+    same, moved, never = (Target(IMAGE, n, n, "v2") for n in ("same", "moved", "never"))
+    fn = Target(LAMBDA, "fn", "moved", "v2")
+    recorded = {same: "v2", moved: "v1", never: None, fn: "v1"}
+    assert resync_targets([same, moved, never, fn], recorded) == [moved, fn]
+    assert resync_targets([same, moved], {}) == []  # nothing recorded: the registry decides
