@@ -9,11 +9,11 @@ and the deployer. Adapters translate; they decide nothing of their own.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from build_assets.core.targets import Target, select, stale_targets, targets_of
+from build_assets.core.targets import Target, resync_targets, select, stale_targets, targets_of
 from build_assets.settings import Settings
 
 if TYPE_CHECKING:
@@ -119,8 +119,16 @@ class Project:
         builder = self.builder()
         images = [versions[n] for n in names] if names is not None else list(versions)
         requests = [self.request_for(img) for img in images]
-        with ThreadPoolExecutor(max_workers=min(LOOKUP_THREADS, max(1, len(requests)))) as pool:
-            digests = list(pool.map(builder.existing_digest, requests))
+        from build_assets.engine.registry import RegistryUnreachable
+
+        try:
+            with ThreadPoolExecutor(max_workers=min(LOOKUP_THREADS, max(1, len(requests)))) as pool:
+                digests = list(pool.map(builder.existing_digest, requests))
+        except RegistryUnreachable:  # one wording for every command, naming the fix
+            from build_assets.engine.preflight import registry_down
+            from build_assets.errors import UserError
+
+            raise UserError(registry_down(self.registry)) from None
         return {img.name: d for img, d in zip(images, digests, strict=True)}
 
     def pinned_uri(self, image: str, digest: str) -> str:
@@ -158,14 +166,24 @@ class Project:
 
     # -- the stale rule ---------------------------------------------------------------------
 
-    def stale(self, versions: VersionSet, targets: Iterable[Target] | None = None) -> list[Target]:
+    def stale(
+        self,
+        versions: VersionSet,
+        targets: Iterable[Target] | None = None,
+        recorded: Mapping[Target, str | None] | None = None,
+    ) -> list[Target]:
         """Targets whose current version is not built (images) or not deployed (functions),
-        asking the registry and Lambda — the same answer on every machine."""
+        asking the registry and Lambda — the same answer on every machine. With `recorded`
+        (target -> the version its last materialization recorded, e.g. Dagster's code
+        version), also the targets recorded at another version (`resync_targets`), in
+        target order."""
         targets = self.targets(versions) if targets is None else list(targets)
         images = {t.image for t in targets}
         digests = self.built_digests(versions, [i.name for i in versions if i.name in images])
         running = self.running_images(t.name for t in targets if not t.is_image)
-        return stale_targets(targets, digests, running, self.repository)
+        stale = set(stale_targets(targets, digests, running, self.repository))
+        stale.update(resync_targets(targets, recorded or {}))
+        return [t for t in targets if t in stale]
 
     def preflight(self, check: str, *, functions: bool, images: Iterable[str] = ()) -> None:
         """`engine.preflight.<check>` (for_materialize, for_status) for this project's backend

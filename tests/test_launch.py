@@ -23,6 +23,7 @@ from build_assets.dagster.launch import (
     SubmittedRun,
     WebserverUnavailable,
     in_flight_runs,
+    recorded_code_versions,
     submit_materialization,
 )
 from build_assets.dagster.sensor import request_reload
@@ -148,6 +149,27 @@ def test_the_webserver_refuses_unknown_assets(webserver, monkeypatch) -> None:
     monkeypatch.setenv("BUILD_ASSETS_WEBSERVER", webserver[0])
     with pytest.raises(UserError, match="refused|webserver"):
         submit_materialization([AssetKey(["image", "no-such-image"])])
+
+
+def test_recorded_code_versions_are_read_from_the_webserver(webserver) -> None:
+    """`materialize --async` (no Dagster import) compares these with the current versions."""
+    from dagster import AssetMaterialization
+
+    address, home = webserver
+    image, function = KEYS
+    assert recorded_code_versions(KEYS, webserver=address) == {
+        tuple(image.path): None,  # never materialized
+        tuple(function.path): None,
+    }
+    with DagsterInstance.from_config(str(home)) as instance:  # what a run records
+        event = AssetMaterialization(image, tags={"dagster/code_version": "0" * 64})
+        instance.report_runless_asset_event(event)
+    unknown = ("image", "not-in-the-location")
+    assert recorded_code_versions([*KEYS, list(unknown)], webserver=address) == {
+        tuple(image.path): "0" * 64,
+        tuple(function.path): None,
+        unknown: None,
+    }
 
 
 def test_sensor_reload_mutation_is_accepted_by_the_webserver(webserver) -> None:

@@ -408,14 +408,17 @@ def test_plain_output_run_log_and_duration_metadata(local_stack, tmp_path: Path)
             first = records[-1].dagster_run.run_id
             entries = instance.all_logs(first)
             messages = [e.user_message for e in entries]
+            [observed] = [e.asset_observation for e in entries if e.asset_observation]
             mats = [e.asset_materialization for e in entries if e.asset_materialization]
             mat = next(m for m in mats if m.asset_key == AssetKey(["image", "slow-base"]))
             quick = next(m for m in mats if m.asset_key == AssetKey(["image", "app"]))
     finally:
         os.environ.pop("DAGSTER_HOME", None)
     plan = next(m for m in messages if m.startswith("Plan at"))
-    assert "| slow-base | image |" in plan and "| build |" in plan
-    assert plan.startswith("Plan at") and "3 to build, 0 cached, 0 blocked" in plan
+    assert plan.endswith(": 3 to build, 0 cached, 0 blocked") and "|" not in plan  # one line
+    table = observed.metadata["plan"].value  # markdown, rendered by the run view
+    assert "| slow-base | image |" in table and "| build |" in table and plan in table
+    assert observed.asset_key == AssetKey(["image", "slow-base"])  # the run's first target
     assert any(m.startswith("[slow-base] image building") for m in messages)
     assert any(m == "[app] image waiting for slow-base" for m in messages)
     assert messages.index(plan) < min(i for i, m in enumerate(messages) if m.startswith("[app]"))

@@ -15,18 +15,26 @@ The tests run in order and share one `dagster dev` (webserver + daemon + code se
 3. "Materialize all" clicked on that page builds every image, creates both functions on moto;
 4. an image's and a function's asset pages show their checks (`in_registry`,
    `dockerfile_context`, `runs_materialized_image`) passed after that run;
-5. that run's view has the plan table as its first step log entry and one `[image] ...` entry
-   per state change of each image (the log filter finds one image's entries);
+5. that run's view has the plan as its first step log entry (one line), its table as the
+   `plan` markdown of an observation that the view renders ("Show Markdown": a real table, no
+   raw `| … |` text in the log), and one `[image] ...` entry per state change of each image
+   (the log filter finds one image's entries);
 6. an edit to receipt_dynamo (in every base) + "Reload definitions" marks the whole cascade
    STALE (cause CODE) at once, and every node of the graph shows "Unsynced";
 7. clicking the stale `base-receipt-dynamo` node and "Materialize selected" rebuilds it, and
    the plan's reason (`receipt_dynamo/client.py modified`) is in its materialization;
 8. one more edit, reload and "Materialize" from the asset page: its Events tab plots `build_s`
-   over the three materializations.
+   over the three materializations;
+9. `build-assets materialize` builds the rest of the edited cascade; then the revert
+   (`git checkout -- .`) + "Reload definitions": every tag is in the registry, yet Dagster
+   recorded the edited versions and draws the whole cascade Unsynced; `build-assets
+   materialize` records every image again as cached (no build), points the functions back,
+   and the graph shows nothing Unsynced.
 
 Screenshots in docs/ (ui-asset-graph.png: the stale cascade under its upstream root,
-ui-run.png, ui-run-plan.png, ui-asset-checks.png, ui-build-seconds.png) are rewritten only
-when BUILD_ASSETS_SCREENSHOTS=1, so a test run leaves the work tree clean.
+ui-run.png, ui-run-plan.png, ui-asset-checks.png, ui-build-seconds.png,
+ui-asset-graph-after-revert.png) are rewritten only when BUILD_ASSETS_SCREENSHOTS=1, so a
+test run leaves the work tree clean.
 """
 
 from __future__ import annotations
@@ -161,6 +169,7 @@ class Dagster:
         self.upstream_digest = digest
         self.upstream_key = _key(upstream_key(upstream).path)
         self.runs: dict[str, str] = {}  # what a test launched, for the later tests
+        self.env: dict[str, str] = {}  # dagster dev's environment (the CLI steps use it too)
 
     def gql(self, query: str, variables: dict | None = None) -> dict:
         req = urllib.request.Request(
@@ -205,6 +214,16 @@ class Dagster:
             {"id": run_id},
         )["logsForRun"]["events"]
         return [e["message"] for e in out if e["__typename"] == "LogMessageEvent"]
+
+    def observations(self, run_id: str) -> list[dict]:
+        """The asset observations of a run: key, description, markdown metadata entries."""
+        out = self.gql(
+            "query($id: ID!) { logsForRun(runId: $id, limit: 5000) { ... on EventConnection {"
+            " events { __typename ... on ObservationEvent { message assetKey { path }"
+            " metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } } } } }",
+            {"id": run_id},
+        )["logsForRun"]["events"]
+        return [e for e in out if e["__typename"] == "ObservationEvent"]
 
     def build_seconds(self, key: str) -> list[float]:
         """`build_s` of the asset's materializations, newest first."""
@@ -321,6 +340,7 @@ def dagster(local_stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) ->
         preexec_fn=_default_signals,
     )
     server = Dagster(f"http://127.0.0.1:{port}", repo, log_path, upstream, digest)
+    server.env = env
     try:
         _log("dagster dev starting")
 
@@ -606,10 +626,14 @@ def test_asset_pages_show_the_checks_passed(page, dagster) -> None:
 def test_the_run_view_shows_the_plan_table_and_one_entry_per_state_change(page, dagster) -> None:
     run_id = dagster.runs["all"]
     messages = dagster.messages(run_id)
-    (plan,) = [m for m in messages if "| target | kind | tag | action | why |" in m]
     step_logs = [m for m in messages if m.startswith(("Plan at", "["))]
-    assert step_logs[0] == plan, step_logs[:3]  # the plan comes first
-    assert plan.startswith("Plan at ") and "5 to build, 0 cached, 0 blocked" in plan, plan
+    line = step_logs[0]  # the plan comes first: one short line
+    assert re.fullmatch(r"Plan at .*: 5 to build, 0 cached, 0 blocked", line), line
+    # its table: markdown metadata of an observation, which the run view renders
+    (observed,) = dagster.observations(run_id)
+    assert observed["assetKey"]["path"] == DYNAMO_KEY.split("/")  # the run's first target
+    (plan,) = [e["mdStr"] for e in observed["metadataEntries"] if e["label"] == "plan"]
+    assert plan.startswith(line) and "| target | kind | tag | action | why |" in plan, plan
     rows = {
         name: action
         for name, action in re.findall(r"^\| (\S+) \|.*\| (\w+) \| [^|]+ \|$", plan, re.M)
@@ -638,9 +662,16 @@ def test_the_run_view_shows_the_plan_table_and_one_entry_per_state_change(page, 
     page.get_by_text("STEP_SUCCESS").first.wait_for()  # the step's logs are loaded
     page.evaluate(_SCROLL_TOP_JS)  # a finished run's log opens at its end
     page.get_by_text(re.compile(r"^Plan at .*: 5 to build, 0 cached")).first.wait_for()
-    page.get_by_text("| target | kind | tag | action | why |").first.wait_for()
     page.get_by_text(re.compile(r"^\[base-receipt-dynamo\] image queued")).first.wait_for()
+    assert page.get_by_text("| target | kind |").count() == 0  # no raw markdown in the log
+    page.get_by_text("[Show Markdown]").first.click()  # the observation's `plan` entry
+    dialog = page.get_by_role("dialog")
+    for column in ("target", "kind", "tag", "action", "why"):  # rendered: a table
+        dialog.get_by_role("columnheader", name=column).wait_for()
+    assert dialog.get_by_role("row").count() == len(rows) + 1  # + its header row
+    dialog.get_by_role("cell", name="create-labels-create", exact=True).wait_for()
     shot(page, "ui-run-plan.png")
+    page.keyboard.press("Escape")
 
     # the log filter by image: one image's entries, first to last
     page.goto(f"{dagster.url}/runs/{run_id}?logs=[create-labels-create]")
@@ -744,3 +775,77 @@ def test_the_asset_page_plots_build_seconds_over_materializations(page, dagster)
     page.get_by_text("build_s", exact=True).first.scroll_into_view_if_needed()
     shot(page, "ui-build-seconds.png")
     _log(f"build_s plotted: {seconds}")
+
+
+def _materialize_cli(dagster: Dagster) -> dict:
+    """`build-assets materialize --json` (what is stale) in the monorepo, against the same
+    instance, registry and moto as `dagster dev`: what a person runs in a terminal."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "build_assets", "materialize", "--json"],
+        cwd=dagster.repo,
+        env=dagster.env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=RUN_TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_after_a_revert_nothing_is_unsynced(page, dagster) -> None:
+    # everything built and recorded at the edited versions (the previous tests built dynamo)
+    summary = _materialize_cli(dagster)
+    assert DYNAMO_KEY.split("/")[1] not in summary["built"]  # its tag is in the registry
+    edited = dagster.assets()
+    assert {k for k in ALL_KEYS if edited[k]["staleStatus"] != "FRESH"} == set()
+
+    # the revert: every original tag is still in the registry, so by the registry's rule
+    # only the functions are stale; Dagster recorded the edited versions, so it shows the
+    # whole cascade Unsynced until the images are recorded again
+    subprocess.run(["git", "checkout", "--", "."], cwd=dagster.repo, check=True)
+    open_graph(page, dagster)
+    page.get_by_role("button", name="Reload definitions").click()
+    reverted = wait_for(
+        lambda: (
+            (a := dagster.assets())[DYNAMO_KEY]["opVersion"] != edited[DYNAMO_KEY]["opVersion"]
+            and a
+        ),
+        90,
+        "the reloaded code location to show the reverted versions",
+    )
+    assert {k for k in ALL_KEYS if reverted[k]["staleStatus"] == "STALE"} == ALL_KEYS
+
+    summary = _materialize_cli(dagster)
+    assert summary["built"] == [], summary  # nothing to build
+    assert sorted(summary["cached"]) == sorted(ALL_IMAGES), summary  # recorded again
+    assert set(summary["functions_updated"]) == {LAMBDA_HARMONIZE, LAMBDA_CREATE}
+    assets = dagster.assets()
+    for key in ALL_KEYS:
+        assert assets[key]["staleStatus"] == "FRESH", (key, assets[key]["staleCauses"])
+        assert assets[key]["opVersion"] == reverted[key]["opVersion"]
+    for key in IMAGE_KEYS:
+        meta = _meta(assets[key])
+        assert meta["cached"] is True and meta["version"] == assets[key]["opVersion"], key
+
+    graph = open_graph(page, dagster)
+    names = {k.split("/", 1)[1] for k in ALL_KEYS}
+    wait_for(
+        lambda: all(
+            "Materialized" in n["text"] and "Unsynced" not in n["text"]
+            for n in page.evaluate(_GRAPH_JS)["nodes"]
+            if n["name"] in names
+        ),
+        30,
+        "every image and function node to show Materialized, none Unsynced",
+    )
+    assert len(graph["nodes"]) == len(ALL_KEYS) + 1
+    bottom = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('svg foreignObject.group')]"
+        ".map(f => f.getBoundingClientRect().bottom))"
+    )
+    height = min(VIEWPORT["height"], int(bottom) + 60)
+    shot(
+        page, "ui-asset-graph-after-revert.png", clip={**VIEWPORT, "x": 0, "y": 0, "height": height}
+    )
+    _log("after the revert: every image recorded as cached, nothing Unsynced")

@@ -4,6 +4,7 @@ selection, and the seed's "quick verification script" as one command."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -41,7 +42,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         targets = project.targets(versions)
     else:
         project.registry  # noqa: B018 - one line when no registry is configured
-        targets = project.stale(versions)
+        recorded = (
+            _recorded_remote(project, versions) if args.async_ else _recorded(project, versions)
+        )
+        targets = project.stale(versions, recorded=recorded)
     names = ["/".join(t.path) for t in targets]
     if not targets:
         _out(args, {"stale": [], "message": "nothing is stale"}, "Nothing is stale.")
@@ -49,18 +53,13 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     project.registry  # noqa: B018 - fail early, with one line, when no registry is configured
     if args.async_:
         return _materialize_async(args, project, names)
-    from dagster import DagsterInstance
-
+    from build_assets.dagster.reaper import owner_tags
     from build_assets.dagster.resources import ImageBuildResource
-    from build_assets.dagster.runner import ensure_dagster_home, run_materialization
+    from build_assets.dagster.runner import run_materialization
     from build_assets.dagster.translator import ImageAssetTranslator
 
     translator = ImageAssetTranslator()
-    ensure_dagster_home(project.settings)
-    instance = DagsterInstance.get()
-    from build_assets.dagster.reaper import fail_dead_runs, owner_tags
-
-    fail_dead_runs(instance)  # runs whose process was killed would stay STARTED forever
+    instance = _instance(project)
     keys = [translator.get_asset_key(t) for t in targets]
     resource = ImageBuildResource(
         repo=str(project.settings.repo), manifest=str(project.settings.manifest)
@@ -98,6 +97,45 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
         print_summary(summary)
     return 0 if summary.success else 1
+
+
+def _instance(project: Project):
+    """The Dagster instance of DAGSTER_HOME (default <home>/dagster), made once per home;
+    runs whose process was killed are failed first (they would stay STARTED forever)."""
+    from build_assets.dagster.runner import ensure_dagster_home
+
+    return _instance_at(str(ensure_dagster_home(project.settings)))
+
+
+@functools.cache
+def _instance_at(home: str):
+    from dagster import DagsterInstance
+
+    from build_assets.dagster.reaper import fail_dead_runs
+
+    instance = DagsterInstance.get()  # DAGSTER_HOME, exported by ensure_dagster_home
+    fail_dead_runs(instance)
+    return instance
+
+
+def _recorded(project: Project, versions) -> dict:
+    """Target -> the code version Dagster recorded for it (`dagster.recorded`): what the
+    registry alone cannot tell, that a revert left the records at newer versions."""
+    from build_assets.dagster.recorded import recorded_versions
+    from build_assets.dagster.translator import ImageAssetTranslator
+
+    by_key = ImageAssetTranslator().keys(versions)
+    return recorded_versions(_instance(project), by_key)
+
+
+def _recorded_remote(project: Project, versions) -> dict:
+    """`_recorded`, asked from the webserver (the --async path imports no Dagster)."""
+    from build_assets.core.targets import targets_of
+    from build_assets.dagster.launch import recorded_code_versions
+
+    targets = targets_of(versions)
+    codes = recorded_code_versions([t.path for t in targets], webserver=project.settings.webserver)
+    return {t: codes[tuple(t.path)] for t in targets}
 
 
 class _NoView:

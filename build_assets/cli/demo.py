@@ -196,7 +196,7 @@ def run_demo(
             if backend == "codebuild":
                 projects = [versions.manifest.project_name(i.name, env) for i in versions]
             before = project_builds(projects) if projects else {}
-            keys = stale_keys(project, versions, translator)
+            keys = stale_keys(project, versions, translator, instance)
             view = progress(f"{step.name}: {step.change}") if progress and keys else None
             with view or contextlib.nullcontext():
                 summary = run_materialization(

@@ -84,14 +84,21 @@ def _ask_registry(settings, wanted: list[tuple[str, str]], doc: object) -> dict:
     named by the manifest document `doc`'s templates."""
     from build_assets.core.naming import repository_name_in
     from build_assets.engine.provenance import ProvenanceCache, registry_states
+    from build_assets.engine.registry import RegistryUnreachable
+    from build_assets.errors import UserError
 
     cache = ProvenanceCache(settings.home / "provenance")
-    states = registry_states(
-        settings.registry,
-        wanted,
-        cache,
-        repository_of=lambda image: repository_name_in(doc, image, settings.env),
-    )
+    try:
+        states = registry_states(
+            settings.registry,
+            wanted,
+            cache,
+            repository_of=lambda image: repository_name_in(doc, image, settings.env),
+        )
+    except RegistryUnreachable:  # the wording of materialize and status, with the fix
+        from build_assets.engine.preflight import registry_down
+
+        raise UserError(registry_down(settings.registry)) from None
     return {name: (tag, states[name]) for name, tag in wanted}
 
 

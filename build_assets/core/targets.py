@@ -92,3 +92,13 @@ def stale_targets(
         elif digest is None or running.get(t.name) != f"{repository_of(t.image)}@{digest}":
             out.append(t)
     return out
+
+
+def resync_targets(
+    targets: Iterable[Target], recorded: Mapping[Target, str | None]
+) -> list[Target]:
+    """Targets whose version recorded by the last materialization (Dagster's code version)
+    is not their current version: after a revert or a force-push back to built content the
+    registry holds every tag, yet the records still carry the newer versions. Recording them
+    again costs a registry look-up (`cached`), never a build. Never recorded: not selected."""
+    return [t for t in targets if recorded.get(t) is not None and recorded[t] != t.version]

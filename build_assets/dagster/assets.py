@@ -6,8 +6,12 @@ changes afterwards fails the build instead of silently shipping other content. A
 with `build-assets/commit` (the git sensor's runs) builds that commit's content from git
 objects instead, whatever the working tree holds.
 
-The run log tells the story as it happens: first the plan (a markdown table: what is built and
-why, what is cached, what is blocked), then one line per state change of each target
+The run log tells the story as it happens: first the plan — one short line (`Plan at abc123:
+2 to build, 3 cached, 0 blocked`) and, right after it, an `AssetObservation` of the run's first
+target whose `plan` metadata is the markdown table (what is built and why, what is cached,
+what is blocked), which the run view renders ("Show Markdown") where a log message would show
+raw `| … |` text; an observation never changes a materializable asset's data version or
+staleness — then one line per state change of each target
 (`[NAME] image building: BUILD · est. 40s · log …`, see `engine.progress`), so the run view's
 log filter by image works and `build-assets status --watch` can follow any run of the instance.
 The same events are published in-process for a terminal around `dagster.materialize`.
@@ -17,6 +21,7 @@ from collections.abc import Iterator
 
 from dagster import (
     AssetExecutionContext,
+    AssetObservation,
     AssetsDefinition,
     DataVersion,
     Failure,
@@ -123,18 +128,34 @@ def pinned_versions(context: AssetExecutionContext, project: Project, loaded: Ve
     return loaded
 
 
-def plan_markdown(rows: list[dict[str, str]], commit: str | None) -> str:
-    """The run's plan as a markdown table (the first log entry of a run)."""
+def plan_line(rows: list[dict[str, str]], commit: str | None) -> str:
+    """The run's plan in one line (the first log entry of a run's step)."""
     counts = {a: sum(r["action"] == a for r in rows) for a in ("build", "cached", "blocked")}
-    head = (
+    return (
         f"Plan at {commit[:12] if commit else 'the working tree'}: {counts['build']} to build,"
         f" {counts['cached']} cached, {counts['blocked']} blocked"
     )
-    lines = [head, "", "| target | kind | tag | action | why |", "|---|---|---|---|---|"]
+
+
+def plan_markdown(rows: list[dict[str, str]], commit: str | None) -> str:
+    """The run's plan as markdown: its line, then a table of every selected target."""
+    lines = [plan_line(rows, commit), "", "| target | kind | tag | action | why |"]
+    lines.append("|---|---|---|---|---|")
     for r in rows:
         why = r["why"].replace("|", "\\|")
         lines.append(f"| {r['target']} | {r['kind']} | {r['tag']} | {r['action']} | {why} |")
     return "\n".join(lines)
+
+
+def plan_observation(key, rows: list[dict[str, str]], commit: str | None) -> AssetObservation:
+    """The plan table as `plan` (markdown) metadata of an observation of `key`, the run's first
+    target, with the counts as numbers."""
+    metadata: dict[str, object] = {"plan": MetadataValue.md(plan_markdown(rows, commit))}
+    for action in ("build", "cached", "blocked", "deploy"):
+        metadata[f"plan_{action}"] = sum(r["action"] == action for r in rows)
+    if commit:
+        metadata["git_commit"] = commit
+    return AssetObservation(asset_key=key, description=plan_line(rows, commit), metadata=metadata)
 
 
 def warn_about_secrets(context: AssetExecutionContext, versions: VersionSet, selected) -> None:
@@ -189,7 +210,10 @@ def run_image_builds(
         on_event=context.log.debug,  # the progress lines say the same, structured
         on_progress=on_progress,
     )
-    context.log.info(plan_markdown(run.preview(), versions.commit))
+    rows = run.preview()
+    context.log.info(plan_line(rows, versions.commit))
+    if selected:  # the table where the run view renders markdown
+        context.log_event(plan_observation(keys[selected[0]], rows, versions.commit))
     for done in run.execute():
         if not done.ok:
             failures.append(done.problem or "")

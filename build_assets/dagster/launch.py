@@ -6,8 +6,9 @@ storage, so it returns in about a second with the run id and its UI link, like t
 quick `pulumi up`. The daemon (`dagster dev` or `dagster-daemon run`) executes the run;
 the run's own process computes the versions afresh and builds them.
 
-What is stale is decided like the git sensor decides it: an asset whose latest
-materialization built another version (metadata `version`) than the current one.
+What is stale is decided like the git sensor decides it: `Project.stale` (the registry and
+Lambda), plus the assets whose latest materialization recorded another code version than the
+current one (a revert), read from the webserver (`recorded_code_versions`).
 
 Without a webserver (only `dagster-daemon run`), `submit_materialization(...,
 instance=...)` falls back to `submit_via_instance`: it loads the code location in this
@@ -55,6 +56,15 @@ mutation Launch($params: ExecutionParams!) {
   }
 }
 """
+_RECORDED_QUERY = """
+query Recorded($keys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $keys) {
+    assetKey { path }
+    assetMaterializations(limit: 1) { tags { key value } }
+  }
+}
+"""
+CODE_VERSION_TAG = "dagster/code_version"  # what Dagster records on each materialization
 
 
 class WebserverUnavailable(UserError):
@@ -178,6 +188,24 @@ def submit_materialization(
         raise UserError(f"the webserver refused the run ({result['__typename']}): {message}")
     run_id = result["run"]["runId"]
     return SubmittedRun(run_id, f"http://{host}:{port}/runs/{run_id}")
+
+
+def recorded_code_versions(
+    asset_keys: Sequence[Any], *, webserver: str | None = None
+) -> dict[tuple[str, ...], str | None]:
+    """Key path -> the code version of its latest materialization (None: never materialized,
+    or unknown to the loaded location), asked from the webserver in one GraphQL query."""
+    from build_assets.settings import Settings
+
+    host, port = webserver_address(Settings.resolve(webserver=webserver).webserver)
+    paths = _paths(asset_keys)
+    data = graphql(host, port, _RECORDED_QUERY, {"keys": [{"path": p} for p in paths]})
+    found: dict[tuple[str, ...], str | None] = {}
+    for node in data["assetNodes"]:
+        events = node["assetMaterializations"]
+        tags = {t["key"]: t["value"] for t in events[0]["tags"]} if events else {}
+        found[tuple(node["assetKey"]["path"])] = tags.get(CODE_VERSION_TAG)
+    return {tuple(p): found.get(tuple(p)) for p in paths}
 
 
 def in_flight_runs(instance: Any, limit: int = 20) -> list[dict[str, Any]]:

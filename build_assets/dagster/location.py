@@ -48,11 +48,15 @@ def build_definitions(
     translator = translator or ImageAssetTranslator()
     settings = resource.settings()
     versions = load_versions(resource, ref)
-    sensors = (
+    sensors: list = (
         [build_git_push_sensor(translator=translator, settings=settings, **(sensor_options or {}))]
         if with_sensor
         else []
     )
+    if getattr(translator, "automation_sensor", False):  # AutomatedImageAssetTranslator
+        from build_assets.dagster.automation import build_automation_sensor
+
+        sensors.append(build_automation_sensor())
     assets: list = [build_images_asset(versions, translator)]
     upstream = build_upstream_assets(versions, settings.manifest, translator)
     if with_upstream and upstream is not None:

@@ -1,8 +1,10 @@
 """Materialize images from Python or the CLI: find what is stale, run it, summarise it.
 
 Stale is `Project.stale`: an image whose version's tag is not in the registry, a function
-that does not run its image's current digest. Because versions are Merkle hashes along
-`base`, a base change makes the whole cascade stale at once, and one run builds it all.
+that does not run its image's current digest; with an instance, also a target whose latest
+materialization recorded another code version (a revert: recorded again as cached).
+Because versions are Merkle hashes along `base`, a base change makes the whole cascade stale
+at once, and one run builds it all.
 """
 
 import os
@@ -29,12 +31,16 @@ def all_keys(versions: VersionSet, translator: ImageAssetTranslator) -> list[Ass
 
 
 def stale_keys(
-    project: Project, versions: VersionSet, translator: ImageAssetTranslator
+    project: Project,
+    versions: VersionSet,
+    translator: ImageAssetTranslator,
+    instance: DagsterInstance | None = None,
 ) -> list[AssetKey]:
-    """Keys of the targets `Project.stale` finds stale, in `all_keys` order."""
+    """Keys of the targets `Project.stale` finds stale, in `all_keys` order; with `instance`,
+    also those it recorded at another code version (see `dagster.recorded`)."""
     from build_assets.dagster.sensor import stale_at
 
-    return stale_at(project, versions, translator)
+    return stale_at(project, versions, translator, instance=instance)
 
 
 def ensure_dagster_home(settings: Settings) -> Path:

@@ -27,6 +27,11 @@ the next tick retries.
 What "built" means: `Project.stale`, the one rule of the product — an image is built when the
 tag of its version is in the registry, a function is up to date when it runs that image's
 digest. The same answer as `build-assets plan`, `materialize` and `status`, on any machine.
+The request also holds the assets whose latest materialization recorded another code version
+than the one a run of this location will record (`run_load`: the tip with BUILD_ASSETS_REF at
+the sensor's ref, else the clone's working tree): after a force-push back to built commits
+every tag is in the registry, yet Dagster would show the images Unsynced; their run records
+them again as `cached`, no build.
 
 How a run pins what it builds. Code versions are computed when a code location loads, and
 each run loads the code afresh in its own process, possibly after the branch moved again.
@@ -89,8 +94,10 @@ from dagster import (
     sensor,
 )
 
+from build_assets.core.targets import resync_targets
 from build_assets.core.versioning import VersionSet
 from build_assets.dagster.assets import COMMIT_TAG
+from build_assets.dagster.recorded import recorded_versions
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
 from build_assets.errors import UserError
@@ -177,13 +184,38 @@ def run_key_for(commit: str, keys: list[AssetKey], instance: DagsterInstance) ->
 
 
 def stale_at(
-    project: Project, versions: VersionSet, translator: ImageAssetTranslator, keys=None
+    project: Project,
+    versions: VersionSet,
+    translator: ImageAssetTranslator,
+    keys=None,
+    instance: DagsterInstance | None = None,
+    loaded: VersionSet | None = None,
 ) -> list[AssetKey]:
-    """Keys of `versions` (all, or those in `keys`) that `Project.stale` finds stale."""
-    by_key = translator.keys(versions)
-    targets = [t for k, t in by_key.items() if keys is None or k in keys]
-    stale = set(project.stale(versions, targets))
-    return [k for k, t in by_key.items() if t in stale]
+    """Keys of `versions` (all, or those in `keys`) that `Project.stale` finds stale; with
+    `instance`, also those whose latest materialization recorded another code version than
+    `loaded` (the versions a run's load records; default `versions`): a revert, recorded
+    again as cached so the UI shows nothing Unsynced."""
+    by_key = {k: t for k, t in translator.keys(versions).items() if keys is None or k in keys}
+    chosen = set(project.stale(versions, by_key.values()))
+    if instance is not None:
+        at_load = {k: t for k, t in translator.keys(loaded or versions).items() if k in by_key}
+        again = resync_targets(at_load.values(), recorded_versions(instance, at_load))
+        chosen.update(by_key[k] for k, t in at_load.items() if t in again)
+    return [k for k, t in by_key.items() if t in chosen]
+
+
+def run_load(project: Project, tip: str) -> VersionSet | None:
+    """The versions a run of this location will load, hence record as code versions: those
+    of the configured ref (`BUILD_ASSETS_REF`, the sensor's ref: the tip just fetched), else
+    of the clone's working tree. None when that is the tip (no second computation) or when
+    it cannot be computed (a broken manifest in the working tree: compare with the tip)."""
+    ref = project.settings.ref
+    if ref and _git(project.settings.repo, "rev-parse", ref).stdout.strip() == tip:
+        return None
+    try:
+        return project.versions()
+    except UserError:
+        return None
 
 
 def parse_cursor(cursor: str | None) -> tuple[str | None, list[AssetKey]]:
@@ -276,7 +308,10 @@ def _pending_tick(
         names = ", ".join(k.to_user_string() for k in waiting)
         yield SkipReason(f"{branch} at {tip[:12]}; waiting for a code location reload: {names}")
         return
-    stale = stale_at(project, project.versions(tip), translator, set(ready))
+    loaded = run_load(project, tip)  # first: a project names repositories after its last versions
+    stale = stale_at(
+        project, project.versions(tip), translator, set(ready), context.instance, loaded
+    )
     context.update_cursor(make_cursor(tip, waiting))
     if not stale:
         yield SkipReason(f"commit {tip[:12]}: pending assets are built")
@@ -320,6 +355,7 @@ def evaluate_push(
             )
         elif check.returncode != 0:
             context.log.info(f"{branch}: previous commit {previous[:12]} is unknown here")
+    loaded = run_load(project, tip)  # first: a project names repositories after its last versions
     try:
         versions = project.versions(tip)
     except UserError as exc:
@@ -327,7 +363,7 @@ def evaluate_push(
         yield SkipReason(f"commit {tip[:12]}: {exc}")
         return
     try:
-        stale_keys = stale_at(project, versions, translator)
+        stale_keys = stale_at(project, versions, translator, None, context.instance, loaded)
     except UserError as exc:  # registry or Lambda unreachable: say why, retry next tick
         yield SkipReason(f"commit {tip[:12]}: {exc}")
         return

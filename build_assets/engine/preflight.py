@@ -61,9 +61,15 @@ def registry(prefix: str) -> str | None:
     """The registry of an image prefix ('host:port[/namespace]') answers /v2/."""
     from build_assets.engine import registry as oci
 
-    host = prefix.split("/", 1)[0]
-    if oci.ping(host, timeout=TIMEOUT_S):
+    if oci.ping(prefix.split("/", 1)[0], timeout=TIMEOUT_S):
         return None
+    return registry_down(prefix)
+
+
+def registry_down(prefix: str) -> str:
+    """The one line every command (`plan`, `materialize`, `status`, the sensor) says when
+    nothing answers at the configured registry: where, and the fix."""
+    host = prefix.split("/", 1)[0]
     return (
         f"registry: nothing answers at {host} (BUILD_ASSETS_REGISTRY={prefix}): {STACK_FIX}"
         " or fix BUILD_ASSETS_REGISTRY"

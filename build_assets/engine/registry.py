@@ -50,6 +50,10 @@ class TagExistsError(RegistryError):
     TAG_INVALID, also the local stack's for repositories of its ECR API)."""
 
 
+class RegistryUnreachable(RegistryError):
+    """Nothing answers at the registry's address (refused, timed out, unknown host)."""
+
+
 @dataclass(frozen=True)
 class RepoRef:
     """A repository split into registry host and repository name."""
@@ -175,7 +179,7 @@ def _send(
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         host = urllib.parse.urlsplit(url).netloc
-        raise RegistryError(f"registry {host} not reachable: {reason}") from None
+        raise RegistryUnreachable(f"registry {host} not reachable: {reason}") from None
 
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
