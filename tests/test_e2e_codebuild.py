@@ -81,7 +81,11 @@ def test_seed_test_plan_through_the_local_codebuild(stack_env: StackInfo, tmp_pa
         timeout=120,
     )
     assert boot.returncode == 0, boot.stderr
-    assert "12 created, 0 updated, 0 unchanged" in boot.stdout + boot.stderr
+    # the bucket and the role may exist already (the session's moto is shared); these are new
+    lines = set(boot.stdout.splitlines())
+    for image in IMAGES:
+        assert f"created      ecr-repository     {NAMESPACE}/{image}" in lines, boot.stdout
+        assert f"created      codebuild-project  {_project(image)}" in lines, boot.stdout
 
     aws = Aws()
     assert aws.builds() == {i: [] for i in IMAGES}

@@ -4,11 +4,11 @@ A `Build` goes through CodeBuild's phases (SUBMITTED, QUEUED, PROVISIONING, DOWN
 INSTALL, PRE_BUILD, BUILD, POST_BUILD, UPLOAD_ARTIFACTS, FINALIZING, COMPLETED) in a thread of
 its own and reports them as `batch_get_builds` does (`to_api`).
 
-The shell session: each command runs in a fresh `bash` (or `sh`) that starts from the
-environment and folder the previous command left, saved by an EXIT trap (`env -0`, `pwd`), so
-`export` and `cd` carry across commands and phases as in CodeBuild (shell options and functions
-do not). Each command leads its own process group; StopBuild, a timeout and the end of the build
-kill every group the build made. Phase transitions follow CodeBuild's: a failed INSTALL or
+The shell session (`shell`): each command runs in a fresh `bash` (or `sh`) that starts from
+the environment and folder the previous command left, so `export` and `cd` carry across
+commands and phases as in CodeBuild (shell options and functions do not). Each command leads
+its own process group; StopBuild, a timeout and the end of the build kill every group the
+build made. Phase transitions follow CodeBuild's: a failed INSTALL or
 PRE_BUILD ends the build (FINALIZING), a failed BUILD still runs POST_BUILD, `on-failure:
 CONTINUE` goes on to the next phase (the build still ends FAILED), `finally` always runs.
 """
@@ -16,19 +16,14 @@ CONTINUE` goes on to the next phase (the build still ends FAILED), `finally` alw
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import os
-import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +32,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from build_assets.stack.codebuild.buildspec import Buildspec, BuildspecError, parse
 from build_assets.stack.codebuild.logs import BuildLog
+from build_assets.stack.codebuild.shell import (
+    group_alive,
+    kill_group,
+    parse_env0,
+    pump,
+    wrapper_script,
+)
+from build_assets.stack.codebuild.source import SourceError, extract
+from build_assets.stack.codebuild.variables import resolve
 
 COMMAND_PHASES = ("INSTALL", "PRE_BUILD", "BUILD", "POST_BUILD")
-KILL_GRACE_S = 2.0
 WAIT_STEP_S = 0.1
 
 
@@ -83,62 +86,6 @@ class _End(Exception):
 
 def _now() -> float:
     return time.time()
-
-
-def _extract(data: bytes, dest: Path) -> None:
-    """Unzip keeping unix modes and symlinks; refuses members outside `dest`."""
-    root = dest.resolve()
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        for info in zf.infolist():
-            target = (dest / info.filename).resolve()
-            if not str(target).startswith(str(root) + os.sep) and target != root:
-                raise ValueError(f"zip member outside the source folder: {info.filename}")
-            mode = info.external_attr >> 16
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if stat.S_ISLNK(mode):
-                os.symlink(zf.read(info).decode(), target)
-                continue
-            target.write_bytes(zf.read(info))
-            if mode & 0o777:
-                os.chmod(target, mode & 0o7777)
-
-
-def _parse_env0(path: Path) -> dict[str, str] | None:
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return None
-    env: dict[str, str] = {}
-    for item in raw.split(b"\0"):
-        name, sep, value = item.partition(b"=")
-        if sep and name not in (b"_", b"SHLVL"):
-            env[name.decode(errors="replace")] = value.decode(errors="replace")
-    return env
-
-
-def _secret_value(client: Any, ref: str) -> str:
-    """`secret-id[:json-key[:version-stage[:version-id]]]` (the id may be an ARN)."""
-    parts = ref.split(":")
-    if ref.startswith("arn:") and len(parts) >= 7:
-        secret_id, rest = ":".join(parts[:7]), parts[7:]
-    else:
-        secret_id, rest = parts[0], parts[1:]
-    key, stage, version = (rest + ["", "", ""])[:3]
-    kwargs: dict[str, Any] = {"SecretId": secret_id}
-    if stage:
-        kwargs["VersionStage"] = stage
-    if version:
-        kwargs["VersionId"] = version
-    value = client.get_secret_value(**kwargs).get("SecretString", "")
-    if key:
-        doc = json.loads(value)
-        if key not in doc:
-            raise KeyError(f"secret {secret_id} has no JSON key {key}")
-        value = str(doc[key])
-    return value
 
 
 class Build:
@@ -293,15 +240,6 @@ class Build:
     def wait(self, timeout: float | None = None) -> bool:
         return self._ended.wait(timeout)
 
-    def _kill_group(self, pgid: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + KILL_GRACE_S
-        while time.monotonic() < deadline and _group_alive(pgid):
-            time.sleep(WAIT_STEP_S)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-
     def _check(self) -> None:
         """Raise _End when the build is stopped or over its timeout."""
         with self._lock:
@@ -389,7 +327,7 @@ class Build:
                 self._close(record, "FAILED", "YAML_FILE_ERROR", str(exc))
                 failed, record = ("FAILED", "DOWNLOAD_SOURCE"), None
                 raise _Skip() from None
-            except _SourceError as exc:
+            except SourceError as exc:
                 self._close(record, "FAILED", "CLIENT_ERROR", str(exc))
                 failed, record = ("FAILED", "DOWNLOAD_SOURCE"), None
                 raise _Skip() from None
@@ -444,18 +382,18 @@ class Build:
             location = self.source.get("location") or ""
             bucket, _, key = location.partition("/")
             if not bucket or not key:
-                raise _SourceError(f"invalid S3 source location: {location!r}")
+                raise SourceError(f"invalid S3 source location: {location!r}")
             self._log.container(f"Downloading source s3://{bucket}/{key}")  # type: ignore[union-attr]
             try:
                 body = self.svc.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
             except (ClientError, BotoCoreError) as exc:
-                raise _SourceError(f"cannot download s3://{bucket}/{key}: {exc}") from None
+                raise SourceError(f"cannot download s3://{bucket}/{key}: {exc}") from None
             try:
-                _extract(body, src_dir)
+                extract(body, src_dir)
             except (zipfile.BadZipFile, ValueError, OSError) as exc:
-                raise _SourceError(f"cannot extract s3://{bucket}/{key}: {exc}") from None
+                raise SourceError(f"cannot extract s3://{bucket}/{key}: {exc}") from None
         elif src_type != "NO_SOURCE":
-            raise _SourceError(f"source type {src_type} is not supported by the local CodeBuild")
+            raise SourceError(f"source type {src_type} is not supported by the local CodeBuild")
         text = self.source.get("buildspec") or ""
         if not text or "\n" not in text and text.endswith((".yml", ".yaml")):
             path = src_dir / (text or "buildspec.yml")
@@ -465,14 +403,7 @@ class Build:
         return parse(text)
 
     def _resolve(self, kind: str, ref: str) -> str:
-        try:
-            if kind == "PARAMETER_STORE":
-                resp = self.svc.ssm.get_parameter(Name=ref, WithDecryption=True)
-                return resp["Parameter"]["Value"]
-            return _secret_value(self.svc.secrets, ref)
-        except (ClientError, BotoCoreError, KeyError, ValueError) as exc:
-            what = "parameter" if kind == "PARAMETER_STORE" else "secret"
-            raise _SourceError(f"Decrypted Variables Error: {what} {ref}: {exc}") from None
+        return resolve(kind, ref, self.svc.ssm, self.svc.secrets)
 
     def _initial_env(self, spec: Buildspec) -> dict[str, str]:
         """CodeBuild's variables, then the buildspec's, the project's and StartBuild's."""
@@ -538,13 +469,7 @@ class Build:
         if not Path(cwd).is_dir():
             cwd = str(self.dir / "src")
         wrapper = state / "command.sh"
-        wrapper.write_text(
-            f"__ba_state={shlex.quote(str(state))}\n"
-            '__ba_save() { env -0 > "$__ba_state/env0.tmp" && mv "$__ba_state/env0.tmp"'
-            ' "$__ba_state/env0"; pwd > "$__ba_state/cwd"; }\n'
-            "trap __ba_save EXIT\n"
-            f"{command}\n"
-        )
+        wrapper.write_text(wrapper_script(state, command))
         with contextlib.suppress(FileNotFoundError):
             (state / "env0").unlink()
         log = self._log
@@ -562,14 +487,14 @@ class Build:
         with self._lock:
             self._proc = proc
             self._groups.append(proc.pid)
-        reader = threading.Thread(target=_pump, args=(proc.stdout, log.line), daemon=True)
+        reader = threading.Thread(target=pump, args=(proc.stdout, log.line), daemon=True)
         reader.start()
         try:
             while proc.poll() is None:
                 try:
                     self._check()
                 except _End:
-                    self._kill_group(proc.pid)
+                    kill_group(proc.pid)
                     proc.wait()
                     raise
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -582,7 +507,7 @@ class Build:
         rc = proc.returncode
         if rc != 0:
             log.container(f"Command did not exit successfully {command} exit status {rc}")
-        after = _parse_env0(state / "env0")
+        after = parse_env0(state / "env0")
         return (after if after is not None else env), rc
 
     def _finalize(self, env: dict[str, str], failed: tuple[str, str] | None) -> None:
@@ -590,7 +515,7 @@ class Build:
         with self._lock:
             groups = list(self._groups)
         for pgid in groups:  # what the commands left running in the background
-            if _group_alive(pgid):
+            if group_alive(pgid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, signal.SIGKILL)
         exported = []
@@ -614,33 +539,3 @@ class Build:
 
 class _Skip(Exception):
     """A phase failed in a way that goes straight to FINALIZING."""
-
-
-class _SourceError(Exception):
-    """DOWNLOAD_SOURCE (or variable resolution) failed: CLIENT_ERROR."""
-
-
-def _pump(stream: Any, sink: Callable[[str], None]) -> None:
-    for raw in iter(stream.readline, b""):
-        sink(raw.decode(errors="replace").rstrip("\r\n"))
-    stream.close()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a group of zombies only (reaped by nobody yet) counts as gone
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
