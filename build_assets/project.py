@@ -9,7 +9,7 @@ and the deployer. Adapters translate; they decide nothing of their own.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -154,14 +154,16 @@ class Project:
 
         return make_client("lambda")
 
-    def deployer(self) -> Deployer:
-        """Points functions at images (creates missing ones on the local stack only)."""
+    def deployer(self, media_type: Callable[[str], str | None] | None = None) -> Deployer:
+        """Points functions at images (creates missing ones on the local stack only);
+        `media_type` reads an image's manifest type (default: from its registry)."""
         from build_assets.engine.deploy import Deployer
 
         return Deployer(
             self._lambda_client(),
             create_missing=self.settings.backend == "local",
             role_arn=self.settings.lambda_role,
+            media_type=media_type,
         )
 
     # -- the stale rule ---------------------------------------------------------------------

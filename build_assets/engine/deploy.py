@@ -233,10 +233,18 @@ def current_image(lambda_client: Any, function_name: str) -> str | None:
 class Deployer:
     """Points Lambda functions at freshly built images (creates them on the local stack)."""
 
-    def __init__(self, lambda_client: Any, *, create_missing: bool, role_arn: str | None) -> None:
+    def __init__(
+        self,
+        lambda_client: Any,
+        *,
+        create_missing: bool,
+        role_arn: str | None,
+        media_type: Callable[[str], str | None] | None = None,
+    ) -> None:
         self._client = lambda_client
         self._create = create_missing
         self._role = role_arn
+        self._media_type = media_type or media_type_of
 
     def deploy(self, function: str, image_uri_pinned: str) -> DeployResult:
         if self._create and not self._role:
@@ -249,4 +257,5 @@ class Deployer:
             image_uri_pinned,
             create_if_missing=self._create,
             role_arn=self._role,
+            media_type=self._media_type,
         )

@@ -180,7 +180,9 @@ class BuildRun:
         self.progress.set(fn.name, pg.DEPLOYING, kind=pg.LAMBDA)
         try:
             if self._deployer is None:
-                self._deployer = self.project.deployer()
+                # a builder that knows what it pushes says what Lambda will be given
+                known = getattr(self.project.builder(), "media_type", None)
+                self._deployer = self.project.deployer(media_type=known)
             deployed = self._deployer.deploy(fn.name, result.pinned_uri)
         except Exception as exc:  # noqa: BLE001 - one function failing must not hide others
             why = _deploy_error(exc, fn.name)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from build_assets.engine.builders.base import BuildHandle, BuildRequest, BuildResult
 from build_assets.errors import BuildError
 
+SIMULATED_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+
 
 class SimulatedBuilder:
     """Builds succeed after `durations[image]` seconds (default `default_duration`)."""
@@ -41,6 +43,10 @@ class SimulatedBuilder:
 
     def existing_digest(self, request: BuildRequest) -> str | None:
         return self.pushed.get(request.image_uri)
+
+    def media_type(self, image_uri_pinned: str) -> str | None:
+        """What Lambda would be given: a simulated image is a single-platform manifest."""
+        return SIMULATED_MEDIA_TYPE
 
     def start(self, request: BuildRequest) -> BuildHandle:
         self._count += 1
