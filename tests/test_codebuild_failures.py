@@ -5,7 +5,7 @@ blocked, its siblings built), a build over its timeout (TIMED_OUT), a provisioni
 injected into the service (FAULT), with BatchGetBuilds throttled meanwhile. Then a run
 cancelled with Ctrl-C (StopBuild, STOPPED, the build's processes gone) and S3 refusing the
 context upload. The faults are the local service's knobs (`/_local/config`), nothing is stubbed;
-ECR is read through `stack.ecr_standin` until the stack's registry mirrors pushes (item 2).
+ECR is moto's, kept in step with every push by the stack's registry (`stack.ecr_registry`).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ buildspec running build_image.sh, docker push, digest read back from ECR) and th
 are pointed at the result. Each scenario is checked the way the seed's verification script
 asks, from the AWS APIs only: which `<image>-dev-img-builder` projects got a new build
 (`list_builds_for_project`), the base tags, each function's `Code.ImageUri`, and no build at
-all on the revert. Until the stack's registry mirrors pushes into moto's ECR (issue 19 item 2)
-ECR is read through `stack.ecr_standin`, which copies what the build pushed.
+all on the revert. ECR is moto's, which the stack's registry (`stack.ecr_registry`) keeps in
+step with every push, as ECR's own registry and API are.
 """
 
 from __future__ import annotations

@@ -18,15 +18,16 @@ PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # what a function runs before its fir
 
 class CodeBuildDemoResource(ImageBuildResource):
     """The codebuild backend on the local stack: polls every second (local builds take
-    seconds, not minutes) and reads ECR through the registry stand-in (`stack.ecr_standin`)."""
+    seconds, not minutes). ECR answers through the stack's registry, which mirrors every push
+    into moto's ECR (`stack.ecr_registry`)."""
 
     def make_builder(self) -> Any:
         from build_assets.aws.clients import bucket_name, make_session
-        from build_assets.stack.ecr_standin import RegistryBackedCodeBuildBuilder
+        from build_assets.aws.codebuild import CodeBuildBuilder
 
         s = self.settings()
         session = make_session()
-        return RegistryBackedCodeBuildBuilder(
+        return CodeBuildBuilder(
             bucket_name(session, s.env, s.bucket),
             s.env,
             session=session,
