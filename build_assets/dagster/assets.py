@@ -95,6 +95,13 @@ def image_metadata(
     return meta
 
 
+def with_published(meta: dict[str, object], done: Done) -> dict[str, object]:
+    """An image's metadata with the SSM parameter it was published to (when published)."""
+    if done.published is not None:
+        meta["ssm_parameter"] = done.published.name
+    return meta
+
+
 def _function_result(key, done: Done) -> MaterializeResult:
     result, deployed, image = done.result, done.deployed, done.image
     assert result is not None and deployed is not None
@@ -109,8 +116,23 @@ def _function_result(key, done: Done) -> MaterializeResult:
             "resolved_image_uri": deployed.resolved_image_uri or "",
             "image_tag": image.tag,
             "version": image.version,
+            **release_metadata(done.release),
         },
     )
+
+
+def release_metadata(release) -> dict[str, object]:
+    """A function's deploy mode, alias version, drift check and rollback hold (when set)."""
+    if release is None:
+        return {}
+    meta: dict[str, object] = {"deploy": release.mode, "runs_published_image": release.in_sync}
+    if release.alias:
+        meta.update(alias=release.alias, function_version=release.version or "")
+    if release.mode == "none":
+        meta["running_image_uri"] = release.image or ""
+    if release.held:
+        meta["held_by_rollback"] = True
+    return meta
 
 
 def pinned_versions(context: AssetExecutionContext, project: Project, loaded: VersionSet):
@@ -195,8 +217,9 @@ def run_image_builds(
             yield MaterializeResult(
                 asset_key=keys[done.target],
                 data_version=DataVersion(done.outcome.result.digest),  # type: ignore[union-attr]
-                metadata=image_metadata(
-                    done.outcome, done.reasons, versions.commit, done.durations
+                metadata=with_published(
+                    image_metadata(done.outcome, done.reasons, versions.commit, done.durations),
+                    done,
                 ),
             )
         else:

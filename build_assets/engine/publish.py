@@ -1,0 +1,104 @@
+"""Publish each built image for infrastructure code: its digest-pinned URI in SSM Parameter
+Store at the manifest's `publish.ssm` name (default `/build-assets/<env>/<image>/image-uri`),
+the tag, version and git commit in the parameter's description.
+
+Idempotent: a parameter that already holds the URI and description is not written again.
+Published wherever AWS is configured: the CodeBuild backend, or an AWS endpoint (the local
+stack's moto); a local build with no AWS endpoint publishes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from build_assets.aws.clients import aws_errors, error_code
+from build_assets.core.functions import ssm_name, ssm_template
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Published:
+    """One image's parameter after publishing."""
+
+    name: str
+    value: str
+    description: str
+    changed: bool
+
+
+def description_of(tag: str, version: str, commit: str | None) -> str:
+    """'tag=git-… version=… commit=…' (the commit: 'worktree' when not at a commit)."""
+    return f"build-assets tag={tag} version={version} commit={commit or 'worktree'}"
+
+
+def parse_description(text: str) -> dict[str, str]:
+    """The fields of `description_of` back ({} for a description it did not write)."""
+    if not text.startswith("build-assets "):
+        return {}
+    return dict(p.split("=", 1) for p in text.split()[1:] if "=" in p)
+
+
+def publish_image(ssm: Any, name: str, uri: str, description: str) -> Published:
+    """Write `uri` to parameter `name` (with `description`) unless it already holds both."""
+    with aws_errors("read SSM parameter", name):
+        try:
+            current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+        except ClientError as exc:
+            if error_code(exc) != "ParameterNotFound":
+                raise
+            current = None
+    if current == uri and _description(ssm, name) == description:
+        return Published(name, uri, description, False)
+    with aws_errors("write SSM parameter", name):
+        ssm.put_parameter(
+            Name=name,
+            Value=uri,
+            Description=description,
+            Type="String",
+            Overwrite=True,
+        )
+    log.info("published %s = %s", name, uri)
+    return Published(name, uri, description, True)
+
+
+def _description(ssm: Any, name: str) -> str | None:
+    with aws_errors("read SSM parameter", name):
+        found = ssm.describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [name]}]
+        ).get("Parameters", [])
+    return found[0].get("Description") if found else None
+
+
+class ImagePublisher:
+    """Publishes the images of one project (made at the first publish; one SSM client)."""
+
+    def __init__(self, manifest: Any, env: str, *, enabled: bool) -> None:
+        self.template = ssm_template(manifest) if enabled else None
+        self.env = env
+        self._ssm: Any = None
+
+    @classmethod
+    def for_project(cls, project: Any, manifest: Any) -> ImagePublisher:
+        s = project.settings
+        aws = s.backend == "codebuild" or bool(os.environ.get("AWS_ENDPOINT_URL"))
+        return cls(manifest, s.env, enabled=aws)
+
+    def name_of(self, image: str) -> str | None:
+        return ssm_name(self.template, self.env, image) if self.template else None
+
+    def publish(self, image: str, uri: str, tag: str, version: str, commit: str | None):
+        """Publish one image (None when publishing is off)."""
+        name = self.name_of(image)
+        if name is None:
+            return None
+        if self._ssm is None:
+            from build_assets.aws.clients import make_client
+
+            self._ssm = make_client("ssm")
+        return publish_image(self._ssm, name, uri, description_of(tag, version, commit))
