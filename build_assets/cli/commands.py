@@ -186,6 +186,9 @@ def collect_status(args: argparse.Namespace, builds: int = 10) -> dict[str, Any]
                 "up_to_date": current is not None and current == expected,
             }
         )
+    from build_assets.engine.function_deploy import status_fields
+
+    status_fields(project, versions, lambdas)  # deploy mode, alias, rollback hold
     records = project.ledger().recent(builds, project.registry)
     return {
         "images": images,

@@ -88,7 +88,7 @@ def print_status(status: dict) -> None:
                 f["function"],
                 f["image"],
                 f["current_image_uri"] or "(not deployed)",
-                "[green]yes[/]" if f["up_to_date"] else "[yellow]no[/]",
+                _function_state(f),
             )
         console.print(t)
     t = Table(title="Recent builds", title_justify="left")
@@ -106,3 +106,15 @@ def print_status(status: dict) -> None:
         for r in status["runs"]:
             t.add_row(str(r.get("run_id")), str(r.get("status")), str(r.get("asset_selection")))
         console.print(t)
+
+
+def _function_state(f: dict) -> str:
+    """'yes' / 'no', with who deploys it, its alias and a rollback hold."""
+    text = "[green]yes[/]" if f["up_to_date"] else "[yellow]no[/]"
+    if f.get("held"):
+        text = "[yellow]held by a rollback[/] (`rollback --release` ends it)"
+    elif f.get("deploy") == "none" and not f["up_to_date"]:
+        text = "[yellow]no: infrastructure deploy lags[/]"
+    if f.get("alias"):
+        text += f" (alias {f['alias']})"
+    return text

@@ -119,3 +119,21 @@ def running_images(project: Project, functions: Iterable[str]) -> dict[str, str 
 
     with ThreadPoolExecutor(max_workers=min(16, len(functions))) as pool:
         return dict(zip(functions, pool.map(one, functions), strict=True))
+
+
+def status_fields(project: Project, versions: Any, rows: list[dict]) -> None:
+    """Add to `status`'s function rows: who deploys it, its alias, and a rollback hold."""
+    specs = function_specs(versions.manifest)
+    holds = journal_of(project).holds()
+    for row in rows:
+        spec = specs.get(row["function"])
+        if spec is None:
+            continue
+        row["deploy"] = spec.deploy
+        row["alias"] = spec.alias
+        hold = holds.get(spec.name)
+        version = versions[spec.image].version
+        if hold is not None and hold.holds_at(version):
+            row["held"] = {"image_uri": hold.to_image, "from": hold.from_image, "since": hold.at}
+        else:
+            row["held"] = None

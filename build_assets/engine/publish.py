@@ -2,7 +2,8 @@
 Store at the manifest's `publish.ssm` name (default `/build-assets/<env>/<image>/image-uri`),
 the tag, version and git commit in the parameter's description.
 
-Idempotent: a parameter that already holds the URI and description is not written again.
+Idempotent: a parameter that already holds the URI is not written again (so only
+`ssm:GetParameter` and `ssm:PutParameter` on these parameters are needed).
 Published wherever AWS is configured: the CodeBuild backend, or an AWS endpoint (the local
 stack's moto); a local build with no AWS endpoint publishes nothing.
 """
@@ -53,7 +54,7 @@ def publish_image(ssm: Any, name: str, uri: str, description: str) -> Published:
             if error_code(exc) != "ParameterNotFound":
                 raise
             current = None
-    if current == uri and _description(ssm, name) == description:
+    if current == uri:
         return Published(name, uri, description, False)
     with aws_errors("write SSM parameter", name):
         ssm.put_parameter(
@@ -65,14 +66,6 @@ def publish_image(ssm: Any, name: str, uri: str, description: str) -> Published:
         )
     log.info("published %s = %s", name, uri)
     return Published(name, uri, description, True)
-
-
-def _description(ssm: Any, name: str) -> str | None:
-    with aws_errors("read SSM parameter", name):
-        found = ssm.describe_parameters(
-            ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [name]}]
-        ).get("Parameters", [])
-    return found[0].get("Description") if found else None
 
 
 class ImagePublisher:

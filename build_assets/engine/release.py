@@ -118,9 +118,19 @@ def _pages(client: Any, call: str, key: str, function: str) -> Iterator[dict]:
             return
 
 
-def published_versions(client: Any, function: str) -> dict[str, set[str]]:
-    """Published version -> the images it may run (the noted one and `Code.ImageUri`)."""
-    out: dict[str, set[str]] = {}
+@dataclass(frozen=True)
+class Version:
+    """A published version: the image it runs, and every image it may run (the one noted
+    in its description and `Code.ImageUri`; gc keeps both)."""
+
+    number: str
+    image: str | None
+    images: frozenset[str]
+
+
+def published_versions(client: Any, function: str) -> dict[str, Version]:
+    """Published version number -> Version, oldest first."""
+    out: dict[str, Version] = {}
     with aws_errors("list Lambda versions", function):
         try:
             listed = [v for v in _pages(client, "list_versions_by_function", "Versions", function)]
@@ -133,10 +143,10 @@ def published_versions(client: Any, function: str) -> dict[str, set[str]]:
         if not number or number == "$LATEST":
             continue
         answer = _get(client, function, number) or {}
-        images = {u for u in (_noted(v.get("Description")), _image_in(answer)) if u}
-        images |= {u for u in [answer.get("Code", {}).get("ImageUri")] if u}
-        out[number] = images
-    return out
+        image = _noted(v.get("Description")) or _image_in(answer)
+        coded = answer.get("Code", {}).get("ImageUri")
+        out[number] = Version(number, image, frozenset(u for u in (image, coded) if u))
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
 
 
 def deployed_images(client: Any, function: str) -> dict[str, str]:
@@ -153,11 +163,11 @@ def deployed_images(client: Any, function: str) -> dict[str, str]:
     with aws_errors("list Lambda aliases", function):
         aliases = list(_pages(client, "list_aliases", "Aliases", function))
     behind = {a["FunctionVersion"]: a["Name"] for a in aliases}
-    for number in sorted(versions, key=int):
+    for number, version in versions.items():
         where = f"Lambda function {function}:{number}"
         if number in behind:
             where += f" (alias {behind[number]})"
-        for image in versions[number]:
+        for image in sorted(version.images):
             out.setdefault(image, where)
     return out
 
