@@ -10,9 +10,17 @@ import posixpath
 import re
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 from build_assets.core import safeyaml
 from build_assets.core.functions import ALIAS_RE, DEFAULT_SSM, ssm_name_problem
@@ -97,6 +105,17 @@ class FunctionEntry(BaseModel):
     deploy: Literal["direct", "none"] = "direct"
 
 
+def _entry_kind(value: Any) -> str:
+    return "mapping" if isinstance(value, dict | FunctionEntry) else "name"
+
+
+# a `lambda:` item: one validation error for a bad one, whichever form it has
+LambdaItem = Annotated[
+    Annotated[str, Tag("name")] | Annotated[FunctionEntry, Tag("mapping")],
+    Discriminator(_entry_kind),
+]
+
+
 class Publish(BaseModel):
     """Where each built image's digest-pinned URI is published (`ssm: false`: nowhere)."""
 
@@ -115,7 +134,7 @@ class ImageSpec(ImageSpecMethods, BaseModel):
     base: str | None = None
     build_args: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
     # names or FunctionEntry mappings; `lambdas` (ImageSpecMethods) gives the names
-    lambda_entries: tuple[str | FunctionEntry, ...] = Field(
+    lambda_entries: tuple[LambdaItem, ...] = Field(
         default=(), alias="lambda", max_length=MAX_LIST
     )
     codebuild: CodeBuildOptions | None = None
@@ -188,7 +207,11 @@ def _pydantic_lines(source: str, exc: ValidationError) -> list[str]:
     an aliased input can be huge once expanded)."""
     lines = []
     for err in exc.errors(include_url=False, include_context=False):
-        where = _field_path(tuple(err["loc"]))
+        loc = tuple(err["loc"])
+        if loc[2:3] == ("lambda",) and loc[4:5] in (("name",), ("mapping",)):
+            loc = loc[:4] + loc[5:]  # the union's tag ('lambda.0.mapping.deploy')
+            err = {**err, "loc": loc}
+        where = _field_path(loc)
         if err["type"] == "extra_forbidden":
             key = err["loc"][-1]
             where = _field_path(tuple(err["loc"][:-1]))
