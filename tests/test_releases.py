@@ -239,7 +239,7 @@ def test_deployer_policy_is_least_privilege_and_idempotent(aws: boto3.Session) -
     assert by_sid["ReadDeployedImages"]["Resource"] == [
         f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{r}" for r in ("orders", "refunds")
     ]
-    assert all("*" != r for s in by_sid.values() for r in s["Resource"])
+    assert all(r != "*" for s in by_sid.values() for r in s["Resource"])
 
     assert run()[-1].status == "unchanged"
     fewer = [s for s in specs if s.name != "live-fn"]
