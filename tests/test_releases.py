@@ -246,3 +246,23 @@ def test_deployer_policy_is_least_privilege_and_idempotent(aws: boto3.Session) -
     assert run(fewer)[-1].status == "updated"
     versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
     assert sum(v["IsDefaultVersion"] for v in versions) == 1 and len(versions) == 2
+
+
+def test_new_lambda_fields_change_no_version(tmp_path) -> None:
+    from build_assets.core.versioning import worktree_versions
+    from tests.gitutil import LAMBDA_HARMONIZE, commit_all, replace_in, seed_repo
+
+    repo = seed_repo(tmp_path / "repo")
+    before = {img.name: img.version for img in worktree_versions(repo)}
+    replace_in(
+        repo,
+        "images.yaml",
+        f"lambda: {LAMBDA_HARMONIZE}",
+        f"lambda: [{{name: {LAMBDA_HARMONIZE}, alias: live, deploy: none}}]",
+    )
+    with open(repo / "images.yaml", "a") as fh:
+        fh.write("publish: {ssm: false}\n")
+    commit_all(repo, "deploy fields")
+    after = worktree_versions(repo)
+    assert {img.name: img.version for img in after} == before
+    assert function_specs(after.manifest)[LAMBDA_HARMONIZE].owned_by_infrastructure
