@@ -121,6 +121,10 @@ def test_alias_deploys_rollback_holds_and_gc_keeps_published_versions(world) -> 
     assert stale_at(project, versions, ImageAssetTranslator()) == []
     _ok(world, "materialize", "--select", LIVE, "--json")
     assert lam.get_alias(FunctionName=LIVE, Name="live")["FunctionVersion"] == "1"
+    with DagsterInstance.from_config(str(home / "dagster")) as instance:
+        event = instance.get_latest_materialization_event(AssetKey(["lambda", LIVE]))
+        meta = event.asset_materialization.metadata
+        assert meta["held_by_rollback"].value is True and meta["image_uri"].value == uri1
     status = {f["function"]: f for f in json.loads(_ok(world, "status", "--json"))["lambdas"]}
     assert status[LIVE]["held"]["image_uri"] == uri1
 

@@ -110,7 +110,8 @@ def _function_result(key, done: Done) -> MaterializeResult:
         data_version=DataVersion(result.digest),
         metadata={
             "function_name": done.target.name,
-            "image_uri": result.pinned_uri,
+            # a function a rollback holds runs (and keeps) the rollback's image
+            "image_uri": (done.release.image or "") if _held(done) else result.pinned_uri,
             "previous_image_uri": deployed.previous_image or "",
             "changed": deployed.changed,
             "resolved_image_uri": deployed.resolved_image_uri or "",
@@ -119,6 +120,10 @@ def _function_result(key, done: Done) -> MaterializeResult:
             **release_metadata(done.release),
         },
     )
+
+
+def _held(done: Done) -> bool:
+    return done.release is not None and done.release.held
 
 
 def release_metadata(release) -> dict[str, object]:
