@@ -24,7 +24,7 @@ from tests.test_plan_cli import run_cli
 
 pytestmark = pytest.mark.stack
 
-LIVE, INFRA = "rb-app-live", "rb-app-infra"
+LIVE, INFRA, PLAIN = "rb-app-live", "rb-app-infra", "rb-app-plain"
 MANIFEST = f"""\
 images:
   app:
@@ -33,6 +33,7 @@ images:
     lambda:
       - {{name: {LIVE}, alias: live}}
       - {{name: {INFRA}, deploy: none}}
+      - {PLAIN}
 """
 FILES = {
     "images.yaml": MANIFEST,
@@ -113,6 +114,11 @@ def test_alias_deploys_rollback_holds_and_gc_keeps_published_versions(world) -> 
         meta = obs.asset_observation.metadata
         assert (meta["rollback_from"].value, meta["rollback_to"].value) == (uri2, uri1)
 
+    #    a plain function ($LATEST, no versions) goes back to what the journal says it ran
+    assert _ok(world, "rollback", PLAIN) == f"{PLAIN}: {uri2} -> {uri1}\n"
+    assert lam.get_function(FunctionName=PLAIN)["Code"]["ImageUri"] == uri1
+    assert lam.list_versions_by_function(FunctionName=PLAIN)["Versions"][-1]["Version"] == "$LATEST"
+
     # 4. the rollback holds: nothing is stale (the sensor asks the same rule), and even an
     #    explicit materialize leaves the alias where the rollback put it
     assert "Nothing is stale" in _ok(world, "materialize")
@@ -127,13 +133,16 @@ def test_alias_deploys_rollback_holds_and_gc_keeps_published_versions(world) -> 
         assert meta["held_by_rollback"].value is True and meta["image_uri"].value == uri1
     status = {f["function"]: f for f in json.loads(_ok(world, "status", "--json"))["lambdas"]}
     assert status[LIVE]["held"]["image_uri"] == uri1
+    assert _ok(world, "status").count("held by a rollback") == 2
 
     # 5. infrastructure code catches up; gc keeps every image a published version or alias
     #    runs, however small --keep is: v1 only runs behind alias live (version 1)
     lam.update_function_code(FunctionName=INFRA, ImageUri=uri2)
-    _new_version(repo, "v3 (not built yet)")
     tags = {reg.manifest_digest(repository, t): t for t in reg.list_tags(repository)}
     tag1, tag2 = (tags[u.split("@", 1)[1]] for u in (uri1, uri2))
+    # the plain function forward to v2 by tag (still held): only LIVE:1 runs v1 now
+    assert _ok(world, "rollback", PLAIN, "--to", tag2) == f"{PLAIN}: {uri1} -> {uri2}\n"
+    _new_version(repo, "v3 (not built yet)")
     report = json.loads(_ok(world, "gc", "--json", "--keep", "1"))["repositories"][0]
     assert (report["kept"], report["deleted"]) == ([tag2], [])
     assert report["protected"] == {tag1: f"Lambda function {LIVE}:1 (alias live)"}
@@ -147,6 +156,7 @@ def test_alias_deploys_rollback_holds_and_gc_keeps_published_versions(world) -> 
     assert alias == "3" and lam.get_function(FunctionName=LIVE, Qualifier="live")
     status = {f["function"]: f for f in json.loads(_ok(world, "status", "--json"))["lambdas"]}
     assert status[LIVE]["held"] is None and status[LIVE]["up_to_date"]
+    assert lam.get_function(FunctionName=PLAIN)["Code"]["ImageUri"] == uri3
 
     # 7. rollback --to a tag, then --release; bad input is one line each
     assert _ok(world, "rollback", LIVE, "--to", tag1) == f"{LIVE}:live: {uri3} -> {uri1}\n"
