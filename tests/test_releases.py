@@ -266,3 +266,40 @@ def test_new_lambda_fields_change_no_version(tmp_path) -> None:
     after = worktree_versions(repo)
     assert {img.name: img.version for img in after} == before
     assert function_specs(after.manifest)[LAMBDA_HARMONIZE].owned_by_infrastructure
+
+
+def test_rollback_falls_back_to_the_build_records(aws: boto3.Session, tmp_path, monkeypatch):
+    """No published version and no journal entry: the newest other successful build."""
+    from build_assets.engine.records import SUCCEEDED, BuildRecord, BuildRecords
+    from build_assets.engine.rollback import rollback
+    from build_assets.project import Project
+    from tests.gitutil import HARMONIZE, LAMBDA_HARMONIZE, seed_repo
+
+    monkeypatch.setenv("BUILD_ASSETS_HOME", str(tmp_path / "state"))
+    project = Project.from_env(repo=str(seed_repo(tmp_path / "repo")), registry=REGISTRY)
+    aws.client("ecr").create_repository(repositoryName=HARMONIZE)
+    old, new = (push_image(aws, HARMONIZE, f"git-{c * 12}") for c in "ab")
+    repository = project.repository(HARMONIZE)
+    lam = aws.client("lambda")
+    lam.create_function(
+        FunctionName=LAMBDA_HARMONIZE,
+        PackageType="Image",
+        Code={"ImageUri": f"{repository}@{new}"},
+        Role=ensure_local_execution_role(aws.client("iam")),
+    )
+    ledger = BuildRecords(project.settings.ledger_path)
+    for tag, digest in (("git-aaaaaaaaaaaa", old), ("git-bbbbbbbbbbbb", new)):
+        ledger.add(BuildRecord(HARMONIZE, tag[4:], tag, REGISTRY, SUCCEEDED, digest=digest))
+    done = rollback(project, LAMBDA_HARMONIZE)
+    assert (done.old, done.new) == (f"{repository}@{new}", f"{repository}@{old}")
+    assert lam.get_function(FunctionName=LAMBDA_HARMONIZE)["Code"]["ImageUri"] == done.new
+    version = project.versions()[HARMONIZE].version
+    assert done.held_at == version
+    # held at the current version: the stale rule leaves it alone (registry look-ups aside)
+    from build_assets.engine.function_deploy import settle_stale
+
+    versions = project.versions()
+    fn = next(t for t in project.targets(versions) if t.name == LAMBDA_HARMONIZE)
+    assert settle_stale(project, versions, [fn], {HARMONIZE: new}) == []
+    other = type(fn)(fn.kind, fn.name, fn.image, "0" * 64)  # a new version ends the hold
+    assert settle_stale(project, versions, [other], {HARMONIZE: new}) == [other]
