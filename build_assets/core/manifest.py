@@ -134,9 +134,7 @@ class ImageSpec(ImageSpecMethods, BaseModel):
     base: str | None = None
     build_args: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
     # names or FunctionEntry mappings; `lambdas` (ImageSpecMethods) gives the names
-    lambda_entries: tuple[LambdaItem, ...] = Field(
-        default=(), alias="lambda", max_length=MAX_LIST
-    )
+    lambda_entries: tuple[LambdaItem, ...] = Field(default=(), alias="lambda", max_length=MAX_LIST)
     codebuild: CodeBuildOptions | None = None
     # adoption of an existing monorepo (see README "Bringing an existing monorepo")
     platform: Platform | None = None
