@@ -4,8 +4,9 @@ the tag, version and git commit in the parameter's description.
 
 Idempotent: a parameter that already holds the URI is not written again (so only
 `ssm:GetParameter` and `ssm:PutParameter` on these parameters are needed).
-Published wherever AWS is configured: the CodeBuild backend, or an AWS endpoint (the local
-stack's moto); a local build with no AWS endpoint publishes nothing.
+Published wherever AWS is in use: the CodeBuild backend, an ECR registry, or an AWS endpoint
+(the local stack's moto); a local build to a local registry with no AWS endpoint publishes
+nothing.
 """
 
 from __future__ import annotations
@@ -78,8 +79,11 @@ class ImagePublisher:
 
     @classmethod
     def for_project(cls, project: Any, manifest: Any) -> ImagePublisher:
+        from build_assets.engine.registry import is_ecr, parse_repository
+
         s = project.settings
-        aws = s.backend == "codebuild" or bool(os.environ.get("AWS_ENDPOINT_URL"))
+        ecr = is_ecr(parse_repository(f"{project.registry}/x").host)
+        aws = s.backend == "codebuild" or ecr or bool(os.environ.get("AWS_ENDPOINT_URL"))
         return cls(manifest, s.env, enabled=aws)
 
     def name_of(self, image: str) -> str | None:

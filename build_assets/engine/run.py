@@ -117,14 +117,19 @@ class BuildRun:
             rows.append(
                 {"target": name, "kind": pg.IMAGE, "tag": image.tag, "action": action, "why": why}
             )
+        from build_assets.core.functions import function_specs
+
+        specs = function_specs(self.versions.manifest)
         for fn in self.selected:
             if not fn.is_image:
+                spec = specs.get(fn.name)
+                none = spec is not None and spec.owned_by_infrastructure
                 rows.append(
                     {
                         "target": fn.name,
                         "kind": pg.LAMBDA,
                         "tag": self.versions[fn.image].tag,
-                        "action": "deploy",
+                        "action": "drift check" if none else "deploy",
                         "why": f"image {fn.image}",
                     }
                 )
