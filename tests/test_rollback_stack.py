@@ -100,7 +100,10 @@ def test_alias_deploys_rollback_holds_and_gc_keeps_published_versions(world) -> 
     assert uri2 != uri1
     assert lam.get_alias(FunctionName=LIVE, Name="live")["FunctionVersion"] == "2"
     assert lam.get_function(FunctionName=INFRA)["Code"]["ImageUri"] == uri1
-    status = {f["function"]: f for f in json.loads(_ok(world, "status", "--json"))["lambdas"]}
+    full = json.loads(_ok(world, "status", "--json"))
+    (image,) = full["images"]
+    assert (image["ssm_parameter"], image["published"]) == (parameter, True)
+    status = {f["function"]: f for f in full["lambdas"]}
     assert status[INFRA]["deploy"] == "none" and not status[INFRA]["up_to_date"]
     assert status[INFRA]["current_image_uri"] == uri1
     assert status[LIVE]["up_to_date"] and status[LIVE]["alias"] == "live"
@@ -143,6 +146,8 @@ def test_alias_deploys_rollback_holds_and_gc_keeps_published_versions(world) -> 
     # the plain function forward to v2 by tag (still held): only LIVE:1 runs v1 now
     assert _ok(world, "rollback", PLAIN, "--to", tag2) == f"{PLAIN}: {uri1} -> {uri2}\n"
     _new_version(repo, "v3 (not built yet)")
+    (image,) = json.loads(_ok(world, "status", "--json"))["images"]
+    assert image["published"] is False  # not built yet, so not published
     report = json.loads(_ok(world, "gc", "--json", "--keep", "1"))["repositories"][0]
     assert (report["kept"], report["deleted"]) == ([tag2], [])
     assert report["protected"] == {tag1: f"Lambda function {LIVE}:1 (alias live)"}

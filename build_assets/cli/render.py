@@ -69,7 +69,8 @@ def print_status(status: dict) -> None:
     """The seed's quick verification script as tables."""
     console = Console()
     t = Table(title="Images", title_justify="left")
-    for col in ("image", "tag", "built", "digest"):
+    published = any("ssm_parameter" in i for i in status["images"])
+    for col in ("image", "tag", "built", "digest", *(["published (SSM)"] if published else [])):
         t.add_column(col)
     for i in status["images"]:
         t.add_row(
@@ -77,6 +78,7 @@ def print_status(status: dict) -> None:
             i["tag"],
             "[green]yes[/]" if i["built"] else "[yellow]no[/]",
             (i["digest"] or "-")[:19],
+            *([_published(i)] if published else []),
         )
     console.print(t)
     if status["lambdas"]:
@@ -118,3 +120,10 @@ def _function_state(f: dict) -> str:
     if f.get("alias"):
         text += f" (alias {f['alias']})"
     return text
+
+
+def _published(i: dict) -> str:
+    """Whether the image's SSM parameter holds its built image."""
+    if i.get("published") is None:
+        return "[yellow]unknown[/]" if i.get("ssm_error") else "-"
+    return "[green]yes[/]" if i["published"] else "[yellow]no[/]"

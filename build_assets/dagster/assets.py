@@ -96,9 +96,11 @@ def image_metadata(
 
 
 def with_published(meta: dict[str, object], done: Done) -> dict[str, object]:
-    """An image's metadata with the SSM parameter it was published to (when published)."""
+    """An image's metadata with the SSM parameter it was published to (or why it was not)."""
     if done.published is not None:
         meta["ssm_parameter"] = done.published.name
+    if done.publish_error:
+        meta["ssm_publish_error"] = done.publish_error
     return meta
 
 
@@ -219,6 +221,10 @@ def run_image_builds(
             context.log.error(failures[-1])
         elif done.target.is_image:
             assert done.outcome is not None
+            if done.publish_error:
+                context.log.warning(
+                    f"{done.target.name}: built, but not published to SSM: {done.publish_error}"
+                )
             yield MaterializeResult(
                 asset_key=keys[done.target],
                 data_version=DataVersion(done.outcome.result.digest),  # type: ignore[union-attr]

@@ -99,3 +99,47 @@ class ImagePublisher:
 
             self._ssm = make_client("ssm")
         return publish_image(self._ssm, name, uri, description_of(tag, version, commit))
+
+
+def current_value(ssm: Any, name: str) -> str | None:
+    """The parameter's value (None: there is none)."""
+    with aws_errors("read SSM parameter", name):
+        try:
+            return ssm.get_parameter(Name=name)["Parameter"]["Value"]
+        except ClientError as exc:
+            if error_code(exc) != "ParameterNotFound":
+                raise
+            return None
+
+
+def status_fields(project: Any, versions: Any, rows: list[dict]) -> None:
+    """Add to `status`'s image rows the SSM parameter and whether it holds the built image
+    (`published`: True / False; None with `ssm_error` when SSM cannot be read)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from build_assets.errors import UserError
+
+    publisher = ImagePublisher.for_project(project, versions.manifest)
+    names = {r["name"]: publisher.name_of(r["name"]) for r in rows}
+    if not any(names.values()):
+        return
+    from build_assets.aws.clients import make_client
+
+    ssm = make_client("ssm")
+
+    def read(name: str | None) -> tuple[str | None, str | None]:
+        if name is None:
+            return None, None
+        try:
+            return current_value(ssm, name), None
+        except UserError as exc:
+            return None, str(exc)
+
+    with ThreadPoolExecutor(max_workers=min(16, len(rows))) as pool:
+        found = list(pool.map(read, [names[r["name"]] for r in rows]))
+    for row, (value, error) in zip(rows, found, strict=True):
+        row["ssm_parameter"] = names[row["name"]]
+        built = f"{project.repository(row['name'])}@{row['digest']}" if row["digest"] else None
+        row["published"] = None if error else (built is not None and value == built)
+        if error:
+            row["ssm_error"] = error

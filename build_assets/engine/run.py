@@ -40,6 +40,7 @@ class Done:
     durations: dict[str, float] = field(default_factory=dict)  # images: queue_wait_s, build_s..
     release: Release | None = None  # functions: alias version, drift check, rollback hold
     published: Published | None = None  # images: the SSM parameter written
+    publish_error: str | None = None  # images: built, but the SSM parameter was not written
 
     @property
     def ok(self) -> bool:
@@ -159,7 +160,7 @@ class BuildRun:
                 yield Done(target, outcome.image, outcome=outcome, problem=problem)
                 continue
             assert outcome.result is not None
-            published, problem = self._publish(outcome.image, outcome.result)
+            published, publish_error = self._publish(outcome.image, outcome.result)
             yield Done(
                 target,
                 outcome.image,
@@ -167,8 +168,8 @@ class BuildRun:
                 outcome=outcome,
                 reasons=entry.reasons if entry else [],
                 durations=durations,
-                problem=problem,
                 published=published,
+                publish_error=publish_error,
             )
             for fn in functions:
                 if fn.image == outcome.name:
@@ -190,7 +191,8 @@ class BuildRun:
             yield self._deploy(fn, image, result)
 
     def _publish(self, image: ImageVersion, result: BuildResult):
-        """(the SSM parameter written, None) or (None, a problem line) for one built image."""
+        """(the SSM parameter written, None) or (None, why not) for one built image: best
+        effort, like provenance (the image is built; `status` shows the parameter lags)."""
         try:
             if self._publisher is None:
                 from build_assets.engine.publish import ImagePublisher
@@ -202,7 +204,8 @@ class BuildRun:
             ), None
         except Exception as exc:  # noqa: BLE001 - built, but infrastructure code cannot see it
             why = _deploy_error(exc, image.name)
-            return None, f"{image.name}: built, but publishing {result.pinned_uri} failed: {why}"
+            self.on_event(f"{image.name}: built, but publishing {result.pinned_uri} failed: {why}")
+            return None, why
 
     def _deploy(self, fn: Target, image: ImageVersion, result: BuildResult) -> Done:
         self.progress.set(fn.name, pg.DEPLOYING, kind=pg.LAMBDA)
