@@ -175,7 +175,9 @@ def deployed_images(client: Any, function: str) -> dict[str, str]:
 def _wait_version(client: Any, function: str, version: str) -> None:
     try:
         client.get_waiter("published_version_active").wait(
-            FunctionName=f"{function}:{version}", WaiterConfig={"Delay": 2, "MaxAttempts": 60}
+            FunctionName=function,
+            Qualifier=version,
+            WaiterConfig={"Delay": 2, "MaxAttempts": 60},
         )
     except WaiterError as exc:
         from build_assets.errors import UserError
