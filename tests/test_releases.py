@@ -303,3 +303,41 @@ def test_rollback_falls_back_to_the_build_records(aws: boto3.Session, tmp_path, 
     assert settle_stale(project, versions, [fn], {HARMONIZE: new}) == []
     other = type(fn)(fn.kind, fn.name, fn.image, "0" * 64)  # a new version ends the hold
     assert settle_stale(project, versions, [other], {HARMONIZE: new}) == [other]
+
+
+def test_publishing_is_best_effort_and_tried_once_when_ssm_is_down(tmp_path, monkeypatch):
+    """SSM unreachable (a closed port): every image is still built and yielded ok, with the
+    reason; the run stops trying after the first failure. The simulated builder stands in
+    for Docker here: what is under test is the run's publishing, not the build."""
+    import socket
+
+    from build_assets.engine.builders.simulated import SimulatedBuilder
+    from build_assets.engine.run import BuildRun
+    from build_assets.project import Project
+    from build_assets.settings import Settings
+    from tests.gitutil import seed_repo
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", closed)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    settings = Settings.resolve(
+        repo=str(seed_repo(tmp_path / "repo")), registry="reg.test", home=str(tmp_path / "s")
+    )
+    project = Project(settings, builder=SimulatedBuilder())
+    versions = project.versions()
+    images = [t for t in project.targets(versions) if t.is_image]
+    calls: list[str] = []
+    monkeypatch.setattr(
+        "build_assets.engine.publish.publish_image",
+        lambda *a, _real=publish_image: calls.append(a[1]) or _real(*a),
+    )
+    done = list(BuildRun(project, versions, images).execute())
+    assert sorted(d.target.name for d in done) == sorted(t.name for t in images)
+    assert all(d.ok and d.published is None for d in done)
+    assert all("cannot reach" in (d.publish_error or "") for d in done)
+    assert calls == ["/build-assets/dev/base-receipt-dynamo/image-uri"]

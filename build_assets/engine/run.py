@@ -84,6 +84,7 @@ class BuildRun:
         self.on_event = on_event or (lambda message: None)
         self._deployer = None  # made at the first deploy: builds never wait on AWS set-up
         self._publisher = None  # made at the first image: SSM (engine.publish)
+        self._publish_down: str | None = None  # SSM unreachable: not tried again this run
         self.progress = pg.ProgressTracker(on_progress, run_id=run_id)
         self._digests: dict[str, str | None] = {}  # looked up by `preview`, reused by the builds
 
@@ -192,7 +193,10 @@ class BuildRun:
 
     def _publish(self, image: ImageVersion, result: BuildResult):
         """(the SSM parameter written, None) or (None, why not) for one built image: best
-        effort, like provenance (the image is built; `status` shows the parameter lags)."""
+        effort, like provenance (the image is built; `status` shows the parameter lags).
+        After SSM could not be reached once, the run does not try again."""
+        if self._publish_down:
+            return None, self._publish_down
         try:
             if self._publisher is None:
                 from build_assets.engine.publish import ImagePublisher
@@ -203,7 +207,11 @@ class BuildRun:
                 image.name, result.pinned_uri, image.tag, image.version, commit
             ), None
         except Exception as exc:  # noqa: BLE001 - built, but infrastructure code cannot see it
+            from botocore.exceptions import EndpointConnectionError
+
             why = _deploy_error(exc, image.name)
+            if isinstance(exc, EndpointConnectionError) or "cannot reach" in why:
+                self._publish_down = why
             self.on_event(f"{image.name}: built, but publishing {result.pinned_uri} failed: {why}")
             return None, why
 
