@@ -166,6 +166,8 @@ def test_alias_deploys_rollback_holds_and_gc_keeps_published_versions(world) -> 
     # 7. rollback --to a tag, then --release; bad input is one line each
     assert _ok(world, "rollback", LIVE, "--to", tag1) == f"{LIVE}:live: {uri3} -> {uri1}\n"
     assert _ok(world, "rollback", LIVE, "--release") == f"{LIVE}: hold released\n"
+    _ok(world, "materialize", "--json")  # released: the current version goes out again
+    assert lam.get_alias(FunctionName=LIVE, Name="live")["FunctionVersion"] == "3"
     assert "not a Lambda function" in _one_line_error(world, "rollback", "nope")
     assert "deploy: none" in _one_line_error(world, "rollback", INFRA)
     assert "is not in" in _one_line_error(world, "rollback", LIVE, "--to", "git-000000000000")
