@@ -137,16 +137,19 @@ class Project:
     # -- functions ------------------------------------------------------------------------------
 
     def running_images(self, functions: Iterable[str]) -> dict[str, str | None]:
-        """Function -> the image URI it runs now (None: the function does not exist)."""
-        from build_assets.engine.deploy import current_image
+        """Function -> the image URI it runs now, behind its alias when the manifest gives it
+        one (None: the function or alias does not exist)."""
+        from build_assets.engine.function_deploy import running_images
 
-        functions = list(functions)
-        if not functions:
-            return {}
-        client = self._lambda_client()
-        with ThreadPoolExecutor(max_workers=min(LOOKUP_THREADS, len(functions))) as pool:
-            uris = list(pool.map(lambda fn: current_image(client, fn), functions))
-        return dict(zip(functions, uris, strict=True))
+        return running_images(self, functions)
+
+    def manifest(self) -> Manifest:
+        """The manifest (of the last versions computed, else loaded now)."""
+        if self._manifest is None:
+            from build_assets.core.manifest import load_manifest
+
+            self._manifest = load_manifest(self.settings.manifest, self.settings.repo)
+        return self._manifest
 
     @functools.cache  # noqa: B019 - one client per project
     def _lambda_client(self):
@@ -185,7 +188,9 @@ class Project:
         running = self.running_images(t.name for t in targets if not t.is_image)
         stale = set(stale_targets(targets, digests, running, self.repository))
         stale.update(resync_targets(targets, recorded or {}))
-        return [t for t in targets if t in stale]
+        from build_assets.engine.function_deploy import settle_stale  # deploy: none, holds
+
+        return settle_stale(self, versions, [t for t in targets if t in stale], digests)
 
     def preflight(self, check: str, *, functions: bool, images: Iterable[str] = ()) -> None:
         """`engine.preflight.<check>` (for_materialize, for_status) for this project's backend

@@ -299,7 +299,7 @@ def test_cli_reads_images_and_overrides_from_the_manifest(
     )
     argv = ["bootstrap", "--repo", str(tmp_path), "--bucket", BUCKET]
     assert main(argv) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "6 created, 0 updated, 0 unchanged"
+    assert capsys.readouterr().out.splitlines()[-1] == "7 created, 0 updated, 0 unchanged"
     projects = aws.client("codebuild").batch_get_projects(
         names=["base-dev-img-builder", "fn-dev-img-builder"]
     )["projects"]
@@ -311,7 +311,7 @@ def test_cli_reads_images_and_overrides_from_the_manifest(
         "fn-dev-img-builder": ("BUILD_GENERAL1_SMALL", 60),
     }
     assert main(argv) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "0 created, 0 updated, 6 unchanged"
+    assert capsys.readouterr().out.splitlines()[-1] == "0 created, 0 updated, 7 unchanged"
 
 
 def test_cli_user_errors_are_one_line(

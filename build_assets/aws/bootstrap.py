@@ -117,8 +117,11 @@ class Bootstrapper:
         sleep: Callable[[float], None] = time.sleep,
         keep_versions: int = DEFAULT_KEEP,
         untagged_days: int = DEFAULT_UNTAGGED_DAYS,
+        functions: Sequence[Any] = (),
+        parameters: Sequence[str] = (),
     ) -> None:
         self.keep_versions, self.untagged_days = keep_versions, untagged_days
+        self.functions, self.parameters = tuple(functions), tuple(parameters)  # deployer policy
         self.session = session or make_session()
         self.region = region_of(self.session)
         self.partition = partition_of(self.session)
@@ -167,7 +170,28 @@ class Bootstrapper:
         actions += [self.ensure_repository(image) for image in images]
         actions.append(self.ensure_role(images))
         actions += self.ensure_projects(images, settings)
+        if self.functions or self.parameters:
+            actions.append(self.ensure_deployer_policy())
         return actions
+
+    def ensure_deployer_policy(self) -> Action:
+        """The managed policy of the deploying host (`aws.deploy_policy`)."""
+        from build_assets.aws import deploy_policy as dp
+
+        name = dp.policy_name(self.env)
+        arn = f"arn:{self.partition}:iam::{self.account}:policy/{name}"
+        repositories = {f.image: self.repository_of(f.image) for f in self.functions}
+        document = dp.deployer_policy(
+            self.partition,
+            self.region,
+            self.account,
+            self.functions,
+            self.parameters,
+            repositories,
+        )
+        with aws_errors("update IAM policy", name):
+            status, changes = dp.ensure_policy(self.iam, arn, name, document, dry_run=self.dry_run)
+        return self._action("iam-policy", name, status, changes)
 
     # -- S3 ---------------------------------------------------------------------------------
 
@@ -659,6 +683,8 @@ def bootstrap(
     sleep: Callable[[float], None] = time.sleep,
     keep_versions: int = DEFAULT_KEEP,
     untagged_days: int = DEFAULT_UNTAGGED_DAYS,
+    functions: Sequence[Any] = (),
+    parameters: Sequence[str] = (),
     **clients: Any,
 ) -> list[Action]:
     """Create/update everything the CodeBuild builder needs; return one Action per resource.
@@ -677,6 +703,8 @@ def bootstrap(
         sleep=sleep,
         keep_versions=keep_versions,
         untagged_days=untagged_days,
+        functions=functions,
+        parameters=parameters,
         **clients,
     ).run(images, overrides)
 
@@ -725,6 +753,19 @@ def manifest_lifecycle(repo: str | None, manifest: str | None) -> tuple[int, int
     return lifecycle.keep, lifecycle.untagged_days
 
 
+def manifest_deploys(repo: str | None, manifest: str | None, env: str) -> tuple[list, list[str]]:
+    """(the manifest's FunctionSpecs, the SSM parameters its images are published to)."""
+    from build_assets.core.functions import function_specs, ssm_name, ssm_template
+    from build_assets.core.manifest import load_manifest
+    from build_assets.settings import Settings
+
+    settings = Settings.resolve(repo=repo, manifest=manifest)
+    model = load_manifest(settings.manifest, settings.repo)
+    template = ssm_template(model)
+    names = [ssm_name(template, env, i) for i in model.images] if template else []
+    return list(function_specs(model).values()), names
+
+
 def _run_cli(args: argparse.Namespace) -> int:
     from build_assets.settings import Settings
 
@@ -737,9 +778,14 @@ def _run_cli(args: argparse.Namespace) -> int:
             getattr(args, "repo", None), getattr(args, "manifest", None)
         )
     keep, days = DEFAULT_KEEP, DEFAULT_UNTAGGED_DAYS
+    functions: list[Any] = []
+    parameters: list[str] = []
     if not args.images:
         keep, days = manifest_lifecycle(
             getattr(args, "repo", None), getattr(args, "manifest", None)
+        )
+        functions, parameters = manifest_deploys(
+            getattr(args, "repo", None), getattr(args, "manifest", None), env
         )
     session = make_session(region=args.region)
     actions = bootstrap(
@@ -753,6 +799,8 @@ def _run_cli(args: argparse.Namespace) -> int:
         secret_refs=args.secret or (),
         keep_versions=keep,
         untagged_days=days,
+        functions=functions,
+        parameters=parameters,
     )
     for action in actions:
         print(action)

@@ -224,6 +224,10 @@ def collect_status(args: argparse.Namespace, builds: int = 10) -> dict[str, Any]
                 "up_to_date": current is not None and current == expected,
             }
         )
+    from build_assets.engine import function_deploy, publish
+
+    publish.status_fields(project, versions, images)  # the SSM parameter holds the image?
+    function_deploy.status_fields(project, versions, lambdas)  # deploy mode, alias, hold
     records = project.ledger().recent(builds, project.registry)
     return {
         "images": images,

@@ -2,7 +2,8 @@
 
 Per image repository of the manifest: the newest N `git-` versions stay (N: `--keep`, else the
 manifest's `lifecycle.keep`), and so do the current version, every image a Lambda function of
-the manifest points at (by digest or tag), and the `last-build` provenance. A repository with
+the manifest runs (by digest or tag) in `$LATEST`, in any published version or behind any
+alias (all listed before anything is deleted), and the `last-build` provenance. A repository with
 a build in flight (a live lease on it or on an image built on it) is left alone. With each
 deleted version go its provenance artifact and its build cache. This is the clean-up for the
 local registry, and for what an ECR lifecycle policy cannot see (functions, running builds).
@@ -67,11 +68,30 @@ def _in_flight(project, versions, leases) -> set[str]:
     return busy
 
 
+def functions_images(project, functions: list[str]) -> dict[str, str]:
+    """Image URI -> which function runs it ($LATEST, a published version, an alias), over
+    every function of the manifest; listed in full before gc deletes anything."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from build_assets.engine.release import deployed_images
+
+    if not functions:
+        return {}
+    client = project._lambda_client()
+    with ThreadPoolExecutor(max_workers=min(16, len(functions))) as pool:
+        found = list(pool.map(lambda fn: deployed_images(client, fn), functions))
+    out: dict[str, str] = {}
+    for images in found:
+        for uri, where in images.items():
+            out.setdefault(uri, where)
+    return out
+
+
 def collect(project, *, keep: int | None = None, dry_run: bool = True) -> list[RepoReport]:
     """Decide, and unless `dry_run` delete, per image repository of the manifest."""
     versions = project.versions()
     keep = keep or versions.manifest.lifecycle.keep
-    running = project.running_images(fn for img in versions for fn in img.lambdas)
+    running = functions_images(project, [fn for img in versions for fn in img.lambdas])
     busy = _in_flight(project, versions, project.leases())
     reports = []
     for img in versions:
@@ -84,12 +104,12 @@ def collect(project, *, keep: int | None = None, dry_run: bool = True) -> list[R
         tags = reg.list_tags(repository)
         digests = {t: reg.manifest_digest(repository, t) for t in tags}
         protected_digests: dict[str, str] = {}
-        for fn, uri in running.items():  # any function running an image of this repository
+        for uri, where in running.items():  # any function running an image of this repository
             name, digest, tag = _split_uri(uri or "")
             if name == repository:
                 ref = digest or digests.get(tag or "")
                 if ref:
-                    protected_digests[ref] = f"Lambda function {fn}"
+                    protected_digests.setdefault(ref, where)
         if digests.get(img.tag):
             protected_digests.setdefault(digests[img.tag], "current version")
         pointer = digests.get(POINTER_TAG)

@@ -21,6 +21,7 @@ _PLUGIN_COMMANDS = {
     "materialize": "build_assets.cli.commands",
     "demo": "build_assets.cli.demo",
     "gc": "build_assets.cli.gc",
+    "rollback": "build_assets.cli.rollback",
     "init": "build_assets.cli.adopt",
     "bases": "build_assets.cli.adopt",
 }

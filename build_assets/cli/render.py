@@ -69,7 +69,8 @@ def print_status(status: dict) -> None:
     """The seed's quick verification script as tables."""
     console = Console()
     t = Table(title="Images", title_justify="left")
-    for col in ("image", "tag", "built", "digest"):
+    published = any("ssm_parameter" in i for i in status["images"])
+    for col in ("image", "tag", "built", "digest", *(["published (SSM)"] if published else [])):
         t.add_column(col)
     for i in status["images"]:
         t.add_row(
@@ -77,6 +78,7 @@ def print_status(status: dict) -> None:
             i["tag"],
             "[green]yes[/]" if i["built"] else "[yellow]no[/]",
             (i["digest"] or "-")[:19],
+            *([_published(i)] if published else []),
         )
     console.print(t)
     if status["lambdas"]:
@@ -88,7 +90,7 @@ def print_status(status: dict) -> None:
                 f["function"],
                 f["image"],
                 f["current_image_uri"] or "(not deployed)",
-                "[green]yes[/]" if f["up_to_date"] else "[yellow]no[/]",
+                _function_state(f),
             )
         console.print(t)
     t = Table(title="Recent builds", title_justify="left")
@@ -106,3 +108,22 @@ def print_status(status: dict) -> None:
         for r in status["runs"]:
             t.add_row(str(r.get("run_id")), str(r.get("status")), str(r.get("asset_selection")))
         console.print(t)
+
+
+def _function_state(f: dict) -> str:
+    """'yes' / 'no', with who deploys it, its alias and a rollback hold."""
+    text = "[green]yes[/]" if f["up_to_date"] else "[yellow]no[/]"
+    if f.get("held"):
+        text = "[yellow]held by a rollback[/] (`rollback --release` ends it)"
+    elif f.get("deploy") == "none" and not f["up_to_date"]:
+        text = "[yellow]no: infrastructure deploy lags[/]"
+    if f.get("alias"):
+        text += f" (alias {f['alias']})"
+    return text
+
+
+def _published(i: dict) -> str:
+    """Whether the image's SSM parameter holds its built image."""
+    if i.get("published") is None:
+        return "[yellow]unknown[/]" if i.get("ssm_error") else "-"
+    return "[green]yes[/]" if i["published"] else "[yellow]no[/]"

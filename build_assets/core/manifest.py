@@ -10,11 +10,20 @@ import posixpath
 import re
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 from build_assets.core import safeyaml
+from build_assets.core.functions import ALIAS_RE, DEFAULT_SSM, ssm_name_problem
 from build_assets.core.lock import is_external, valid_reference
 from build_assets.core.manifestview import (
     ImageSpecMethods,
@@ -86,6 +95,35 @@ class Lifecycle(BaseModel):
     untagged_days: int = Field(default=7, ge=1, le=3650)
 
 
+class FunctionEntry(BaseModel):
+    """A `lambda:` item written as a mapping: who deploys the function, through which alias."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    alias: str | None = None
+    deploy: Literal["direct", "none"] = "direct"
+
+
+def _entry_kind(value: Any) -> str:
+    return "mapping" if isinstance(value, dict | FunctionEntry) else "name"
+
+
+# a `lambda:` item: one validation error for a bad one, whichever form it has
+LambdaItem = Annotated[
+    Annotated[str, Tag("name")] | Annotated[FunctionEntry, Tag("mapping")],
+    Discriminator(_entry_kind),
+]
+
+
+class Publish(BaseModel):
+    """Where each built image's digest-pinned URI is published (`ssm: false`: nowhere)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ssm: str | Literal[False] = DEFAULT_SSM
+
+
 class ImageSpec(ImageSpecMethods, BaseModel):
     """One image of the manifest."""
 
@@ -95,7 +133,8 @@ class ImageSpec(ImageSpecMethods, BaseModel):
     source_paths: tuple[str, ...] = Field(default=(), max_length=MAX_LIST)
     base: str | None = None
     build_args: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
-    lambdas: tuple[str, ...] = Field(default=(), alias="lambda", max_length=MAX_LIST)
+    # names or FunctionEntry mappings; `lambdas` (ImageSpecMethods) gives the names
+    lambda_entries: tuple[LambdaItem, ...] = Field(default=(), alias="lambda", max_length=MAX_LIST)
     codebuild: CodeBuildOptions | None = None
     # adoption of an existing monorepo (see README "Bringing an existing monorepo")
     platform: Platform | None = None
@@ -119,7 +158,7 @@ class ImageSpec(ImageSpecMethods, BaseModel):
     def _normalise_paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_normalise(p) for p in v)
 
-    @field_validator("lambdas", mode="before")
+    @field_validator("lambda_entries", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
@@ -150,6 +189,7 @@ class Manifest(ManifestMethods, BaseModel):
     dockerignore: str | Literal[False] | None = None  # default of every image
     naming: Naming = Field(default_factory=Naming)
     lifecycle: Lifecycle = Field(default_factory=Lifecycle)  # never part of a version
+    publish: Publish = Field(default_factory=Publish)  # never part of a version
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -165,7 +205,11 @@ def _pydantic_lines(source: str, exc: ValidationError) -> list[str]:
     an aliased input can be huge once expanded)."""
     lines = []
     for err in exc.errors(include_url=False, include_context=False):
-        where = _field_path(tuple(err["loc"]))
+        loc = tuple(err["loc"])
+        if loc[2:3] == ("lambda",) and loc[4:5] in (("name",), ("mapping",)):
+            loc = loc[:4] + loc[5:]  # the union's tag ('lambda.0.mapping.deploy')
+            err = {**err, "loc": loc}
+        where = _field_path(loc)
         if err["type"] == "extra_forbidden":
             key = err["loc"][-1]
             where = _field_path(tuple(err["loc"][:-1]))
@@ -297,7 +341,14 @@ def _semantic_problems(
                 elif not found:
                     problems.append(f"{where}, field '{field}': {show(value)} does not exist")
         problems.extend(_build_arg_problems(where, spec.build_args))
-        for fn in spec.lambdas:
+        for entry in spec.lambda_entries:
+            fn = entry if isinstance(entry, str) else entry.name
+            alias = None if isinstance(entry, str) else entry.alias
+            if alias is not None and not ALIAS_RE.match(alias):
+                problems.append(
+                    f"{where}, field 'lambda': function {show(fn)}: bad alias {show(alias)}"
+                    " (Lambda takes 1-128 letters, digits, '-' or '_', not only digits)"
+                )
             if not FUNCTION_RE.match(fn):
                 problems.append(f"{where}, field 'lambda': bad function name {show(fn)}")
             elif fn in functions:
@@ -308,6 +359,11 @@ def _semantic_problems(
             else:
                 functions[fn] = name
     problems.extend(_adoption_problems(manifest, source, path_exists, skip))
+    publish = getattr(manifest, "publish", None)
+    if publish is not None and isinstance(publish.ssm, str):
+        bad = ssm_name_problem(publish.ssm)
+        if bad:
+            problems.append(f"{source}: field 'publish.ssm': {bad}")
     for repo, names in manifest.shared_repositories().items():
         shown = ", ".join(f"'{n}'" for n in names)
         problems.append(

@@ -48,6 +48,14 @@ class ImageSpecMethods:
         source_paths: tuple[str, ...]
         build_args: dict[str, str]
         base: str | None
+        lambda_entries: tuple[Any, ...]  # function names or {name, alias, deploy}
+
+    @property
+    def lambdas(self) -> tuple[str, ...]:
+        """The names of the image's Lambda functions, in manifest order."""
+        from build_assets.core.functions import entry_name
+
+        return tuple(entry_name(e) for e in self.lambda_entries)
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide what is built (hashed into the version)."""
@@ -203,7 +211,7 @@ class _Fields:
 
 
 # ImageSpec fields typed as tuples (JSON gives lists back); tests check this is all of them
-TUPLE_FIELDS = ("source_paths", "lambdas", "allow_secrets", "owners")
+TUPLE_FIELDS = ("source_paths", "lambda_entries", "allow_secrets", "owners")
 
 
 class FrozenSpec(ImageSpecMethods):
@@ -225,9 +233,17 @@ class FrozenManifest(ManifestMethods):
         self.images = {name: FrozenSpec(spec) for name, spec in dump["images"].items()}
         self.naming = _Fields(dump["naming"])
         self.lifecycle = _Fields(dump["lifecycle"])
+        self.publish = _Fields(dump["publish"])
 
 
-_VALIDATORS = ("manifest.py", "manifestview.py", "safeyaml.py", "lock.py", "naming.py")
+_VALIDATORS = (
+    "manifest.py",
+    "manifestview.py",
+    "safeyaml.py",
+    "lock.py",
+    "naming.py",
+    "functions.py",
+)
 _CAP = 4 * 1024 * 1024  # bytes read here; a larger manifest is refused by validation
 
 

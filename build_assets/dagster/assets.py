@@ -100,6 +100,15 @@ def image_metadata(
     return meta
 
 
+def with_published(meta: dict[str, object], done: Done) -> dict[str, object]:
+    """An image's metadata with the SSM parameter it was published to (or why it was not)."""
+    if done.published is not None:
+        meta["ssm_parameter"] = done.published.name
+    if done.publish_error:
+        meta["ssm_publish_error"] = done.publish_error
+    return meta
+
+
 def _function_result(key, done: Done) -> MaterializeResult:
     result, deployed, image = done.result, done.deployed, done.image
     assert result is not None and deployed is not None
@@ -108,14 +117,34 @@ def _function_result(key, done: Done) -> MaterializeResult:
         data_version=DataVersion(result.digest),
         metadata={
             "function_name": done.target.name,
-            "image_uri": result.pinned_uri,
+            # a function a rollback holds runs (and keeps) the rollback's image
+            "image_uri": (done.release.image or "") if _held(done) else result.pinned_uri,
             "previous_image_uri": deployed.previous_image or "",
             "changed": deployed.changed,
             "resolved_image_uri": deployed.resolved_image_uri or "",
             "image_tag": image.tag,
             "version": image.version,
+            **release_metadata(done.release),
         },
     )
+
+
+def _held(done: Done) -> bool:
+    return done.release is not None and done.release.held
+
+
+def release_metadata(release) -> dict[str, object]:
+    """A function's deploy mode, alias version, drift check and rollback hold (when set)."""
+    if release is None:
+        return {}
+    meta: dict[str, object] = {"deploy": release.mode, "runs_published_image": release.in_sync}
+    if release.alias:
+        meta.update(alias=release.alias, function_version=release.version or "")
+    if release.mode == "none":
+        meta["running_image_uri"] = release.image or ""
+    if release.held:
+        meta["held_by_rollback"] = True
+    return meta
 
 
 def pinned_versions(context: AssetExecutionContext, project: Project, loaded: VersionSet):
@@ -220,11 +249,16 @@ def run_image_builds(
             context.log.error(failures[-1])
         elif done.target.is_image:
             assert done.outcome is not None
+            if done.publish_error:
+                context.log.warning(
+                    f"{done.target.name}: built, but not published to SSM: {done.publish_error}"
+                )
             yield MaterializeResult(
                 asset_key=keys[done.target],
                 data_version=DataVersion(done.outcome.result.digest),  # type: ignore[union-attr]
-                metadata=image_metadata(
-                    done.outcome, done.reasons, versions.commit, done.durations
+                metadata=with_published(
+                    image_metadata(done.outcome, done.reasons, versions.commit, done.durations),
+                    done,
                 ),
             )
         else:

@@ -22,6 +22,8 @@ from build_assets.project import Project
 
 if TYPE_CHECKING:  # deploy imports boto3: not needed to load definitions
     from build_assets.engine.deploy import DeployResult
+    from build_assets.engine.publish import Published
+    from build_assets.engine.release import Release
 
 
 @dataclass
@@ -36,6 +38,9 @@ class Done:
     problem: str | None = None
     reasons: list[str] = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)  # images: queue_wait_s, build_s..
+    release: Release | None = None  # functions: alias version, drift check, rollback hold
+    published: Published | None = None  # images: the SSM parameter written
+    publish_error: str | None = None  # images: built, but the SSM parameter was not written
 
     @property
     def ok(self) -> bool:
@@ -78,6 +83,8 @@ class BuildRun:
         self.run_id = run_id
         self.on_event = on_event or (lambda message: None)
         self._deployer = None  # made at the first deploy: builds never wait on AWS set-up
+        self._publisher = None  # made at the first image: SSM (engine.publish)
+        self._publish_down: str | None = None  # SSM unreachable: not tried again this run
         self.progress = pg.ProgressTracker(on_progress, run_id=run_id)
         self._digests: dict[str, str | None] = {}  # looked up by `preview`, reused by the builds
 
@@ -112,14 +119,19 @@ class BuildRun:
             rows.append(
                 {"target": name, "kind": pg.IMAGE, "tag": image.tag, "action": action, "why": why}
             )
+        from build_assets.core.functions import function_specs
+
+        specs = function_specs(self.versions.manifest)
         for fn in self.selected:
             if not fn.is_image:
+                spec = specs.get(fn.name)
+                none = spec is not None and spec.owned_by_infrastructure
                 rows.append(
                     {
                         "target": fn.name,
                         "kind": pg.LAMBDA,
                         "tag": self.versions[fn.image].tag,
-                        "action": "deploy",
+                        "action": "drift check" if none else "deploy",
                         "why": f"image {fn.image}",
                     }
                 )
@@ -149,6 +161,7 @@ class BuildRun:
                 yield Done(target, outcome.image, outcome=outcome, problem=problem)
                 continue
             assert outcome.result is not None
+            published, publish_error = self._publish(outcome.image, outcome.result)
             yield Done(
                 target,
                 outcome.image,
@@ -156,6 +169,8 @@ class BuildRun:
                 outcome=outcome,
                 reasons=entry.reasons if entry else [],
                 durations=durations,
+                published=published,
+                publish_error=publish_error,
             )
             for fn in functions:
                 if fn.image == outcome.name:
@@ -176,24 +191,59 @@ class BuildRun:
             result = BuildResult.already_pushed(req, digest, self.project.builder().name)
             yield self._deploy(fn, image, result)
 
+    def _publish(self, image: ImageVersion, result: BuildResult):
+        """(the SSM parameter written, None) or (None, why not) for one built image: best
+        effort, like provenance (the image is built; `status` shows the parameter lags).
+        After SSM could not be reached once, the run does not try again."""
+        if self._publish_down:
+            return None, self._publish_down
+        try:
+            if self._publisher is None:
+                from build_assets.engine.publish import ImagePublisher
+
+                self._publisher = ImagePublisher.for_project(self.project, self.versions.manifest)
+            commit = self.versions.commit
+            return self._publisher.publish(
+                image.name, result.pinned_uri, image.tag, image.version, commit
+            ), None
+        except Exception as exc:  # noqa: BLE001 - built, but infrastructure code cannot see it
+            from botocore.exceptions import EndpointConnectionError
+
+            why = _deploy_error(exc, image.name)
+            if isinstance(exc, EndpointConnectionError) or "cannot reach" in why:
+                self._publish_down = why
+            self.on_event(f"{image.name}: built, but publishing {result.pinned_uri} failed: {why}")
+            return None, why
+
     def _deploy(self, fn: Target, image: ImageVersion, result: BuildResult) -> Done:
         self.progress.set(fn.name, pg.DEPLOYING, kind=pg.LAMBDA)
         try:
             if self._deployer is None:
+                from build_assets.engine.function_deploy import FunctionDeployer
+
                 # a builder that knows what it pushes says what Lambda will be given
                 known = getattr(self.project.builder(), "media_type", None)
-                self._deployer = self.project.deployer(media_type=known)
-            deployed = self._deployer.deploy(fn.name, result.pinned_uri)
+                self._deployer = FunctionDeployer(self.project, self.versions.manifest, known)
+            release = self._deployer.deploy(fn, result.pinned_uri)
         except Exception as exc:  # noqa: BLE001 - one function failing must not hide others
             why = _deploy_error(exc, fn.name)
             problem = f"lambda {fn.name}: deploy of {result.pinned_uri} failed: {why}"
             self.progress.set(fn.name, pg.FAILED, f"deploy: {why}", kind=pg.LAMBDA)
             return Done(fn, image, result=result, problem=problem)
-        verb = "updated to" if deployed.changed else "already on"
-        detail = "updated" if deployed.changed else "already current"
+        if release.held:
+            detail, text = "held by a rollback", f"held by a rollback on {release.image}"
+        elif release.mode == "none":
+            detail = "runs it" if release.in_sync else "drift: infrastructure deploy lags"
+            text = f"deployed by infrastructure code; runs {release.image}"
+        else:
+            detail = "updated" if release.changed else "already current"
+            verb = "updated to" if release.changed else "already on"
+            text = f"{verb} {result.pinned_uri}"
+            if release.alias:
+                text += f" (alias {release.alias} -> version {release.version})"
         self.progress.set(fn.name, pg.DONE, detail, kind=pg.LAMBDA)
-        self.on_event(f"lambda {fn.name}: {verb} {result.pinned_uri}")
-        return Done(fn, image, result=result, deployed=deployed)
+        self.on_event(f"lambda {fn.name}: {text}")
+        return Done(fn, image, result=result, deployed=release.as_deploy_result(), release=release)
 
 
 def _deploy_error(exc: Exception, function: str) -> str:
