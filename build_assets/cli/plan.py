@@ -50,6 +50,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     fast = _plan_from_cache(scan, settings, truth, args.manifest_doc)
     if fast is not None:
         return _print_plan(args, *fast)
+    scan.start_ignored()  # for the warning about git-ignored files a COPY loses (meanwhile)
 
     from build_assets.core.manifestview import load_validated
     from build_assets.core.plan import built_states
@@ -58,7 +59,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     manifest = load_validated(Path(settings.manifest), scan.root, scan.git_dir, _prime_yaml)
     current = worktree_versions(settings.repo, settings.manifest, scan=scan, manifest=manifest)
     args.warnings = _secret_warnings(current)
-    _gitignored_warnings(current, args.warnings)
+    _gitignored_warnings(current, scan, args.warnings)
     note = None
     if settings.registry is None:
         return _print_plan(args, compare(current, {}, "not built yet"), *_NO_REGISTRY)
@@ -110,6 +111,7 @@ def _cmd_plan_since(args: argparse.Namespace, settings, scan) -> int:
     fast = _since_from_cache(args, settings, scan)
     if fast is not None:
         return _print_plan(args, *fast)
+    scan.start_ignored()
     from build_assets.core.gitrepo import parse_record
     from build_assets.core.plan import BuiltState, compare
     from build_assets.core.versioning import commit_versions, worktree_versions
@@ -141,7 +143,7 @@ def _cmd_plan_since(args: argparse.Namespace, settings, scan) -> int:
         shown.append(_Narrowed(img, came))
         checked.append(shown[-1])
     args.warnings = _secret_warnings(checked)
-    _gitignored_warnings(current, args.warnings)
+    _gitignored_warnings(current, scan, args.warnings)
     entries = compare(shown, states, "new image")  # type: ignore[arg-type]
     against = f"{args.since} ({previous.commit[:12] if previous.commit else ''})"
     return _print_plan(args, entries, against, previous.note)
@@ -290,7 +292,7 @@ def _secret_warnings(versions) -> dict[str, list[str]]:
     return out
 
 
-def _gitignored_warnings(versions, out: dict[str, list[str]]) -> None:
+def _gitignored_warnings(versions, scan, out: dict[str, list[str]]) -> None:
     """Warn once per image whose COPY of a folder loses git-ignored files Docker would ship
     (the working tree only: a commit has no ignored files); added to `out`."""
     from build_assets.core import gitignored
@@ -305,7 +307,9 @@ def _gitignored_warnings(versions, out: dict[str, list[str]]) -> None:
         if found:
             copies[img.name] = (img, found)
     folders = [c[3].strip("/").removeprefix("./") for _, found in copies.values() for c in found]
-    ignored = gitignored.ignored_files(versions.root, folders)
+    if not folders:
+        return
+    ignored = gitignored.ignored_files(versions.root, scan.ignored(), folders)
     if not ignored:
         return
     for name, (img, found) in copies.items():

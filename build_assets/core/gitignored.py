@@ -74,15 +74,25 @@ def missing_reason(root: Path, commit: str | None, path: str) -> str:
     return "not under source_paths"
 
 
-def ignored_files(root: Path, folders: Iterable[str]) -> list[str]:
-    """The git-ignored files of the working tree below `folders` (sorted; one git call)."""
-    wanted = sorted(set(folders))
-    if not wanted:
-        return []
-    proc = _git(
-        root, "ls-files", "--others", "--ignored", "--exclude-standard", "-z", "--", *wanted
-    )
-    return sorted(p for p in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if p)
+def ignored_files(root: Path, listed: list[str], folders: Iterable[str]) -> list[str]:
+    """The git-ignored files below `folders`, from git's listing `listed` (files, and wholly
+    ignored folders as `folder/`, which are walked on disk only where a folder asks)."""
+    wanted = sorted({f.strip("/") for f in folders})
+    out = []
+    for path in listed:
+        name = path.rstrip("/")
+        if not any(
+            name == w or name.startswith(w + "/") or w.startswith(name + "/") for w in wanted
+        ):
+            continue
+        if not path.endswith("/"):
+            out.append(path)
+            continue
+        for top, dirs, files in os.walk(root / name):
+            dirs.sort()
+            rel = Path(top).relative_to(root).as_posix()
+            out.extend(f"{rel}/{f}" for f in sorted(files))
+    return sorted(out)
 
 
 def lost_by_copies(

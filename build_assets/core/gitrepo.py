@@ -380,6 +380,20 @@ class WorktreeScan:
             root, ["ls-files", "--others", "--exclude-standard", "-z", *self._spec]
         )
 
+    def start_ignored(self) -> None:
+        """Start listing the git-ignored files of the scanned paths in the background (a
+        wholly ignored folder as one `folder/` entry): only `plan`'s warning about files a
+        COPY loses needs them, and only when versions are computed."""
+        if getattr(self, "_ignored", None) is None:
+            args = ["ls-files", "--others", "--ignored", "--exclude-standard", "--directory"]
+            self._ignored = _Git(self.root, [*args, "-z", *self._spec])
+
+    def ignored(self) -> list[str]:
+        """The git-ignored paths `start_ignored` listed (sorted; folders end with '/')."""
+        self.start_ignored()
+        out = self._ignored.result(self.root).decode("utf-8", "surrogateescape")
+        return sorted(p for p in out.split("\0") if p)
+
     def covers(self, paths: Iterable[str]) -> bool:
         """True when this scan looked at every one of `paths` (its pathspec includes them)."""
         if not self._spec:
