@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from build_assets.aws.bootstrap import bootstrap
 from build_assets.aws.clients import make_client
 from build_assets.cli.demo_codebuild import CodeBuildDemoResource
 from build_assets.stack.local import StackInfo, set_codebuild_knobs
+from tests.polling import until as _until
 
 from .images import shell_image
 
@@ -32,17 +32,6 @@ pytestmark = pytest.mark.stack
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_KNOBS = {"provisioning_s": 0, "minute_s": 60, "fault_projects": [], "throttle": {}}
-
-
-def _until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _git(repo: Path, *args: str) -> None:

@@ -14,7 +14,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from build_assets.engine.builders.owned import clean_orphaned, owner_prefix
 from build_assets.engine.records import BuildRecords
 from build_assets.stack.local import StackInfo, stack_down, stack_status, stack_up
 from tests.images import shell_image
+from tests.polling import until as _until
 from tests.stack_plugin import private_engine_stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,14 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _quiet(_: str) -> None:
     pass
-
-
-def _until(cond: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll a condition of the outside world (a process, a log line) up to `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _wait_dead(pids: list[int], timeout: float) -> list[int]:

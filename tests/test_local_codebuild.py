@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
@@ -26,22 +25,12 @@ from botocore.exceptions import ClientError
 
 from build_assets.aws.clients import make_client
 from build_assets.stack.local import StackInfo, set_codebuild_knobs
+from tests.polling import until as _until
 
 pytestmark = pytest.mark.stack
 
 BUCKET = "local-codebuild-tests"
 DEFAULT_KNOBS = {"provisioning_s": 0, "minute_s": 60, "fault_projects": [], "throttle": {}}
-
-
-def _until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
