@@ -303,9 +303,12 @@ class CodeBuildBuilder:
             "IMAGE_TAG": request.tag,
             "DOCKERFILE": request.dockerfile,
             "BASE_IMAGE": request.base_image or "",
+            "BASE_WAIT_REF": request.base_wait or "",
             # the script's default is BASE_IMAGE: only another arg name is passed
             "BASE_ARG": (
-                request.base_arg if request.base_image and request.base_arg != "BASE_IMAGE" else ""
+                request.base_arg
+                if (request.base_image or request.base_wait) and request.base_arg != "BASE_IMAGE"
+                else ""
             ),
             "PLATFORM": request.platform or "",
             "BUILD_ARGS": "\n".join(f"{k}={v}" for k, v in sorted(request.build_args.items())),
