@@ -306,7 +306,14 @@ class LocalDockerBuilder:
 
     def _script_env(self, request: BuildRequest) -> dict[str, str]:
         env = {**os.environ, **self.env}
-        for key in ("BASE_IMAGE", "BASE_WAIT_REF", "BASE_ARG", "PLATFORM", "BUILD_ARGS", "CACHE_FROM"):
+        for key in (
+            "BASE_IMAGE",
+            "BASE_WAIT_REF",
+            "BASE_ARG",
+            "PLATFORM",
+            "BUILD_ARGS",
+            "CACHE_FROM",
+        ):
             env.pop(key, None)
         for key in ("ECR_REGISTRY", "DOCKER_NETWORK"):
             env.pop(key, None)
