@@ -170,7 +170,7 @@ def test_lead_is_the_median_start_up_of_recent_successful_builds() -> None:
 def test_a_chain_starts_each_level_its_lead_before_its_base_should_push() -> None:
     estimates = {"a": 100.0, "b": 60.0, "c": 60.0}
     bases = {"b": "a", "c": "b"}
-    plan = EarlyStartPlan(estimates, lambda n: 20.0, bases.get)
+    plan = EarlyStartPlan(estimates, lambda n: 20.0, bases.get, margin=0.0)
     plan.started["a"] = 1000.0
     assert plan.start_time("b", "a") == 1080.0  # a should end at 1100
     plan.started["b"] = 1080.0
@@ -180,6 +180,9 @@ def test_a_chain_starts_each_level_its_lead_before_its_base_should_push() -> Non
     unknown = EarlyStartPlan({}, lambda n: None, bases.get)
     unknown.started["a"] = 1000.0
     assert unknown.start_time("b", "a") is None  # no estimate of the base: base-first
+    margin = EarlyStartPlan(estimates, lambda n: 20.0, bases.get, margin=0.5)
+    margin.started["a"] = 1000.0
+    assert margin.start_time("b", "a") == 1070.0  # half the lead earlier still
 
 
 def test_only_a_builder_with_a_start_up_cost_starts_early(tmp_path: Path) -> None:
