@@ -339,3 +339,24 @@ def test_missing_credentials_are_one_line(
     assert main(["bootstrap", "--image", "app", "--bucket", BUCKET]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("build-assets: error: cannot read caller identity (sts): no usable AWS")
+
+
+def test_a_fleet_and_the_docker_server_when_the_manifest_asks(aws: boto3.Session) -> None:
+    """Verified against moto's CreateProject/BatchGetProjects: the project's environment
+    carries the reserved-capacity fleet and the Docker server (moto runs neither)."""
+    fleet = f"arn:aws:codebuild:{REGION}:{ACCOUNT}:fleet/warm:0f0e0d0c"
+    overrides = {"harmonize": {"fleet": fleet, "docker_server": "BUILD_GENERAL1_MEDIUM"}}
+    run(aws, overrides=overrides)
+    cb = aws.client("codebuild")
+    projects = cb.batch_get_projects(
+        names=["harmonize-dev-img-builder", "base-receipt-dynamo-dev-img-builder"]
+    )["projects"]
+    env = {p["name"]: p["environment"] for p in projects}
+    assert env["harmonize-dev-img-builder"]["fleet"] == {"fleetArn": fleet}
+    assert env["harmonize-dev-img-builder"]["dockerServer"]["computeType"] == (
+        "BUILD_GENERAL1_MEDIUM"
+    )
+    assert "fleet" not in env["base-receipt-dynamo-dev-img-builder"]
+    assert {a.status for a in run(aws, overrides=overrides)} == {"unchanged"}
+    with pytest.raises(UserError, match="fleet must be a fleet ARN"):
+        run(aws, overrides={"harmonize": {"fleet": "warm"}})
