@@ -4,8 +4,8 @@ A build is submitted the moment its base is done, or, on a builder with a start-
 with `start_lead`: CodeBuild's provisioning), early: its lead before its base's expected end
 (`engine.early_start`), its script waiting for the base's tag and pinning its digest; when
 that base fails, its early-started dependents are stopped and reported `blocked`. Independent
-builds run concurrently up to a limit, and outcomes are yielded in topological order as they finish:
-an image is yielded only after its base. A failed build blocks its dependents, never its
+builds run concurrently up to a limit, and outcomes are yielded in topological order as they
+finish: an image is yielded only after its base. A failed build blocks its dependents, never its
 siblings. An image whose tag is already in the registry is not built again (`cached`).
 
 Across processes, a build holds the lease of its (repository, version) (`engine.lease`): a
@@ -280,6 +280,10 @@ class BuildScheduler:
 
         def stop_early(base: str) -> None:
             """Stop the builds started early on `base`, which will never be pushed: blocked."""
+            for name, (req, _, _) in list(parked.items()):  # waiting on a lease, not started
+                if req.base_wait is not None and versions[name].base == base:
+                    del parked[name]
+                    settle(Outcome(name, BLOCKED, versions[name], reason=f"base {base} failed"))
             for name in [n for n, b in early.items() if b == base]:
                 handle = running.get(name)
                 if handle is not None and handle in in_flight:
