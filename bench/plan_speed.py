@@ -412,7 +412,7 @@ def print_turbo(repo: Path, args: argparse.Namespace) -> int:
     sys.path.insert(0, str(HERE))
     from turbo_rows import turbo_rows
 
-    rows = turbo_rows(repo, args.work.parent, args.turbo_runs, timed, dirty, CHILD_ENV, GIT_ENV)
+    rows = turbo_rows(repo, args.work.parent, args.turbo_runs, timed, CHILD_ENV, GIT_ENV)
     print(f"\nTurborepo, median of {args.turbo_runs} interleaved runs")
     print(f"{'tree':58} {'plan s':>7} {'turbo s':>8}  ratio (goal)    peak RSS plan / turbo")
     ok = True
