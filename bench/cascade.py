@@ -14,12 +14,18 @@ so every figure is the overhead of our code and of Dagster around real builds:
   3. no-op       materialize all 50 again: every tag is in the (simulated) registry -> cached.
      3b.         the same once the build-records ledger holds --history older records of
                  --history-files files each (what months of builds of a big repo leave).
+  0. codebuild   the cascade on a CodeBuild latency model (`bench/codebuild_model.py`:
+                 provisioning --cb-provisioning s, the image's duration of work, a push of
+                 --cb-push s, seeded jitter), side by side: fire-and-forget (all builds at
+                 t=0, dependents pull-retrying their base), base-first (the scheduler with
+                 early start off) and early start: wall time and billed build-seconds.
   4. load        `dagster asset list -m build_assets.definitions` on a 100,000-file /
                  200-image repo (bench/plan_speed.py's generator, a private copy made once in
                  bench/.work/cascade_big), vs `python -c "import dagster"` and vs `dagster
                  asset list` of a trivial one-asset module; round-robin, median of --runs.
 
     python bench/cascade.py [--scale 1.0] [--seed 7] [--concurrency 64] [--runs 3] [--check]
+                            [--codebuild-only] [--cb-provisioning 3]
 
 BUILD_ASSETS_HOME is a temp folder (build records never touch the user's). `dagster` is run
 as the script next to this Python (a version manager's shim would add its own start-up).
@@ -41,7 +47,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, materialize
@@ -55,6 +61,9 @@ from build_assets.engine.builders.simulated import SimulatedBuilder
 from build_assets.engine.records import SUCCEEDED, BuildRecord, BuildRecords
 from build_assets.engine.scheduler import BUILT, CACHED, BuildScheduler
 from build_assets.settings import state_home
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from codebuild_model import CodeBuildModel  # noqa: E402 - bench/ is not a package
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
@@ -214,6 +223,94 @@ def run_scheduler(
             sys.exit(f"scheduler: {o.name} yielded before its base {bases[o.name]}")
         seen.add(o.name)
     return wall, builder, outcomes
+
+
+# --------------------------------------------------------------------------- 0. codebuild
+
+
+def codebuild_rows(args, versions: VersionSet, bases: dict, durations: dict, rows, notes) -> None:
+    """Fire-and-forget, base-first and early start on the CodeBuild latency model."""
+
+    def model() -> CodeBuildModel:
+        return CodeBuildModel(
+            durations,
+            provisioning=args.cb_provisioning,
+            push=args.cb_push,
+            retry=args.cb_retry,
+            poll=args.cb_poll,
+            seed=args.seed,
+        )
+
+    results: dict[str, tuple[float, float]] = {}
+    faf = model()
+    plain = BuildScheduler(faf, REGISTRY)
+    reqs = {n: plain.request_for(versions[n], None) for n in bases}
+    reqs = {
+        n: replace(r, base_wait=reqs[b].image_uri) if (b := bases[n]) else r
+        for n, r in reqs.items()
+    }
+    results["fire-and-forget"] = (faf.fire_and_forget(list(reqs.values())), faf.billed)
+    for label, early in (("base-first", False), ("early start", True)):
+        m = model()
+        sched = BuildScheduler(
+            m,
+            REGISTRY,
+            max_concurrent=args.concurrency,
+            on_event=lambda msg: None,
+            early_start=early,
+            estimates=m.estimates(),
+        )
+        start = time.time()
+        outcomes = list(sched.run(versions, list(bases)))
+        wall = time.time() - start
+        if any(o.status != BUILT for o in outcomes):
+            sys.exit(f"codebuild model, {label}: {[o.name for o in outcomes if not o.ok]}")
+        results[label] = (wall, m.billed)
+        print(f"  codebuild model, {label}: {wall:.2f} s, billed {m.billed:.0f} s", flush=True)
+    print(f"  codebuild model, fire-and-forget: {results['fire-and-forget'][0]:.2f} s", flush=True)
+    faf_wall, _ = results["fire-and-forget"]
+    _, bf_billed = results["base-first"]
+    for label, (wall, billed) in results.items():
+        rows.append((f"codebuild {label}: wall (s)", f"{wall:.2f}", "", None))
+        rows.append((f"codebuild {label}: billed build-s", f"{billed:.0f}", "", None))
+    wall, billed = results["early start"]
+    rows.append(
+        (
+            "codebuild early start: wall / fire-and-forget",
+            f"{wall / faf_wall:.3f}",
+            "<= 1.05",
+            wall / faf_wall <= 1.05,
+        )
+    )
+    rows.append(
+        (
+            "codebuild early start: billed / base-first",
+            f"{billed / bf_billed:.3f}",
+            "<= 1.1",
+            billed / bf_billed <= 1.1,
+        )
+    )
+    rows.append(
+        (
+            "codebuild base-first: wall / fire-and-forget",
+            f"{results['base-first'][0] / faf_wall:.3f}",
+            "",
+            None,
+        )
+    )
+    rows.append(
+        (
+            "codebuild fire-and-forget: billed / base-first",
+            f"{results['fire-and-forget'][1] / bf_billed:.3f}",
+            "",
+            None,
+        )
+    )
+    notes.append(
+        f"codebuild model: provisioning {args.cb_provisioning} s, push {args.cb_push} s, poll"
+        f" every {args.cb_poll} s, base pull retried every {args.cb_retry} s, jitter +-10 %"
+        " on provisioning and work; estimates are the nominal figures (history)"
+    )
 
 
 # --------------------------------------------------------------------------- 2./3. dagster
@@ -504,6 +601,11 @@ def main() -> int:
     parser.add_argument("--skip-load", action="store_true", help="skip the load-time part")
     parser.add_argument("--load-only", action="store_true", help="only the load-time part")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--codebuild-only", action="store_true", help="only the CodeBuild part")
+    parser.add_argument("--cb-provisioning", type=float, default=3.0, help="model: s")
+    parser.add_argument("--cb-push", type=float, default=0.3, help="model: push s")
+    parser.add_argument("--cb-poll", type=float, default=0.25, help="model: poll interval s")
+    parser.add_argument("--cb-retry", type=float, default=0.05, help="model: base pull retry s")
     args = parser.parse_args()
 
     global LOGS
@@ -537,6 +639,12 @@ def main() -> int:
             return wall <= crit * 1.05 + 3
 
         goal_wall = f"<= {crit * 1.05 + 3:.2f}"
+
+        # 0. the cascade on a CodeBuild latency model
+        codebuild_rows(args, versions, bases, durations, rows, notes)
+        if args.codebuild_only:
+            args.skip_load = True
+            raise _LoadOnly
 
         # 1. scheduler, without and with build records
         for label, records in (

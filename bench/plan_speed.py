@@ -22,6 +22,11 @@ shows wall seconds and CPU seconds (user + sys), a steadier figure on a busy mac
 goals are checked on wall time.
 
     python bench/plan_speed.py [--files 100000] [--images 200] [--runs 5] [--check]
+                               [--turbo | --turbo-only] [--turbo-runs 7]
+
+--turbo adds Turborepo rows (`bench/turbo_rows.py`: `turbo run build --dry=json`, turbo 2.x
+installed from npm into <work>/turbo by the bench, against `plan --json` on the same tree with
+an npm workspace and turbo.json): goal plan <= 0.5x turbo, the clean tree <= 0.35x.
 
 `plan` runs as `python -m build_assets` (the console script can sit behind a version
 manager's shim whose own start-up would be measured too), with compiled bytecode as an
@@ -280,6 +285,9 @@ def main() -> int:
         help="registry for the registry row (default: $BUILD_ASSETS_REGISTRY; none: no row)",
     )
     parser.add_argument("--naive", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--turbo", action="store_true", help="add the Turborepo rows")
+    parser.add_argument("--turbo-only", action="store_true", help="only the Turborepo rows")
+    parser.add_argument("--turbo-runs", type=int, default=7, help="interleaved runs per row")
     args = parser.parse_args()
     if args.images < 21:
         parser.error("--images: at least 21 (4 root bases, 16 mid bases, Lambda images)")
@@ -294,6 +302,8 @@ def main() -> int:
         CHILD_ENV.pop(name, None)
     CHILD_ENV["PYTHONPYCACHEPREFIX"] = str(args.work.with_name("pycache"))
     ensure(repo, args.files, args.images)
+    if args.turbo_only:
+        return print_turbo(repo, args)
     ensure(small, SMALL_FILES, SMALL_IMAGES)
     n_files = tracked_count(repo)
 
@@ -392,6 +402,25 @@ def main() -> int:
         and small_t["since"].wall <= 0.2
     )
     print(f"\ngoals {'met' if ok else 'MISSED'}")
+    if args.turbo:
+        ok = print_turbo(repo, args) == 0 and ok
+    return 0 if ok or not args.check else 1
+
+
+def print_turbo(repo: Path, args: argparse.Namespace) -> int:
+    """The Turborepo rows; 1 when --check and a goal is missed."""
+    sys.path.insert(0, str(HERE))
+    from turbo_rows import turbo_rows
+
+    rows = turbo_rows(repo, args.work.parent, args.turbo_runs, timed, CHILD_ENV, GIT_ENV)
+    print(f"\nTurborepo, median of {args.turbo_runs} interleaved runs")
+    print(f"{'tree':58} {'plan s':>7} {'turbo s':>8}  ratio (goal)    peak RSS plan / turbo")
+    ok = True
+    for i, (name, plan_t, turbo_t, text) in enumerate(rows):
+        goal = 0.35 if i == 0 else 0.5
+        ok = ok and plan_t.wall <= goal * turbo_t.wall
+        print(f"{name:58} {plan_t.wall:7.3f} {turbo_t.wall:8.3f}  {text} (<= {goal})")
+    print(f"turbo goals {'met' if ok else 'MISSED'}")
     return 0 if ok or not args.check else 1
 
 

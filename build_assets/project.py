@@ -248,4 +248,5 @@ class Project:
             on_event=on_event,
             leases=self.leases(),
             env=self.settings.env,
+            early_start=self.settings.early_start == "on",
         )

@@ -46,6 +46,7 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "sensor_interval": ("BUILD_ASSETS_SENSOR_INTERVAL", 60),
     "dagster_home": ("DAGSTER_HOME", None),
     "lease_url": ("BUILD_ASSETS_LEASE_URL", None),
+    "early_start": ("BUILD_ASSETS_EARLY_START", "on"),
 }
 ENV_REPO = ENVIRONMENT["repo"][0]
 ENV_REGISTRY = ENVIRONMENT["registry"][0]
@@ -77,6 +78,7 @@ class Settings:
     sensor_interval: int
     dagster_home: Path | None
     lease_url: str | None  # postgresql://... : build leases every machine sees
+    early_start: str  # on | off: start dependents' CodeBuild builds early (engine.early_start)
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> Settings:
@@ -112,6 +114,9 @@ class Settings:
                 f"{source}: expected a postgresql://user:password@host:port/database URL,"
                 f" got '{values['lease_url'].split('@')[-1]}'"
             )
+        if values["early_start"] not in ("on", "off"):
+            source = "early_start" if explicit.get("early_start") else "BUILD_ASSETS_EARLY_START"
+            raise SettingsError(f"{source}: expected on or off, got '{values['early_start']}'")
         return cls(**values)
 
     def with_(self, **changes: Any) -> Settings:

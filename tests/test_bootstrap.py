@@ -339,3 +339,38 @@ def test_missing_credentials_are_one_line(
     assert main(["bootstrap", "--image", "app", "--bucket", BUCKET]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("build-assets: error: cannot read caller identity (sts): no usable AWS")
+
+
+def test_a_fleet_and_the_docker_server_when_the_manifest_asks(
+    aws: boto3.Session, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verified against moto's CreateProject/BatchGetProjects: the project's environment
+    carries the reserved-capacity fleet and the Docker server (moto runs neither)."""
+    from build_assets.cli.main import main
+
+    fleet = f"arn:aws:codebuild:{REGION}:{ACCOUNT}:fleet/warm:0f0e0d0c"
+    for name in ("base", "fn"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "images.yaml").write_text(
+        "images:\n"
+        "  base:\n"
+        "    dockerfile: base/Dockerfile\n"
+        f"    codebuild: {{fleet: '{fleet}', docker_server: BUILD_GENERAL1_MEDIUM}}\n"
+        "  fn:\n"
+        "    dockerfile: fn/Dockerfile\n"
+    )
+    argv = ["bootstrap", "--repo", str(tmp_path), "--bucket", BUCKET]
+    assert main(argv) == 0
+    capsys.readouterr()
+    cb = aws.client("codebuild")
+    projects = cb.batch_get_projects(names=["base-dev-img-builder", "fn-dev-img-builder"])
+    env = {p["name"]: p["environment"] for p in projects["projects"]}
+    assert env["base-dev-img-builder"]["fleet"] == {"fleetArn": fleet}
+    assert env["base-dev-img-builder"]["dockerServer"]["computeType"] == "BUILD_GENERAL1_MEDIUM"
+    assert "fleet" not in env["fn-dev-img-builder"]
+    assert "dockerServer" not in env["fn-dev-img-builder"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "0 created, 0 updated, 6 unchanged"
+    with pytest.raises(UserError, match="fleet must be a fleet ARN"):
+        run(aws, overrides={"harmonize": {"fleet": "warm"}})

@@ -12,6 +12,7 @@ step with every push, as ECR's own registry and API are.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 
 from build_assets.aws.clients import make_client
 from build_assets.cli.demo import SEED_STEPS, make_demo_repo, run_demo
+from build_assets.engine.registry import get_blob, get_manifest
 from build_assets.stack.local import StackInfo
 
 pytestmark = pytest.mark.stack
@@ -66,6 +68,18 @@ class Aws:
 
     def build(self, build_id: str) -> dict[str, Any]:
         return self.cb.batch_get_builds(ids=[build_id])["builds"][0]
+
+
+def _log(build: dict[str, Any]) -> str:
+    events = make_client("logs").get_log_events(
+        logGroupName=build["logs"]["groupName"], logStreamName=build["logs"]["streamName"]
+    )["events"]
+    return "".join(e["message"] for e in events)
+
+
+def _labels(repository: str, tag: str) -> dict[str, str]:
+    config = get_blob(repository, get_manifest(repository, tag)["config"]["digest"])
+    return json.loads(config)["config"]["Labels"]
 
 
 def test_seed_test_plan_through_the_local_codebuild(stack_env: StackInfo, tmp_path: Path) -> None:
@@ -145,12 +159,18 @@ def test_seed_test_plan_through_the_local_codebuild(stack_env: StackInfo, tmp_pa
         assert now["functions"][FUNCTIONS[CREATE]] == previous["functions"][FUNCTIONS[CREATE]]
         assert now["functions"][FUNCTIONS[HARMONIZE]] != previous["functions"][FUNCTIONS[HARMONIZE]]
 
-    # Test 3: every base and both Lambda images, each base after the one it builds on
+    # Test 3: every base and both Lambda images, each base built on the new one below it:
+    # started after it ended, or started early and waited for its tag (docs/codebuild.md),
+    # either way pinned by the digest ECR has for it
     t3 = seen["Test 3"]
     assert rebuilt("Test 3", seen["Test 2"]) == set(IMAGES)
-    base_builds = [aws.build(t3["builds"][b][0]) for b in BASES]
-    for lower, upper in zip(base_builds, base_builds[1:], strict=False):
-        assert upper["startTime"] >= lower["endTime"]
+    for lower, upper in zip(BASES, BASES[1:], strict=False):
+        low, up = aws.build(t3["builds"][lower][0]), aws.build(t3["builds"][upper][0])
+        pinned = f"{stack_env.registry}/{NAMESPACE}/{lower}@{aws.images(lower)[t3['tags'][lower]]}"
+        waited = f"build_image: base {stack_env.registry}/{NAMESPACE}/{lower}:" in _log(up)
+        assert up["startTime"] >= low["endTime"] or waited, (lower, upper)
+        labels = _labels(f"{stack_env.registry}/{NAMESPACE}/{upper}", t3["tags"][upper])
+        assert labels["org.build-assets.base-image"] == pinned
     for base in BASES:
         assert t3["tags"][base] != initial["tags"][base]
     for fn in FUNCTIONS.values():

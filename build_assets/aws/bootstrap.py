@@ -51,8 +51,19 @@ DEFAULT_UNTAGGED_DAYS = 7  # untagged images expire after (manifest: lifecycle.u
 KEPT_PREFIXES = ("git-", "provenance-", "buildcache-git-")
 POLICY_NAME = "build-assets-codebuild"
 # per image: CodeBuild settings, the platform, and name templates ({image}, {env})
+# fleet: a reserved-capacity fleet's ARN (no provisioning); docker_server: the compute type of
+# CodeBuild's Docker server capability (a persistent Docker engine and layer cache per project)
 OVERRIDE_KEYS = frozenset(
-    {"compute_type", "timeout_minutes", "image", "platform", "project_name", "repository_name"}
+    {
+        "compute_type",
+        "timeout_minutes",
+        "image",
+        "platform",
+        "project_name",
+        "repository_name",
+        "fleet",
+        "docker_server",
+    }
 )
 TAGS = {"managed-by": "build-assets"}
 # a project that is started without build-assets' per-build buildspec fails loudly
@@ -548,6 +559,17 @@ class Bootstrapper:
     def project_definition(self, image: str, settings: Mapping[str, Any]) -> dict[str, Any]:
         """create_project/update_project arguments for one image."""
         project = self.project_of(image)
+        environment: dict[str, Any] = {
+            "type": ENVIRONMENT_TYPES[settings.get("platform") or "linux/amd64"],
+            "image": settings["image"],
+            "computeType": settings["compute_type"],
+            "privilegedMode": True,
+            "imagePullCredentialsType": "CODEBUILD",
+        }
+        if settings.get("fleet"):
+            environment["fleet"] = {"fleetArn": settings["fleet"]}
+        if settings.get("docker_server"):
+            environment["dockerServer"] = {"computeType": settings["docker_server"]}
         return {
             "name": project,
             "description": f"build-assets: builds the {image} image ({self.env})",
@@ -557,13 +579,7 @@ class Bootstrapper:
                 "buildspec": PLACEHOLDER_BUILDSPEC,
             },
             "artifacts": {"type": "NO_ARTIFACTS"},
-            "environment": {
-                "type": ENVIRONMENT_TYPES[settings.get("platform") or "linux/amd64"],
-                "image": settings["image"],
-                "computeType": settings["compute_type"],
-                "privilegedMode": True,
-                "imagePullCredentialsType": "CODEBUILD",
-            },
+            "environment": environment,
             "serviceRole": self.role_arn,
             "timeoutInMinutes": settings["timeout_minutes"],
             "logsConfig": {
@@ -659,6 +675,9 @@ def project_settings(
                 f"{image}: platform '{platform}' (allowed: {', '.join(ENVIRONMENT_TYPES)})"
             )
         arm = platform == "linux/arm64"
+        fleet = given.get("fleet")
+        if fleet is not None and not str(fleet).startswith("arn:"):
+            raise UserError(f"{image}: codebuild fleet must be a fleet ARN, got '{fleet}'")
         out[image] = {
             "compute_type": given.get("compute_type", DEFAULT_COMPUTE),
             "timeout_minutes": int(given.get("timeout_minutes", DEFAULT_TIMEOUT)),
@@ -666,6 +685,8 @@ def project_settings(
             "platform": platform,
             "project_name": given.get("project_name"),
             "repository_name": given.get("repository_name"),
+            "fleet": fleet,
+            "docker_server": given.get("docker_server"),
         }
     return out
 

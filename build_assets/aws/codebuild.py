@@ -45,6 +45,7 @@ from build_assets.aws.clients import (
     user_error,
 )
 from build_assets.engine.builders.base import BuildHandle, BuildRequest, BuildResult
+from build_assets.engine.early_start import lead_from_builds
 from build_assets.errors import BuildError, UserError
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,7 @@ class CodeBuildBuilder:
         self._sleep = sleep
         self._clock = clock
         self._buildspec = buildspec
+        self._leads: dict[str, float | None] = {}  # project -> lead (engine.early_start)
         self._transfer = TransferConfig(
             multipart_threshold=multipart_chunk, multipart_chunksize=multipart_chunk
         )
@@ -296,6 +298,19 @@ class CodeBuildBuilder:
                 return []
             return self.codebuild.batch_get_builds(ids=ids).get("builds", [])
 
+    def start_lead(self, request: BuildRequest) -> float | None:
+        """Seconds a build of this project spends before its first command (QUEUED,
+        PROVISIONING, DOWNLOAD_SOURCE...), the median of its recent builds' phase durations
+        (`batch_get_builds`); None when it has none. Read once per project."""
+        project = project_name(request.image, self.env, request.project_template)
+        if project not in self._leads:
+            try:
+                self._leads[project] = lead_from_builds(self._recent_builds(project))
+            except UserError as exc:  # no estimate: the scheduler falls back, nothing fails
+                log.warning("no start-up estimate for %s: %s", project, exc)
+                self._leads[project] = None
+        return self._leads[project]
+
     def _environment(self, request: BuildRequest) -> list[dict[str, str]]:
         registry, _, _ = ecr_registry_parts(request.repository)
         plain = {
@@ -303,9 +318,12 @@ class CodeBuildBuilder:
             "IMAGE_TAG": request.tag,
             "DOCKERFILE": request.dockerfile,
             "BASE_IMAGE": request.base_image or "",
+            "BASE_WAIT_REF": request.base_wait or "",
             # the script's default is BASE_IMAGE: only another arg name is passed
             "BASE_ARG": (
-                request.base_arg if request.base_image and request.base_arg != "BASE_IMAGE" else ""
+                request.base_arg
+                if (request.base_image or request.base_wait) and request.base_arg != "BASE_IMAGE"
+                else ""
             ),
             "PLATFORM": request.platform or "",
             "BUILD_ARGS": "\n".join(f"{k}={v}" for k, v in sorted(request.build_args.items())),
@@ -375,15 +393,18 @@ class CodeBuildBuilder:
 
     # -- poll -------------------------------------------------------------------------------
 
-    def poll(self, handles: Sequence[BuildHandle]) -> list[BuildHandle]:
-        """Wait the current backoff, then refresh every handle with one batch_get_builds call.
+    def poll(
+        self, handles: Sequence[BuildHandle], max_wait: float | None = None
+    ) -> list[BuildHandle]:
+        """Wait the current backoff (at most `max_wait`: the scheduler's next early start),
+        then refresh every handle with one batch_get_builds call.
 
         The interval grows x1.5 while nothing finishes and doubles on throttling (capped at
         `max_poll_interval`); it resets when a build finishes.
         """
         if not handles:
             return []
-        self._sleep(self._interval)
+        self._sleep(self._interval if max_wait is None else min(self._interval, max_wait))
         ids = list(dict.fromkeys(h.build_id for h in handles))
         builds: dict[str, dict[str, Any]] = {}
         missing: set[str] = set()

@@ -70,6 +70,8 @@ class CodeBuildOptions(BaseModel):
     compute_type: str | None = None
     timeout_minutes: int | None = Field(default=None, ge=5, le=2160)
     image: str | None = None
+    fleet: str | None = None  # reserved-capacity fleet ARN: builds start without provisioning
+    docker_server: str | None = None  # compute type of CodeBuild's Docker server capability
 
 
 Platform = Literal["linux/amd64", "linux/arm64"]

@@ -51,6 +51,7 @@ ESTIMATE_SAMPLES = 5  # previous builds an estimate is the median of
 _SCRIPT_PHASES = {
     "LOGIN": PREPARING,
     "PULL_CACHE": PREPARING,
+    "WAIT_BASE": PREPARING,  # early start: waiting for the base tag
     "BUILD": BUILDING,
     "PUSH": PUSHING,
     "DONE": PUSHING,

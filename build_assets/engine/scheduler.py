@@ -1,9 +1,11 @@
 """Runs the builds of a selection of images from one process, bases first, many at once.
 
-A build is submitted the moment its base is done (never earlier: no builder sits idle
-retrying `docker pull` of a base that does not exist yet), independent builds run
-concurrently up to a limit, and outcomes are yielded in topological order as they finish:
-an image is yielded only after its base. A failed build blocks its dependents, never its
+A build is submitted the moment its base is done, or, on a builder with a start-up cost (one
+with `start_lead`: CodeBuild's provisioning), early: its lead before its base's expected end
+(`engine.early_start`), its script waiting for the base's tag and pinning its digest; when
+that base fails, its early-started dependents are stopped and reported `blocked`. Independent
+builds run concurrently up to a limit, and outcomes are yielded in topological order as they
+finish: an image is yielded only after its base. A failed build blocks its dependents, never its
 siblings. An image whose tag is already in the registry is not built again (`cached`).
 
 Across processes, a build holds the lease of its (repository, version) (`engine.lease`): a
@@ -17,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from build_assets.core.manifest import Manifest
 from build_assets.core.versioning import ImageVersion, VersionSet
@@ -28,6 +31,7 @@ from build_assets.engine.builders.base import (
     BuildResult,
     make_request,
 )
+from build_assets.engine.early_start import EarlyStartPlan
 from build_assets.engine.lease import (
     DEFAULT_TTL_S,
     Heartbeat,
@@ -100,11 +104,15 @@ class BuildScheduler:
         lease_wait_s: float = LEASE_WAIT_S,
         sleep: Callable[[float], None] = time.sleep,
         env: str = "dev",
+        early_start: bool = True,
+        estimates: Mapping[str, float] | None = None,
     ) -> None:
         """leases: where build leases live (default: next to the ledger when `records` is
         given, else none: a scheduler without a ledger is a test or a benchmark).
         on_event: one line per notable step; on_progress: a structured `Progress` per state
-        change of an image (`self.progress` is the tracker: `BuildRun` shares its own)."""
+        change of an image (`self.progress` is the tracker: `BuildRun` shares its own).
+        early_start: start dependents early on a builder with `start_lead` (see module doc);
+        estimates: image -> typical build duration, over the ledger's (tests, benchmarks)."""
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         self.builder = builder
@@ -123,6 +131,8 @@ class BuildScheduler:
         self.sleep = sleep
         self.env = env  # for the manifest's repository name templates ({env})
         self._manifest: Manifest | None = None  # of the VersionSet being run
+        self.early_start = early_start and callable(getattr(builder, "start_lead", None))
+        self.estimates = dict(estimates or {})
 
     def request_for(
         self, image: ImageVersion, base_uri: str | None, previous_tag: str | None = None
@@ -161,6 +171,21 @@ class BuildScheduler:
         if self.records is not None:
             found = pg.load_estimates(self.records.path, self.registry, order)
             self.progress.estimates.update(found)
+        self.progress.estimates.update(self.estimates)
+        running: dict[str, BuildHandle] = {}  # image -> its build in flight
+        early: dict[str, str] = {}  # image started before its base ended -> that base
+        wake_at: list[float] = []  # the next planned early start (poll no longer than that)
+
+        def lead_of(name: str) -> float | None:
+            lead = getattr(self.builder, "start_lead", None)
+            req = self.request_for(versions[name], None)
+            return lead(req) if lead is not None else None
+
+        def base_in_run(name: str) -> str | None:
+            base = versions[name].base
+            return base if base in chosen and base not in outcomes else None
+
+        plan = EarlyStartPlan(self.progress.estimates, lead_of, base_in_run)
         for name in order:
             base = versions[name].base
             if base in chosen:
@@ -211,6 +236,10 @@ class BuildScheduler:
             handle = self.builder.start(req)
             self.on_event(f"{name}: building {req.image_uri} ({handle.build_id})")
             in_flight.append(handle)
+            running[name] = handle
+            plan.started[name] = handle.started_at
+            if req.base_wait is not None:
+                early[name] = versions[name].base or ""
             observe(handle)
 
         def observe(handle: BuildHandle) -> None:
@@ -225,6 +254,9 @@ class BuildScheduler:
 
         def settle(outcome: Outcome) -> None:
             outcomes[outcome.name] = outcome
+            running.pop(outcome.name, None)
+            plan.started.pop(outcome.name, None)
+            early.pop(outcome.name, None)
             if outcome.result is not None:
                 pinned[outcome.name] = outcome.result.pinned_uri
             self._record(outcome, versions)
@@ -243,6 +275,45 @@ class BuildScheduler:
                 where = f" in {err.phase}" if err.phase else ""
                 state = pg.CANCELLED if err.status == "STOPPED" else pg.FAILED
                 track(outcome.name, state, f"build {err.status}{where}", log_url=err.log_url)
+            if not outcome.ok:
+                stop_early(outcome.name)
+
+        def stop_early(base: str) -> None:
+            """Stop the builds started early on `base`, which will never be pushed: blocked."""
+            for name, (req, _, _) in list(parked.items()):  # waiting on a lease, not started
+                if req.base_wait is not None and versions[name].base == base:
+                    del parked[name]
+                    settle(Outcome(name, BLOCKED, versions[name], reason=f"base {base} failed"))
+            for name in [n for n, b in early.items() if b == base]:
+                handle = running.get(name)
+                if handle is not None and handle in in_flight:
+                    in_flight.remove(handle)
+                    self.on_event(f"{name}: base {base} failed; stopping {handle.build_id}")
+                    self._cancel(handle)
+                release(name)
+                reason = f"base {base} failed"
+                settle(Outcome(name, BLOCKED, versions[name], reason=reason))
+
+        def start_early(name: str, base: str) -> bool:
+            """Start `name` before `base` ends when its planned time has come; True if started."""
+            if len(in_flight) >= self.max_concurrent or base not in running:
+                return False
+            at = plan.start_time(name, base)
+            if at is None:
+                return False
+            if self.clock() < at:
+                wake_at.append(at)
+                return False
+            prev = previous.get(name)
+            req = self.request_for(versions[name], None, prev.tag if prev else None)
+            if name not in looked_up:
+                looked_up[name] = self.builder.existing_digest(req)
+            if looked_up[name] is not None:
+                return False  # already built: settled once its base is
+            req = replace(req, base_wait=running[base].request.image_uri)
+            self.on_event(f"{name}: starting early, {at - plan.started[base]:.0f}s into {base}")
+            launch(name, req)
+            return name in running or name in parked or name in outcomes
 
         def fail(name: str, exc: Exception, phase: str) -> None:
             """An unexpected error while handling one image fails that image only."""
@@ -288,10 +359,19 @@ class BuildScheduler:
                         settle(Outcome(name, FAILED_STATUS, versions[name], error=error))
 
                 # 1. submit everything whose base is ready, up to the concurrency limit
+                wake_at.clear()
                 for name in list(waiting):
                     image = versions[name]
                     base = image.base
                     if base in chosen and base not in outcomes:
+                        if self.early_start and base in running:
+                            try:
+                                if start_early(name, base):
+                                    waiting.remove(name)
+                            except Exception as exc:  # noqa: BLE001 - one image's problem
+                                waiting.remove(name)
+                                release(name)
+                                fail(name, exc, "START")
                         continue  # base still building
                     waiting.remove(name)
                     if base in chosen and not outcomes[base].ok:
@@ -339,7 +419,7 @@ class BuildScheduler:
                 # 3. wait for builds in flight
                 if in_flight:
                     try:
-                        finished = self.builder.poll(in_flight)
+                        finished = self._poll(in_flight, min(wake_at) if wake_at else None)
                     except Exception as exc:  # noqa: BLE001 - the builds in flight fail, not the run
                         for handle in list(in_flight):
                             in_flight.remove(handle)
@@ -348,6 +428,8 @@ class BuildScheduler:
                             fail(handle.request.image, exc, "POLL")
                         continue
                     for handle in finished:
+                        if handle not in in_flight:
+                            continue  # stopped meanwhile: its base failed
                         in_flight.remove(handle)
                         settle(self._finish(handle, versions))
                         release(handle.request.image)
@@ -369,6 +451,13 @@ class BuildScheduler:
                 release(name)
             if heartbeat is not None:
                 heartbeat.stop()
+
+    def _poll(self, handles: list[BuildHandle], wake_at: float | None) -> list[BuildHandle]:
+        """The builder's poll, waiting no longer than until the next planned early start."""
+        if wake_at is None:
+            return self.builder.poll(handles)
+        kwargs: dict[str, Any] = {"max_wait": max(wake_at - self.clock(), 0.0)}
+        return self.builder.poll(handles, **kwargs)  # type: ignore[call-arg]
 
     def _cancel(self, handle: BuildHandle) -> None:
         try:

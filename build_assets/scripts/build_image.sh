@@ -9,10 +9,15 @@
 #   DOCKERFILE      Dockerfile path relative to the context (default: Dockerfile), used
 #                   when the context carries none at .build-assets/Dockerfile
 #   BASE_IMAGE      base image pinned by digest, passed as --build-arg $BASE_ARG=... (optional)
+#   BASE_WAIT_REF   early start: the base's repo:tag, maybe not pushed yet; when BASE_IMAGE is
+#                   empty, the first step pulls it until it exists (every BASE_WAIT_INTERVAL s,
+#                   default 2, at most BASE_WAIT_TIMEOUT s, default 3600) and pins BASE_IMAGE
+#                   to the digest it resolved, exactly what a base-first build is given
 #   BASE_ARG        the build arg the Dockerfile's first FROM names (default: BASE_IMAGE)
 #   PLATFORM        target platform, e.g. linux/arm64, passed as --platform (optional)
 #   BUILD_ARGS      newline-separated KEY=VALUE build args (optional)
-#   IMAGE_LABELS    newline-separated KEY=VALUE OCI labels: the image's provenance (optional)
+#   IMAGE_LABELS    newline-separated KEY=VALUE OCI labels: the image's provenance (optional);
+#                   the pinned base is added as org.build-assets.base-image
 #   CACHE_FROM      previous image refs of this repository, whitespace-separated (optional)
 #   ECR_REGISTRY    if set, log in to it with `aws ecr get-login-password` first (optional)
 #   DOCKER_NETWORK  network for RUN steps, e.g. host or none (optional; engine default otherwise)
@@ -99,6 +104,28 @@ if [ -n "${ECR_REGISTRY:-}" ]; then
   aws ecr get-login-password | "$DOCKER" login --username AWS --password-stdin "$ECR_REGISTRY"
 fi
 
+# Early start: the base may still be building; wait for its tag, then pin its digest.
+if [ -n "${BASE_WAIT_REF:-}" ] && [ -z "${BASE_IMAGE:-}" ]; then
+  phase WAIT_BASE
+  wait_max="${BASE_WAIT_TIMEOUT:-3600}"
+  wait_every="${BASE_WAIT_INTERVAL:-2}"
+  wait_from="$(date +%s)"
+  pull_platform=()
+  [ -n "${PLATFORM:-}" ] && pull_platform=(--platform "$PLATFORM")
+  tries=1
+  until "$DOCKER" pull --quiet "${pull_platform[@]}" "$BASE_WAIT_REF" >/dev/null 2>&1; do
+    waited=$(($(date +%s) - wait_from))
+    [ "$waited" -lt "$wait_max" ] || die "base $BASE_WAIT_REF not in the registry after ${waited}s"
+    echo "build_image: waiting for base $BASE_WAIT_REF (${waited}s)"
+    sleep "$wait_every"
+    tries=$((tries + 1))
+  done
+  base_repo="${BASE_WAIT_REF%:*}"
+  BASE_IMAGE="$("$DOCKER" image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' \
+    "$BASE_WAIT_REF" | grep -m 1 "^$base_repo@sha256:" || true)"
+  [ -n "$BASE_IMAGE" ] || die "pulled $BASE_WAIT_REF but could not read its digest"
+  echo "build_image: base $BASE_WAIT_REF is $BASE_IMAGE (after $(($(date +%s) - wait_from))s, $tries pulls)"
+fi
 
 # Cache sources: the previous image(s) of this repository, then the base.
 sources=()
@@ -149,6 +176,7 @@ while IFS= read -r line || [ -n "$line" ]; do
     *) die "IMAGE_LABELS line is not KEY=VALUE: $line" ;;
   esac
 done <<<"${IMAGE_LABELS:-}"
+[ -n "${BASE_IMAGE:-}" ] && args+=(--label "org.build-assets.base-image=$BASE_IMAGE")
 if [ -n "${DOCKER_NETWORK:-}" ]; then
   args+=(--network "$DOCKER_NETWORK")
 elif [ "$mode" != legacy ] && ! "$DOCKER" network inspect bridge >/dev/null 2>&1; then

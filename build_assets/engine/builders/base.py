@@ -38,6 +38,9 @@ class BuildRequest:
     platform: str | None = None  # linux/amd64 | linux/arm64 (None: the builder's own)
     project_template: str | None = None  # CodeBuild project name template ({image}, {env})
     labels: dict[str, str] = field(default_factory=dict)  # OCI labels: engine.provenance
+    # early start (`engine.early_start`): the base's repository:tag, not pushed yet; the build
+    # script waits for it and pins the digest it resolves (base_image is then None)
+    base_wait: str | None = None
 
     @property
     def image_uri(self) -> str:

@@ -306,7 +306,14 @@ class LocalDockerBuilder:
 
     def _script_env(self, request: BuildRequest) -> dict[str, str]:
         env = {**os.environ, **self.env}
-        for key in ("BASE_IMAGE", "BASE_ARG", "PLATFORM", "BUILD_ARGS", "CACHE_FROM"):
+        for key in (
+            "BASE_IMAGE",
+            "BASE_WAIT_REF",
+            "BASE_ARG",
+            "PLATFORM",
+            "BUILD_ARGS",
+            "CACHE_FROM",
+        ):
             env.pop(key, None)
         for key in ("ECR_REGISTRY", "DOCKER_NETWORK"):
             env.pop(key, None)
@@ -317,9 +324,12 @@ class LocalDockerBuilder:
             BUILD_ARGS="\n".join(f"{k}={v}" for k, v in sorted(request.build_args.items())),
             IMAGE_LABELS="\n".join(f"{k}={v}" for k, v in sorted(request.labels.items())),
         )
+        if request.base_image or request.base_wait:
+            env["BASE_ARG"] = request.base_arg
         if request.base_image:
             env["BASE_IMAGE"] = request.base_image
-            env["BASE_ARG"] = request.base_arg
+        elif request.base_wait:  # the local builder never starts early; kept for symmetry
+            env["BASE_WAIT_REF"] = request.base_wait
         if request.platform:
             env["PLATFORM"] = request.platform
         if request.previous_tag and request.previous_tag != request.tag:
