@@ -185,7 +185,10 @@ def test_a_chain_starts_each_level_its_lead_before_its_base_should_push() -> Non
     assert margin.start_time("b", "a") == 1070.0  # half the lead earlier still
 
 
-def test_only_a_builder_with_a_start_up_cost_starts_early(tmp_path: Path) -> None:
+def test_only_a_builder_with_a_start_up_cost_starts_early(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # a builder made offline needs one
     local = LocalDockerBuilder(work_dir=tmp_path)
     assert not BuildScheduler(local, "reg").early_start
     codebuild = CodeBuildBuilder("bucket", "dev", s3=1, codebuild=1, ecr=1, logs=1)
