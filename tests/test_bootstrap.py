@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import Any
 
 import boto3
@@ -371,6 +372,7 @@ def test_a_fleet_and_the_docker_server_when_the_manifest_asks(
     assert "fleet" not in env["fn-dev-img-builder"]
     assert "dockerServer" not in env["fn-dev-img-builder"]
     assert main(argv) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "0 created, 0 updated, 6 unchanged"
+    again = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(r"0 created, 0 updated, \d+ unchanged", again), again  # nothing moves
     with pytest.raises(UserError, match="fleet must be a fleet ARN"):
         run(aws, overrides={"harmonize": {"fleet": "warm"}})
