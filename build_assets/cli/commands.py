@@ -8,6 +8,7 @@ import functools
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from build_assets.project import Project
@@ -109,11 +110,21 @@ def _instance(project: Project):
 
 @functools.cache
 def _instance_at(home: str):
+    import fcntl
+
     from dagster import DagsterInstance
 
     from build_assets.dagster.reaper import fail_dead_runs
 
-    instance = DagsterInstance.get()  # DAGSTER_HOME, exported by ensure_dagster_home
+    # Dagster's SQLite storage creates its tables and stamps their schema version on first
+    # open: two commands opening a new home at once collide there (UNIQUE constraint failed:
+    # alembic_version), so the opening is serialised per home with a file lock.
+    with open(Path(home) / ".build-assets-open.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            instance = DagsterInstance.get()  # DAGSTER_HOME, exported by ensure_dagster_home
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     fail_dead_runs(instance)
     return instance
 
