@@ -116,3 +116,11 @@ def test_no_warning_when_nothing_ignored_is_lost(tmp_path: Path) -> None:
     proc = plan(repo, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "git-ignored" not in proc.stderr
+
+
+def test_a_nested_gitignore_is_named_with_its_folder(tmp_path: Path) -> None:
+    repo = app_repo(tmp_path / "r", "COPY services/a/build/out.js /var/task/")
+    write(repo, {"services/a/.gitignore": "# local\nbuild/\n", "services/a/build/out.js": "x\n"})
+    proc, _ = run_cli("plan", "--repo", str(repo), cwd=tmp_path, home=tmp_path / "home")
+    assert proc.returncode == 2, proc.stderr
+    assert "git-ignored by services/a/.gitignore:2 `build/`" in proc.stderr

@@ -41,12 +41,14 @@ def git_ignore_rule(root: Path, path: str) -> str | None:
     if proc.returncode != 0:
         return None
     source, line, pattern = proc.stdout.decode(errors="replace").split("\0")[:3]
-    try:
-        source = Path(source).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        source = os.path.basename(source) if "/info/" not in source else ".git/info/exclude"
     if source.endswith("info/exclude"):
         source = ".git/info/exclude"
+    else:  # git names it relative to the top level (absolute for core.excludesFile)
+        where = Path(source) if os.path.isabs(source) else root / source
+        try:
+            source = where.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            source = str(where)  # a global excludes file: named in full
     return f"git-ignored by {source}:{line} `{pattern}`"
 
 
@@ -55,11 +57,9 @@ def missing_reason(root: Path, commit: str | None, path: str) -> str:
     every `source_paths`, or not in the repository at all."""
     if commit is not None:
         proc = _git(root, "cat-file", "-e", f"{commit}:{path}")
-        return (
-            "not under source_paths" if proc.returncode == 0 else "no such file in the repository"
-        )
+        return "not under source_paths" if proc.returncode == 0 else NOWHERE
     if not os.path.lexists(root / path):
-        return "no such file in the repository"
+        return NOWHERE
     rule = git_ignore_rule(root, path)
     if rule is not None:
         return rule
