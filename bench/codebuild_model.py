@@ -119,13 +119,10 @@ class CodeBuildModel:
         if build.end is None:
             raise BuildError(req.image, "its base never came", status="FAILED")
         digest = "sha256:" + hashlib.sha256(req.image_uri.encode()).hexdigest()
-        return BuildResult(
-            image=req.image,
-            tag=req.tag,
-            image_uri=req.image_uri,
-            digest=digest,
-            cached=False,
-            builder=self.name,
+        return BuildResult.built(
+            req,
+            digest,
+            self.name,
             build_id=handle.build_id,
             duration_s=build.end - build.start,
         )

@@ -507,13 +507,10 @@ class CodeBuildBuilder:
                 digest,
                 request.tag,
             )
-        return BuildResult(
-            image=request.image,
-            tag=request.tag,
-            image_uri=request.image_uri,
-            digest=digest,
-            cached=False,
-            builder=self.name,
+        return BuildResult.built(
+            request,
+            digest,
+            self.name,
             build_id=handle.build_id,
             log_url=meta["console_url"],
             duration_s=meta["build_s"] or round(self._clock() - handle.started_at, 3),

@@ -232,19 +232,31 @@ def manifest_digest(
     repository: str, tag: str, *, registry: str | None = None, timeout: float = DEFAULT_TIMEOUT
 ) -> str | None:
     """Digest (sha256:...) of the manifest `repository:tag`, or None if the tag is absent."""
+    found = _manifest("HEAD", repository, tag, registry, timeout)
+    if found is None:
+        return None
+    digest = found[0].get("docker-content-digest")
+    if not digest:
+        # Some registries omit the header on HEAD: fall back to GET and hash the body.
+        got = _manifest("GET", repository, tag, registry, timeout)
+        if got is None:  # gone between the two requests: as before, the GET's 404 is an error
+            url = f"{parse_repository(repository, registry).base_url}/manifests/{tag}"
+            _check(404, url)
+        digest = "sha256:" + hashlib.sha256(got[1]).hexdigest()
+    return digest
+
+
+def _manifest(
+    method: str, repository: str, reference: str, registry: str | None, timeout: float
+) -> tuple[dict[str, str], bytes] | None:
+    """(lower-cased headers, body) of a HEAD or GET of a manifest; None when it is absent."""
     ref = parse_repository(repository, registry)
-    url = f"{ref.base_url}/manifests/{tag}"
-    status, headers, _ = _request("HEAD", url, accept=ACCEPT, timeout=timeout)
+    url = f"{ref.base_url}/manifests/{reference}"
+    status, headers, body = _request(method, url, accept=ACCEPT, timeout=timeout)
     if status == 404:
         return None
     _check(status, url)
-    digest = {k.lower(): v for k, v in headers.items()}.get("docker-content-digest")
-    if not digest:
-        # Some registries omit the header on HEAD: fall back to GET and hash the body.
-        status, headers, body = _request("GET", url, accept=ACCEPT, timeout=timeout)
-        _check(status, url)
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
-    return digest
+    return {k.lower(): v for k, v in headers.items()}, body
 
 
 def manifest_media_type(
@@ -255,14 +267,10 @@ def manifest_media_type(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> str | None:
     """Media type (the Content-Type of a HEAD) of a tag's or digest's manifest; None if absent."""
-    ref = parse_repository(repository, registry)
-    url = f"{ref.base_url}/manifests/{reference}"
-    status, headers, _ = _request("HEAD", url, accept=ACCEPT, timeout=timeout)
-    if status == 404:
+    found = _manifest("HEAD", repository, reference, registry, timeout)
+    if found is None:
         return None
-    _check(status, url)
-    found = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
-    return found.split(";", 1)[0].strip() or None
+    return found[0].get("content-type", "").split(";", 1)[0].strip() or None
 
 
 def get_manifest(
@@ -273,13 +281,8 @@ def get_manifest(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> dict | None:
     """The manifest (parsed JSON) for a tag or digest, or None if absent."""
-    ref = parse_repository(repository, registry)
-    url = f"{ref.base_url}/manifests/{reference}"
-    status, _, body = _request("GET", url, accept=ACCEPT, timeout=timeout)
-    if status == 404:
-        return None
-    _check(status, url)
-    return json.loads(body)
+    found = _manifest("GET", repository, reference, registry, timeout)
+    return None if found is None else json.loads(found[1])
 
 
 def list_tags(

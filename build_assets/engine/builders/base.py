@@ -74,6 +74,20 @@ class BuildResult:
     extra: dict = field(default_factory=dict)
 
     @classmethod
+    def built(cls, request: BuildRequest, digest: str, builder: str, **details) -> BuildResult:
+        """The result of a build that pushed `digest`; `details`: build_id, log_url,
+        duration_s, log_tail, extra."""
+        return cls(
+            image=request.image,
+            tag=request.tag,
+            image_uri=request.image_uri,
+            digest=digest,
+            cached=False,
+            builder=builder,
+            **details,
+        )
+
+    @classmethod
     def already_pushed(cls, request: BuildRequest, digest: str, builder: str) -> BuildResult:
         """The result for a tag found in the registry: nothing was built."""
         return cls(

@@ -230,13 +230,10 @@ class LocalDockerBuilder:
         extra: dict = {"log_path": str(run.log_path), "phases": stamped}
         if found and found[-1] != digest:
             extra["script_digest"] = found[-1]
-        return BuildResult(
-            image=req.image,
-            tag=req.tag,
-            image_uri=req.image_uri,
-            digest=digest,
-            cached=False,
-            builder=self.name,
+        return BuildResult.built(
+            req,
+            digest,
+            self.name,
             build_id=run.build_id,
             log_url=log_url,
             duration_s=round(duration, 3),

@@ -72,13 +72,10 @@ class SimulatedBuilder:
             )
         digest = "sha256:" + hashlib.sha256(req.image_uri.encode()).hexdigest()
         self.pushed[req.image_uri] = digest
-        return BuildResult(
-            image=req.image,
-            tag=req.tag,
-            image_uri=req.image_uri,
-            digest=digest,
-            cached=False,
-            builder=self.name,
+        return BuildResult.built(
+            req,
+            digest,
+            self.name,
             build_id=handle.build_id,
             duration_s=self.clock() - handle.started_at,
         )
