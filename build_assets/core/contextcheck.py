@@ -12,9 +12,7 @@ source_paths"), so a wrong context fails `plan` instead of a build minutes later
 
 from __future__ import annotations
 
-import fnmatch
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,77 +58,33 @@ def _clean(source: str) -> str:
     return "/".join(parts)
 
 
-def _matches(snapshot: Snapshot, pattern: str) -> Iterable[int]:
-    """Indices of the snapshot's files a COPY source selects (a file, a folder's files, or
-    the files under what a glob matches; `*` does not cross '/', as in Docker)."""
-    if not _GLOB.search(pattern):
-        lo, hi = snapshot.range_of(pattern)
-        return range(lo, hi)
-    segments = pattern.split("/")
-    literal = []
-    for seg in segments:
-        if _GLOB.search(seg):
-            break
-        literal.append(seg)
-    lo, hi = snapshot.range_of("/".join(literal)) if literal else (0, len(snapshot))
-    n = len(segments)
-    out = []
-    for i in range(lo, hi):
-        parts = snapshot.paths[i].split("/")
-        if len(parts) >= n and all(
-            fnmatch.fnmatchcase(part, seg) for part, seg in zip(parts, segments, strict=False)
-        ):
-            out.append(i)
-    return out
-
-
-def _names_empty_dir(empty_dirs: tuple[str, ...], pattern: str) -> bool:
-    """True when a COPY source selects one of the folders Docker ships empty."""
-    if not empty_dirs:
-        return False
-    if not _GLOB.search(pattern):
-        return any(d == pattern or d.startswith(pattern + "/") for d in empty_dirs)
-    segments = pattern.split("/")
-    return any(
-        len(parts) >= len(segments)
-        and all(fnmatch.fnmatchcase(part, seg) for part, seg in zip(parts, segments, strict=False))
-        for parts in (d.split("/") for d in empty_dirs)
-    )
+def _names_empty_dir(empty_dirs: tuple[str, ...], path: str) -> bool:
+    """True when a COPY source or `source_paths` entry is, or holds, a folder Docker ships
+    empty."""
+    return any(d == path or d.startswith(path + "/") for d in empty_dirs)
 
 
 def _why(
-    indices: Iterable[int], selection: ContextSelection, snapshot: Snapshot, ignore: DockerIgnore
+    indices: range, selection: ContextSelection, snapshot: Snapshot, ignore: DockerIgnore
 ) -> str | None:
-    """None when one of `indices` is in the context, else why none of them is (an ignored
-    Dockerfile is read for the build but is not in the context, as in Docker)."""
+    """None when one of `indices` (a file's or a folder's index range) is in the context,
+    else why none of them is (an ignored Dockerfile is read for the build but is not in the
+    context, as in Docker)."""
+    if not indices:
+        return _NOWHERE
     hidden = selection.excluded
     if selection.unshipped is not None:
         hidden = hidden | {selection.unshipped}
-    if isinstance(indices, range):  # a file or folder: intersect index ranges, no file loop
-        if not indices:
-            return _NOWHERE
-        first_excluded = None
-        for lo, hi in selection.ranges:
-            for i in range(max(lo, indices.start), min(hi, indices.stop)):
-                if i not in hidden:
-                    return None
-                if first_excluded is None:
-                    first_excluded = i
-        if first_excluded is None:
-            return "not under source_paths"
-        return ignore.explain(snapshot.paths[first_excluded]) or "excluded by the ignore file"
     first_excluded = None
-    found = False
-    for i in indices:
-        found = True
-        inside = any(lo <= i < hi for lo, hi in selection.ranges)
-        if inside and i not in hidden:
-            return None
-        if inside and first_excluded is None:
-            first_excluded = i
-    if first_excluded is not None:
-        return ignore.explain(snapshot.paths[first_excluded]) or "excluded by the ignore file"
-    return "not under source_paths" if found else _NOWHERE
+    for lo, hi in selection.ranges:  # intersect index ranges: no loop over the repo's files
+        for i in range(max(lo, indices.start), min(hi, indices.stop)):
+            if i not in hidden:
+                return None
+            if first_excluded is None:
+                first_excluded = i
+    if first_excluded is None:
+        return "not under source_paths"
+    return ignore.explain(snapshot.paths[first_excluded]) or "excluded by the ignore file"
 
 
 def check_image(
@@ -149,11 +103,11 @@ def check_image(
         path = _clean(source)
         if not path:
             continue  # the context root: Docker copies it even when empty
-        if _names_empty_dir(selection.empty_dirs, path):
-            continue  # a folder Docker ships empty: COPY copies it
         if _GLOB.search(path):
             continue  # BuildKit copies nothing for a wildcard that matches nothing
-        why = _why(_matches(snapshot, path), selection, snapshot, ignore)
+        if _names_empty_dir(selection.empty_dirs, path):
+            continue  # a folder Docker ships empty: COPY copies it
+        why = _why(range(*snapshot.range_of(path)), selection, snapshot, ignore)
         if why == _NOWHERE:  # not among the files the snapshot lists: say why
             why = missing_reason(snapshot.root, snapshot.commit, path)
         if why:
