@@ -603,6 +603,7 @@ def _from_cache(
         return state["ignores"]
 
     def resolver(name: str) -> Callable[[], tuple[Snapshot, ContextSelection]]:
+        @functools.cache  # files, context, identity and exclusions all ask for it
         def resolve() -> tuple[Snapshot, ContextSelection]:
             known = ignores()
             path = ignore_file_for(manifest, name, known.snapshot)
@@ -620,13 +621,17 @@ def _from_cache(
 
         return get
 
-    def identity(name: str, parsed: Callable[[], Dockerfile]) -> Callable[[], dict]:
+    def identity(
+        name: str,
+        parsed: Callable[[], Dockerfile],
+        resolve: Callable[[], tuple[Snapshot, ContextSelection]],
+    ) -> Callable[[], dict]:
         return lambda: effective_identity(
             manifest,
             name,
             ignore_file_for(manifest, name, ignores().snapshot),
             _pins(_externals(manifest, name, parsed()), lock),
-            resolver(name)()[1].unshipped is None,
+            resolve()[1].unshipped is None,
         )
 
     def externals(name: str, parsed: Callable[[], Dockerfile]):
@@ -644,14 +649,15 @@ def _from_cache(
         version, count = cached[name]
         parsed = dockerfile(spec)
         base_version = out[spec.base].version if spec.base in out else None
+        resolve = resolver(name)
         out[name] = ImageVersion(
             name,
             spec,
             version,
             base_version,
-            resolver(name),
+            resolve,
             count,
-            identity=identity(name, parsed),
+            identity=identity(name, parsed, resolve),
             base_arg=base_arg(spec, parsed),
             platform=manifest.platform_of(name),
             ignore=ignore_of(name),
