@@ -37,7 +37,7 @@ from build_assets.engine import registry  # noqa: E402
 from build_assets.engine.builders.base import BuildRequest, BuildResult  # noqa: E402
 from build_assets.engine.builders.local import LocalDockerBuilder  # noqa: E402
 from build_assets.stack.local import stack_down, stack_up  # noqa: E402
-from tests.test_local_builder import make_context  # noqa: E402
+from tests.engine.test_local_builder import make_context  # noqa: E402
 
 IMAGE = "bench-cold/app"
 LEGACY_DOCKER = "/usr/bin/docker"  # the engine-side `docker import`/`push` need no buildx

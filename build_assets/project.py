@@ -215,14 +215,14 @@ class Project:
 
     # -- build records and provenance (local caches of the registry) ---------------------------
 
-    def ledger(self) -> BuildRecords:
+    def build_records(self) -> BuildRecords:
         """The local build records; each success also publishes its provenance to the registry."""
         from build_assets.engine.provenance import Publisher
         from build_assets.engine.records import BuildRecords
 
         registry = self.settings.registry
         publish = Publisher(registry, self.repository) if registry else None
-        return BuildRecords(self.settings.ledger_path, publish=publish)
+        return BuildRecords(self.settings.records_path, publish=publish)
 
     def provenance_cache(self) -> ProvenanceCache:
         """Provenance blobs fetched from the registry, by digest (deletable)."""
@@ -243,7 +243,7 @@ class Project:
             self.builder(),
             self.registry,
             max_concurrent=self.settings.concurrency,
-            records=self.ledger(),
+            records=self.build_records(),
             run_id=run_id,
             on_event=on_event,
             leases=self.leases(),

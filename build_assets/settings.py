@@ -140,7 +140,7 @@ class Settings:
         return self.registry
 
     @property
-    def ledger_path(self) -> Path:
+    def records_path(self) -> Path:
         """The local build-record cache (provenance for `plan` reasons, `status` history)."""
         return self.home / "builds.sqlite"
 

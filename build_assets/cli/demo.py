@@ -161,8 +161,8 @@ def run_demo(
         prepare_codebuild,
         project_builds,
     )
+    from build_assets.dagster.materialize import run_materialization, stale_keys
     from build_assets.dagster.resources import ImageBuildResource
-    from build_assets.dagster.runner import run_materialization, stale_keys
     from build_assets.dagster.translator import ImageAssetTranslator
 
     namespace = namespace or f"demo-{int(time.time())}"
@@ -279,7 +279,7 @@ def print_summary_table(reports: list[StepReport]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from build_assets.cli.commands import quiet_dagster_warnings
+    from build_assets.cli.materialize import quiet_dagster_warnings
 
     quiet_dagster_warnings()
     ensure_stack(Path(args.stack_home) if args.stack_home else None, args.backend)

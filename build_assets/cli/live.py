@@ -19,23 +19,23 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from build_assets.engine import progress as pg
+from build_assets.engine import progress
 
 REFRESH_PER_SECOND = 4
 WATCH_INTERVAL_S = 1.0  # how often `status --watch` reads the event log
 STYLE = {
-    pg.QUEUED: "dim",
-    pg.WAITING: "dim",
-    pg.PREPARING: "cyan",
-    pg.UPLOADING: "cyan",
-    pg.BUILDING: "bold blue",
-    pg.PUSHING: "bold cyan",
-    pg.DEPLOYING: "bold cyan",
-    pg.CACHED: "green",
-    pg.DONE: "bold green",
-    pg.FAILED: "bold red",
-    pg.BLOCKED: "yellow",
-    pg.CANCELLED: "magenta",
+    progress.QUEUED: "dim",
+    progress.WAITING: "dim",
+    progress.PREPARING: "cyan",
+    progress.UPLOADING: "cyan",
+    progress.BUILDING: "bold blue",
+    progress.PUSHING: "bold cyan",
+    progress.DEPLOYING: "bold cyan",
+    progress.CACHED: "green",
+    progress.DONE: "bold green",
+    progress.FAILED: "bold red",
+    progress.BLOCKED: "yellow",
+    progress.CANCELLED: "magenta",
 }
 
 
@@ -57,13 +57,15 @@ def _seconds(s: float | None) -> str:
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
-def _rows(board: pg.Board) -> list[pg.Row]:
+def _rows(board: progress.Board) -> list[progress.Row]:
     """Images first (in the order the run saw them), then functions."""
     rows = list(board.rows.values())
-    return [r for r in rows if r.kind == pg.IMAGE] + [r for r in rows if r.kind != pg.IMAGE]
+    return [r for r in rows if r.kind == progress.IMAGE] + [
+        r for r in rows if r.kind != progress.IMAGE
+    ]
 
 
-def render_board(board: pg.Board, title: str, now: float | None = None) -> Table:
+def render_board(board: progress.Board, title: str, now: float | None = None) -> Table:
     """The progress table of one run."""
     now = time.time() if now is None else now
     rows = _rows(board)
@@ -75,8 +77,8 @@ def render_board(board: pg.Board, title: str, now: float | None = None) -> Table
     table.add_column("estimate", justify="right", no_wrap=True)
     table.add_column("log", overflow="fold")
     for r in rows:
-        name = r.name if r.kind == pg.IMAGE else f"λ {r.name}"
-        idle = r.state in pg.IDLE
+        name = r.name if r.kind == progress.IMAGE else f"λ {r.name}"
+        idle = r.state in progress.IDLE
         table.add_row(
             escape(name),
             f"[{STYLE.get(r.state, '')}]{escape(r.label)}[/]",
@@ -87,16 +89,16 @@ def render_board(board: pg.Board, title: str, now: float | None = None) -> Table
     return table
 
 
-def plain_line(ev: pg.Progress, row: pg.Row | None, *, with_log: bool = True) -> str:
+def plain_line(ev: progress.Progress, row: progress.Row | None, *, with_log: bool = True) -> str:
     """One line per state change (non-terminal output)."""
     stamp = time.strftime("%H:%M:%S", time.localtime(ev.at))
-    who = ev.name if ev.kind == pg.IMAGE else f"lambda {ev.name}"
+    who = ev.name if ev.kind == progress.IMAGE else f"lambda {ev.name}"
     text = f"{stamp} {who}: {ev.label}"
-    if row is not None and ev.state in pg.TERMINAL and row.active_at is not None:
+    if row is not None and ev.state in progress.TERMINAL and row.active_at is not None:
         text += f" in {_seconds(row.elapsed(ev.at))}"
-    if ev.estimate_s is not None and ev.state in pg.ACTIVE:
+    if ev.estimate_s is not None and ev.state in progress.ACTIVE:
         text += f" (est. {_seconds(ev.estimate_s)})"
-    if ev.log_url and ev.state not in pg.IDLE and (with_log or ev.state == pg.FAILED):
+    if ev.log_url and ev.state not in progress.IDLE and (with_log or ev.state == progress.FAILED):
         text += f" log {ev.log_url}"
     return text
 
@@ -110,7 +112,7 @@ class LineWriter:
         self.prefix = prefix
         self._shown: dict[tuple[str, str], tuple[str, str, str | None]] = {}
 
-    def write(self, ev: pg.Progress, row: pg.Row | None) -> None:
+    def write(self, ev: progress.Progress, row: progress.Row | None) -> None:
         key = (ev.kind, ev.name)
         last = self._shown.get(key)
         if last is not None and last[:2] == (ev.state, ev.detail):
@@ -136,7 +138,7 @@ class ProgressView:
         self.console = console
         self.title = title
         self.live = self.console.is_terminal if live is None else live
-        self.board = pg.Board()
+        self.board = progress.Board()
         self._lock = threading.Lock()
         self._display: Live | None = None
         self._lines = LineWriter(self.console)
@@ -168,16 +170,16 @@ class ProgressView:
         with self._lock:
             return render_board(self.board, self.title)
 
-    def update(self, ev: pg.Progress) -> None:
+    def update(self, ev: progress.Progress) -> None:
         with self._lock:
             changed = self.board.apply(ev)
             row = self.board.row(ev.kind, ev.name)
         if changed and not self.live:
             self._lines.write(ev, row)
 
-    def cancelled(self) -> list[pg.Row]:
+    def cancelled(self) -> list[progress.Row]:
         """Targets whose builds were cancelled, or that never finished."""
-        return [r for r in _rows(self.board) if r.state == pg.CANCELLED or not r.finished]
+        return [r for r in _rows(self.board) if r.state == progress.CANCELLED or not r.finished]
 
 
 # -- status --watch ----------------------------------------------------------------------------
@@ -188,13 +190,13 @@ class _Watched:
 
     def __init__(self, run: dict[str, Any]) -> None:
         self.run_id: str = run["run_id"]
-        self.board = pg.Board()
+        self.board = progress.Board()
         self.cursor: str | None = None
         self.status: str = run.get("status", "")
         self.finished = False
         self.lines: LineWriter | None = None
 
-    def read(self, instance: Any) -> list[pg.Progress]:
+    def read(self, instance: Any) -> list[progress.Progress]:
         """New progress events of the run; updates its status (read first: a run seen
         finished has written all its events)."""
         run = instance.get_run_by_id(self.run_id)
@@ -203,7 +205,7 @@ class _Watched:
         events = []
         for record in conn.records:
             entry = record.event_log_entry
-            ev = pg.Progress.parse(entry.user_message or "", entry.timestamp, self.run_id)
+            ev = progress.Progress.parse(entry.user_message or "", entry.timestamp, self.run_id)
             if ev is not None and self.board.apply(ev):
                 events.append(ev)
         if run is not None:
@@ -222,7 +224,7 @@ def watch_runs(
     """Follow every run in flight in `instance` (and any that starts meanwhile) until all are
     over: a live table per run on a terminal, a line per change otherwise, JSON lines with
     `as_json`. Returns 1 when a watched run failed, else 0."""
-    from build_assets.dagster.launch import in_flight_runs
+    from build_assets.dagster.submit import in_flight_runs
 
     console = console or Console()
     watched: dict[str, _Watched] = {}

@@ -17,13 +17,13 @@ _PLUGIN_COMMANDS = {
     "plan": "build_assets.cli.plan",
     "stack": "build_assets.cli.stack",
     "bootstrap": "build_assets.cli.bootstrap",
-    "status": "build_assets.cli.commands",
-    "materialize": "build_assets.cli.commands",
+    "status": "build_assets.cli.status",
+    "materialize": "build_assets.cli.materialize",
     "demo": "build_assets.cli.demo",
     "gc": "build_assets.cli.gc",
     "rollback": "build_assets.cli.rollback",
-    "init": "build_assets.cli.adopt",
-    "bases": "build_assets.cli.adopt",
+    "init": "build_assets.cli.init",
+    "bases": "build_assets.cli.bases",
 }
 
 

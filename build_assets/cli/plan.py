@@ -1,7 +1,7 @@
 """`build-assets plan`: which images would be rebuilt, and why, at about `git status` speed.
 
 Imports stay lazy: a plan answered from the caches in `.git` imports no YAML parser, no
-pydantic and no rich (tests/test_startup.py, tests/test_plan_caches.py).
+pydantic and no rich (tests/cli/test_startup.py, tests/core/test_plan_caches.py).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ def observe(project: Any, image: str, function: str, metadata: dict[str, object]
     from dagster import AssetObservation, DagsterInstance
 
     from build_assets.core.targets import LAMBDA, Target
-    from build_assets.dagster.runner import ensure_dagster_home
+    from build_assets.dagster.materialize import ensure_dagster_home
     from build_assets.dagster.translator import ImageAssetTranslator
 
     ensure_dagster_home(project.settings)
@@ -28,7 +28,7 @@ def observe(project: Any, image: str, function: str, metadata: dict[str, object]
 
 
 def _run_cli(args: argparse.Namespace) -> int:
-    from build_assets.cli.commands import project_for, quiet_dagster_warnings
+    from build_assets.cli.materialize import project_for, quiet_dagster_warnings
     from build_assets.engine import rollback as rb
 
     project = project_for(args)

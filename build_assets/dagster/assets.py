@@ -34,8 +34,8 @@ from build_assets.core.versioning import VersionSet
 from build_assets.dagster.internals import hold_storage_connections
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
-from build_assets.engine import progress as pg
-from build_assets.engine.run import BuildRun, Done
+from build_assets.engine import progress
+from build_assets.engine.build_run import BuildRun, Done
 from build_assets.engine.scheduler import Outcome
 from build_assets.errors import UserError
 from build_assets.project import Project
@@ -227,9 +227,9 @@ def run_image_builds(
     run_id = context.run.run_id
     warn_about_secrets(context, versions, selected)
 
-    def on_progress(ev: pg.Progress) -> None:
+    def on_progress(ev: progress.Progress) -> None:
         context.log.info(ev.line())
-        pg.publish(ev)
+        progress.publish(ev)
 
     run = BuildRun(
         project,

@@ -2,7 +2,7 @@
 Dagster's own processes, for what no public API does: creating and submitting a run of a code
 location loaded in this process, without a webserver (what `dagster job launch` does, minus the
 code-server subprocess), and holding the run worker's storage connection open.
-tests/test_internals.py fails loudly when a Dagster release moves these names.
+tests/dagster/test_internals.py fails loudly when a Dagster release moves these names.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from build_assets.dagster.launch import (
+from build_assets.dagster.submit import (
     ASSET_JOB,
     DEFAULT_LOCATION,
     DEFAULT_MODULE,

@@ -243,7 +243,7 @@ def request_reload(
 
     `log` must outlive the tick: a tick's `context.log` is closed when the tick ends.
     """
-    from build_assets.dagster.launch import graphql
+    from build_assets.dagster.submit import graphql
 
     host, _, port = address.rpartition(":")
     log = log or logging.getLogger(__name__)

@@ -28,7 +28,8 @@ Check = Callable[[], str | None]  # None when fine, else the one-line problem
 
 
 def state_folder(home: Path | None = None, *, write: bool = True) -> str | None:
-    """The state folder (ledger, leases, Dagster runs) exists, or can be made, and is writable."""
+    """The state folder (build records, leases, Dagster runs) exists, or can be made, and is
+    writable."""
     home = home or state_home()
     fix = "fix its permissions or mount, or set BUILD_ASSETS_HOME to a writable folder"
     try:
@@ -36,10 +37,10 @@ def state_folder(home: Path | None = None, *, write: bool = True) -> str | None:
         if write:
             with tempfile.NamedTemporaryFile(dir=home, prefix=".write-check-"):
                 pass
-        ledger = home / "builds.sqlite"
-        if ledger.exists():
+        records_file = home / "builds.sqlite"
+        if records_file.exists():
             mode = "rw" if write else "ro"
-            sqlite3.connect(f"{ledger.resolve().as_uri()}?mode={mode}", uri=True).close()
+            sqlite3.connect(f"{records_file.resolve().as_uri()}?mode={mode}", uri=True).close()
     except (OSError, sqlite3.Error) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         what = "writable" if write else "readable"
@@ -131,7 +132,7 @@ def run(checks: list[Check]) -> None:
 
 
 def for_plan() -> None:
-    """`plan` reads the ledger: the state folder must be readable."""
+    """`plan` reads the build records: the state folder must be readable."""
     run([lambda: state_folder(write=False)])
 
 

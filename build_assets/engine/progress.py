@@ -322,18 +322,18 @@ def handle_phase(handle: Any) -> tuple[str, str] | None:
     return (state, last if state == PREPARING else "")
 
 
-# -- estimates from the ledger -----------------------------------------------------------------
+# -- estimates from the build records ----------------------------------------------------------
 
 
-def load_estimates(ledger: Path, registry: str, names: Iterable[str]) -> dict[str, float]:
+def load_estimates(records_file: Path, registry: str, names: Iterable[str]) -> dict[str, float]:
     """Median duration of each image's last `ESTIMATE_SAMPLES` real (not cached) successful
     builds in `registry`, from the build records (no row for an image never built)."""
     wanted = set(names)
-    if not wanted or not ledger.exists():
+    if not wanted or not records_file.exists():
         return {}
     samples: dict[str, list[float]] = {}
     try:
-        with contextlib.closing(sqlite3.connect(ledger, timeout=30)) as conn:
+        with contextlib.closing(sqlite3.connect(records_file, timeout=30)) as conn:
             rows = conn.execute(
                 "SELECT image, duration_s FROM builds WHERE registry = ? AND status = 'SUCCEEDED'"
                 " AND cached = 0 AND duration_s IS NOT NULL ORDER BY id DESC LIMIT 2000",

@@ -11,7 +11,7 @@ ECR API, the one tag that moves (so too on a registry that refuses the re-push a
 the local stack's, `stack.ecr_registry`).
 
 So `plan` on any machine that reads the registry asks (`registry_states`): is the current tag
-there, and if not, what was the last build made of? The local ledger only caches these blobs.
+there, and if not, what was the last build made of? The local build records only cache these blobs.
 """
 
 from __future__ import annotations

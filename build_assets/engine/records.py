@@ -1,4 +1,4 @@
-"""Build records: what was built (or found cached), when, by whom — a small SQLite ledger.
+"""Build records: what was built (or found cached), when, by whom — a small SQLite file.
 
 A local cache, never the truth: what is built is the registry (`engine.provenance`), so this
 file can be deleted without losing anything. `status` shows the most recent builds from it.
@@ -99,14 +99,14 @@ class BuildRecord:
 
 
 class BuildRecords:
-    """The ledger file (default: $BUILD_ASSETS_HOME/builds.sqlite)."""
+    """The build records file (default: $BUILD_ASSETS_HOME/builds.sqlite)."""
 
     def __init__(
         self,
         path: str | Path | None = None,
         publish: Callable[[Provenance], None] | None = None,
     ) -> None:
-        self.path = Path(path) if path else Settings.resolve().ledger_path
+        self.path = Path(path) if path else Settings.resolve().records_path
         self.publish = publish
 
     def _connect(self) -> sqlite3.Connection:
@@ -153,7 +153,7 @@ class BuildRecords:
 
     def latest_success(self, registry: str) -> dict[str, BuildRecord]:
         """The newest successful record of each image pushed to `registry`."""
-        # one row per image (its newest success): the ledger grows with every run
+        # one row per image (its newest success): the table grows with every run
         rows = self._rows(
             "SELECT * FROM builds WHERE id IN (SELECT MAX(id) FROM builds"
             " WHERE registry = ? AND status = ? GROUP BY image) ORDER BY id",

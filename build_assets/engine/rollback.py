@@ -87,7 +87,7 @@ def earlier_image(project: Project, spec: FunctionSpec, current: str | None) -> 
     if before:
         return before
     repository = project.repository(spec.image)
-    for record in project.ledger().recent(1000, project.registry):
+    for record in project.build_records().recent(1000, project.registry):
         if record.image == spec.image and record.status == "SUCCEEDED" and record.digest:
             uri = f"{repository}@{record.digest}"
             if uri != current:

@@ -23,7 +23,7 @@ from typing import Any
 
 from build_assets.core.manifest import Manifest
 from build_assets.core.versioning import ImageVersion, VersionSet
-from build_assets.engine import progress as pg
+from build_assets.engine import progress
 from build_assets.engine.builders.base import (
     Builder,
     BuildHandle,
@@ -97,7 +97,7 @@ class BuildScheduler:
         records: BuildRecords | None = None,
         run_id: str | None = None,
         on_event: Callable[[str], None] | None = None,
-        on_progress: Callable[[pg.Progress], None] | None = None,
+        on_progress: Callable[[progress.Progress], None] | None = None,
         clock: Callable[[], float] = time.time,
         leases: LeaseStore | None = None,
         lease_ttl_s: float = DEFAULT_TTL_S,
@@ -107,12 +107,12 @@ class BuildScheduler:
         early_start: bool = True,
         estimates: Mapping[str, float] | None = None,
     ) -> None:
-        """leases: where build leases live (default: next to the ledger when `records` is
-        given, else none: a scheduler without a ledger is a test or a benchmark).
+        """leases: where build leases live (default: next to the build records when `records` is
+        given, else none: a scheduler without build records is a test or a benchmark).
         on_event: one line per notable step; on_progress: a structured `Progress` per state
         change of an image (`self.progress` is the tracker: `BuildRun` shares its own).
         early_start: start dependents early on a builder with `start_lead` (see module doc);
-        estimates: image -> typical build duration, over the ledger's (tests, benchmarks)."""
+        estimates: image -> typical build duration, over the build records' (tests, benchmarks)."""
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         self.builder = builder
@@ -122,7 +122,7 @@ class BuildScheduler:
         self.run_id = run_id
         self.on_event = on_event or (lambda msg: log.info(msg))
         self.clock = clock
-        self.progress = pg.ProgressTracker(on_progress, run_id=run_id, clock=clock)
+        self.progress = progress.ProgressTracker(on_progress, run_id=run_id, clock=clock)
         if leases is None and records is not None:
             leases = SqliteLeaseStore(records.path.parent / "leases.sqlite")
         self.leases = leases
@@ -169,7 +169,7 @@ class BuildScheduler:
         backoff = _BACKOFF_S[0]
         track = self.progress.set
         if self.records is not None:
-            found = pg.load_estimates(self.records.path, self.registry, order)
+            found = progress.load_estimates(self.records.path, self.registry, order)
             self.progress.estimates.update(found)
         self.progress.estimates.update(self.estimates)
         running: dict[str, BuildHandle] = {}  # image -> its build in flight
@@ -189,9 +189,9 @@ class BuildScheduler:
         for name in order:
             base = versions[name].base
             if base in chosen:
-                track(name, pg.WAITING, base)
+                track(name, progress.WAITING, base)
             else:
-                track(name, pg.QUEUED)
+                track(name, progress.QUEUED)
 
         def release(name: str) -> None:
             key = held.pop(name, None)
@@ -211,7 +211,7 @@ class BuildScheduler:
                 if not grant.acquired:
                     since = parked[name][2] if name in parked else self.clock()
                     if name not in parked:
-                        track(name, pg.WAITING, grant.holder.describe())
+                        track(name, progress.WAITING, grant.holder.describe())
                         self.on_event(
                             f"{name}: {req.image_uri} is being built by"
                             f" {grant.holder.describe()}; waiting for it"
@@ -232,7 +232,9 @@ class BuildScheduler:
                         reason = f"built by {other.describe()}"
                         settle(Outcome(name, CACHED, image, result=result, reason=reason))
                         return
-            track(name, pg.UPLOADING if self.builder.name == "codebuild" else pg.PREPARING)
+            track(
+                name, progress.UPLOADING if self.builder.name == "codebuild" else progress.PREPARING
+            )
             handle = self.builder.start(req)
             self.on_event(f"{name}: building {req.image_uri} ({handle.build_id})")
             in_flight.append(handle)
@@ -244,8 +246,8 @@ class BuildScheduler:
 
         def observe(handle: BuildHandle) -> None:
             """The phase of a build in flight, when its builder tells (else 'building')."""
-            state, detail = pg.handle_phase(handle) or (pg.BUILDING, "")
-            name, log_url = handle.request.image, pg.handle_log_url(handle)
+            state, detail = progress.handle_phase(handle) or (progress.BUILDING, "")
+            name, log_url = handle.request.image, progress.handle_log_url(handle)
             stamped = [m for m in handle.state.pop("progress_markers", []) if m[1] is not None]
             if stamped:  # every phase passed since the last look, at its time
                 self.progress.replay(name, stamped, log_url=log_url)
@@ -267,13 +269,13 @@ class BuildScheduler:
                 markers = r.extra.get("phases") if r is not None else None
                 if markers and isinstance(markers, list):
                     self.progress.replay(outcome.name, markers)
-                state = pg.DONE if outcome.status == BUILT else pg.CACHED
+                state = progress.DONE if outcome.status == BUILT else progress.CACHED
                 track(outcome.name, state, outcome.reason or "", log_url=r.log_url if r else None)
             elif outcome.status == BLOCKED:
-                track(outcome.name, pg.BLOCKED, outcome.reason or "")
+                track(outcome.name, progress.BLOCKED, outcome.reason or "")
             elif err is not None:
                 where = f" in {err.phase}" if err.phase else ""
-                state = pg.CANCELLED if err.status == "STOPPED" else pg.FAILED
+                state = progress.CANCELLED if err.status == "STOPPED" else progress.FAILED
                 track(outcome.name, state, f"build {err.status}{where}", log_url=err.log_url)
             if not outcome.ok:
                 stop_early(outcome.name)
@@ -405,7 +407,7 @@ class BuildScheduler:
                             if versions[queued].base not in chosen or (
                                 versions[queued].base in outcomes
                             ):
-                                track(queued, pg.QUEUED)
+                                track(queued, progress.QUEUED)
                         break
                     try:
                         launch(name, req)
@@ -442,7 +444,7 @@ class BuildScheduler:
         finally:
             for handle in in_flight:
                 self.on_event(f"{handle.request.image}: cancelling build {handle.build_id}")
-                track(handle.request.image, pg.CANCELLED, handle.build_id)
+                track(handle.request.image, progress.CANCELLED, handle.build_id)
                 try:
                     self.builder.cancel(handle)
                 except Exception as exc:  # noqa: BLE001 - cancelling is best effort
@@ -490,9 +492,9 @@ class BuildScheduler:
     def _emit(
         order: list[str], outcomes: dict[str, Outcome], emitted: set[str], versions: VersionSet
     ) -> Iterator[Outcome]:
-        progress = True
-        while progress:
-            progress = False
+        advanced = True
+        while advanced:
+            advanced = False
             for name in order:
                 if name in emitted or name not in outcomes:
                     continue
@@ -500,7 +502,7 @@ class BuildScheduler:
                 if base in outcomes and base not in emitted:
                     continue
                 emitted.add(name)
-                progress = True
+                advanced = True
                 yield outcomes[name]
 
     def _record(self, outcome: Outcome, versions: VersionSet) -> None:

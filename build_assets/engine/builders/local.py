@@ -25,7 +25,7 @@ from pathlib import Path
 
 from build_assets.engine import registry
 from build_assets.engine.builders.base import BuildHandle, BuildRequest, BuildResult
-from build_assets.engine.builders.owned import clean_orphaned_once, owner_prefix, popen_owned
+from build_assets.engine.processes import clean_orphaned_once, owner_prefix, popen_owned
 from build_assets.engine.progress import script_phases
 from build_assets.errors import BuildError, UserError
 from build_assets.settings import Settings

@@ -1,0 +1,1 @@
+"""Tests of `build_assets/aws/`."""

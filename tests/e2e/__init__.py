@@ -1,0 +1,1 @@
+"""End-to-end scenarios: the seed's test plan on the local stack, both backends, a real monorepo."""
