@@ -39,7 +39,8 @@ class CodeBuildDemoResource(ImageBuildResource):
 def prepare_codebuild(repo: Path, env: str) -> None:
     """`bootstrap --env ENV` for `repo`, then its Lambda functions where missing, on a
     placeholder image (build-assets only ever updates functions on this backend)."""
-    from build_assets.aws.bootstrap import bootstrap, images_from_manifest
+    from build_assets.aws.bootstrap import bootstrap
+    from build_assets.aws.bootstrap_inputs import images_from_manifest
     from build_assets.aws.clients import make_client
     from build_assets.core.manifest import load_manifest
     from build_assets.engine.deploy import (
@@ -49,7 +50,7 @@ def prepare_codebuild(repo: Path, env: str) -> None:
     )
     from build_assets.engine.scheduler import repository_for
 
-    images, overrides = images_from_manifest(str(repo), None)
+    images, overrides = images_from_manifest(load_manifest(repo / "images.yaml", repo))
     bootstrap(images, overrides, env=env)
     manifest = load_manifest(repo / "images.yaml", repo)
     registry = Settings.resolve().require_registry()

@@ -14,8 +14,11 @@ from typing import Any
 import boto3
 import pytest
 
-from build_assets.aws import bootstrap as bs
-from build_assets.aws.bootstrap import Action, bootstrap
+from build_assets.aws.bootstrap import bootstrap
+from build_assets.aws.bootstrap_actions import Action
+from build_assets.aws.context_bucket import LIFECYCLE_RULE_ID
+from build_assets.aws.service_role import POLICY_NAME
+from build_assets.cli.bootstrap import add_cli
 from build_assets.errors import UserError
 from tests.aws_plugin import ACCOUNT, REGION
 
@@ -93,7 +96,7 @@ def test_creates_exactly_the_expected_resources(aws: boto3.Session) -> None:
     assert [r["RoleName"] for r in iam.list_roles()["Roles"]] == [role]
     trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
     assert trust["Statement"][0]["Principal"] == {"Service": "codebuild.amazonaws.com"}
-    doc = iam.get_role_policy(RoleName=role, PolicyName=bs.POLICY_NAME)["PolicyDocument"]
+    doc = iam.get_role_policy(RoleName=role, PolicyName=POLICY_NAME)["PolicyDocument"]
     by_sid = {s["Sid"]: s for s in doc["Statement"]}
     assert by_sid["ReadContexts"]["Resource"] == [f"arn:aws:s3:::{BUCKET}/contexts/*"]
     assert by_sid["ReadContexts"]["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]
@@ -178,7 +181,7 @@ def test_lifecycle_change_keeps_foreign_rules(aws: boto3.Session) -> None:
     (bucket,) = [a for a in run(aws, context_expiry_days=7) if a.kind == "s3-bucket"]
     assert bucket.status == "updated"
     rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
-    assert rules[bs.LIFECYCLE_RULE_ID]["Expiration"] == {"Days": 7}
+    assert rules[LIFECYCLE_RULE_ID]["Expiration"] == {"Days": 7}
     assert "keep-me" in rules
 
 
@@ -225,7 +228,7 @@ def test_env_names_the_projects_and_role(aws: boto3.Session) -> None:
 def test_secrets_are_granted_by_reference(aws: boto3.Session) -> None:
     run(aws, images=["app"], secret_refs=["ssm:/ci/npm-token", "secretsmanager:ci/pypi"])
     doc = aws.client("iam").get_role_policy(
-        RoleName="build-assets-dev-codebuild", PolicyName=bs.POLICY_NAME
+        RoleName="build-assets-dev-codebuild", PolicyName=POLICY_NAME
     )["PolicyDocument"]
     by_sid = {s["Sid"]: s for s in doc["Statement"]}
     assert by_sid["BuildSecretsParameters"]["Resource"] == [
@@ -267,7 +270,7 @@ def test_cli_registers_bootstrap_and_prints_actions(
 ) -> None:
     parser = argparse.ArgumentParser(prog="build-assets")
     sub = parser.add_subparsers(dest="command")
-    bs.add_cli(sub)
+    add_cli(sub)
     args = parser.parse_args(
         ["bootstrap", "--image", "app", "--bucket", BUCKET, "--dry-run", "--env", "qa"]
     )

@@ -7,16 +7,19 @@ from pathlib import Path
 
 import boto3
 
-from build_assets.aws import bootstrap as bs
-from build_assets.aws.bootstrap import manifest_lifecycle
+from build_assets.aws.bootstrap import bootstrap
+from build_assets.aws.bootstrap_actions import Action
+from build_assets.aws.bootstrap_inputs import manifest_lifecycle
+from build_assets.aws.ecr_lifecycle import DEFAULT_KEEP, DEFAULT_UNTAGGED_DAYS, KEPT_PREFIXES
+from build_assets.core.manifest import load_manifest
 from tests.aws.test_bootstrap import BUCKET, _no_sleep
 from tests.gitutil import seed_repo
 
 IMAGES = ["base-a", "svc-b"]
 
 
-def _run(aws: boto3.Session, **kw) -> dict[str, bs.Action]:
-    actions = bs.bootstrap(IMAGES, None, bucket=BUCKET, session=aws, sleep=_no_sleep, **kw)
+def _run(aws: boto3.Session, **kw) -> dict[str, Action]:
+    actions = bootstrap(IMAGES, None, bucket=BUCKET, session=aws, sleep=_no_sleep, **kw)
     return {a.name: a for a in actions if a.kind == "ecr-repository"}
 
 
@@ -37,7 +40,7 @@ def test_new_repositories_get_the_policy_and_a_rerun_changes_nothing(aws) -> Non
         }
         assert rules[2]["tagPrefixList"] == ["git-"]
         assert rules[2]["countType"] == "imageCountMoreThan" and rules[2]["countNumber"] == 25
-        assert {r["tagPrefixList"][0] for p, r in rules.items() if p > 1} == set(bs.KEPT_PREFIXES)
+        assert {r["tagPrefixList"][0] for p, r in rules.items() if p > 1} == set(KEPT_PREFIXES)
     again = _run(aws, keep_versions=25, untagged_days=3)
     assert {a.status for a in again.values()} == {"unchanged"}
 
@@ -47,7 +50,7 @@ def test_changed_numbers_update_the_policy_dry_run_only_reports(aws) -> None:
     planned = _run(aws, keep_versions=4, dry_run=True)
     assert planned["svc-b"].status == "updated"
     assert planned["svc-b"].changes == ("lifecycle policy (keep 4, untagged 7d)",)
-    assert _policy(aws, "svc-b")["rules"][1]["selection"]["countNumber"] == bs.DEFAULT_KEEP
+    assert _policy(aws, "svc-b")["rules"][1]["selection"]["countNumber"] == DEFAULT_KEEP
     _run(aws, keep_versions=4)
     assert _policy(aws, "svc-b")["rules"][1]["selection"]["countNumber"] == 4
 
@@ -64,7 +67,10 @@ def test_an_existing_repository_without_a_policy_gets_one(aws) -> None:
 
 def test_numbers_come_from_the_manifest(tmp_path: Path) -> None:
     repo = seed_repo(tmp_path / "repo")
-    assert manifest_lifecycle(str(repo), None) == (bs.DEFAULT_KEEP, bs.DEFAULT_UNTAGGED_DAYS)
     manifest = repo / "images.yaml"
+    assert manifest_lifecycle(load_manifest(manifest, repo)) == (
+        DEFAULT_KEEP,
+        DEFAULT_UNTAGGED_DAYS,
+    )
     manifest.write_text(manifest.read_text() + "lifecycle: {keep: 30, untagged_days: 2}\n")
-    assert manifest_lifecycle(str(repo), None) == (30, 2)
+    assert manifest_lifecycle(load_manifest(manifest, repo)) == (30, 2)

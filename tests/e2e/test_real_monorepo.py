@@ -294,7 +294,9 @@ def test_real_builds_pass_the_base_under_the_dockerfiles_arg(
 def test_bootstrap_uses_the_manifest_names_and_platforms_and_adopts_existing(
     repo: Path, aws
 ) -> None:
-    from build_assets.aws.bootstrap import bootstrap, images_from_manifest
+    from build_assets.aws.bootstrap import bootstrap
+    from build_assets.aws.bootstrap_inputs import images_from_manifest
+    from build_assets.core.manifest import load_manifest
 
     replace_in(
         repo,
@@ -302,7 +304,7 @@ def test_bootstrap_uses_the_manifest_names_and_platforms_and_adopts_existing(
         'naming:\n  codebuild_project: "{image}-{env}-img-builder"\n',
         'naming:\n  codebuild_project: "{image}-{env}-img-builder"\n  repository: "team/{image}"\n',
     )
-    images, overrides = images_from_manifest(str(repo), str(repo / "images.yaml"))
+    images, overrides = images_from_manifest(load_manifest(repo / "images.yaml", repo))
     cb = aws.client("codebuild")
     existing = "svc-x-dev-harmonize-img-builder"  # the team's project, made before adoption
     aws.client("ecr").create_repository(repositoryName="team/svc-x")
