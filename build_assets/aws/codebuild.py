@@ -3,37 +3,46 @@
 Flow per image version (see `builders.base` for how a scheduler drives it):
 
 1. the deterministic context zip goes to `s3://<bucket>/contexts/<image>/<version>.zip`, once:
-   the key is content-addressed, so an existing object is reused as is;
+   the key is content-addressed, so an existing object is reused as is (`context_upload`);
 2. a build already IN_PROGRESS for the same image version is attached to (a killed and
    restarted run never starts a duplicate); otherwise `start_build` runs on the project
    `<image>-<env>-img-builder` with the S3 source, the buildspec (which embeds the shared build
    script) and the script's environment. Its idempotency token is derived from image, version and
    the number of earlier failed attempts, so concurrent starters (other processes included) get
-   the same build while a retry after a failure gets a new one;
+   the same build while a retry after a failure gets a new one (`build_start`);
 3. one `batch_get_builds` call per poll covers every build in flight, with backoff;
 4. success is confirmed by reading the tag's digest back from ECR; failure raises `BuildError`
-   with status, failed phase, the CloudWatch log tail and console links.
+   with status, failed phase, the CloudWatch log tail and console links (`build_status`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 import boto3
-from boto3.exceptions import S3UploadFailedError
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from build_assets.aws.buildspec import DIGEST_VARIABLE, render_buildspec
+from build_assets.aws.build_start import (
+    build_environment,
+    idempotency_token,
+    is_same_version,
+    parse_secrets,
+)
+from build_assets.aws.build_status import (
+    LOG_TAIL_LINES,
+    TERMINAL_STATUSES,
+    build_metadata,
+    console_url,
+    failed_phase,
+    fetch_builds,
+    log_tail,
+)
+from build_assets.aws.buildspec import render_buildspec
 from build_assets.aws.clients import (
     aws_errors,
     ecr_registry_parts,
@@ -44,133 +53,22 @@ from build_assets.aws.clients import (
     region_of,
     user_error,
 )
+from build_assets.aws.context_upload import MULTIPART_CHUNK, transfer_config, upload_context
+from build_assets.aws.project_settings import project_name
 from build_assets.engine.builders.base import BuildHandle, BuildRequest, BuildResult
 from build_assets.engine.early_start import lead_from_builds
 from build_assets.errors import BuildError, UserError
 
+__all__ = ["CodeBuildBuilder", "console_url"]  # console_url: `engine.progress` imports it here
+
 log = logging.getLogger(__name__)
 
-TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "FAULT", "TIMED_OUT", "STOPPED"})
-LOG_TAIL_LINES = 50
-BATCH_LIMIT = 100  # batch_get_builds accepts at most 100 ids
 RECENT_BUILDS_SCANNED = 50  # how far back start() looks for a build of the same version
-MULTIPART_CHUNK = 16 * 1024 * 1024
-VERSION_VARIABLE = "BUILD_ASSETS_VERSION"
-IMAGE_VARIABLE = "BUILD_ASSETS_IMAGE"
-_SECRET_TYPES = {"ssm": "PARAMETER_STORE", "secretsmanager": "SECRETS_MANAGER"}
 
 # one lock per (project, version) for this process: two threads starting the same build serialise,
 # and the second attaches to the first one's build
 _START_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _START_LOCKS_GUARD = threading.Lock()
-
-
-def project_name(image: str, env: str, template: str | None = None) -> str:
-    """CodeBuild project of an image (created by `build-assets bootstrap`): the manifest's
-    naming template (`{image}`, `{env}`) or `<image>-<env>-img-builder`."""
-    if template:
-        return template.format(image=image, env=env)
-    return f"{image}-{env}-img-builder"
-
-
-# What a context zip holds beyond the version's files: 2 = literal FROMs pinned to bases.lock
-# (`core.lock.pin_literal_froms`); 3 = the Dockerfile to build at `core.context.DOCKERFILE_SLOT`
-# and in the context only where Docker ships it. A zip of an earlier format is never reused.
-CONTEXT_FORMAT = 3
-
-
-def context_key(image: str, version: str) -> str:
-    """S3 key of an image version's context zip."""
-    return f"contexts/{image}/{version}.c{CONTEXT_FORMAT}.zip"
-
-
-def console_url(region: str, project: str, build_id: str) -> str:
-    """CodeBuild console page of a build."""
-    return (
-        f"https://{region}.console.aws.amazon.com/codesuite/codebuild/projects/{project}"
-        f"/build/{quote(build_id, safe='')}/?region={region}"
-    )
-
-
-def idempotency_token(
-    image: str, version: str, attempt: int, params: Mapping[str, Any] | None = None
-) -> str:
-    """StartBuild token: same image version, attempt and parameters -> same build (5 minutes).
-
-    The parameters are part of it because CodeBuild rejects a reused token whose parameters
-    differ (e.g. two runs with different CACHE_FROM): those get two builds instead of an error.
-    """
-    blob = json.dumps([image, version, attempt, params], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:48]
-
-
-def parse_secrets(secrets: Mapping[str, str] | None) -> list[dict[str, str]]:
-    """`{NAME: "ssm:/param" | "secretsmanager:arn-or-name"}` -> CodeBuild env var overrides."""
-    out = []
-    for name, ref in sorted((secrets or {}).items()):
-        kind, sep, value = ref.partition(":")
-        if not sep or kind not in _SECRET_TYPES or not value:
-            raise UserError(
-                f"secret {name}: reference {ref!r} must be 'ssm:<parameter name>' or"
-                " 'secretsmanager:<secret arn or name>'"
-            )
-        out.append({"name": name, "value": value, "type": _SECRET_TYPES[kind]})
-    return out
-
-
-def _env_value(build: Mapping[str, Any], name: str) -> str | None:
-    for var in build.get("environment", {}).get("environmentVariables", []) or []:
-        if var.get("name") == name:
-            return var.get("value")
-    return None
-
-
-def _seconds(start: Any, end: Any) -> float | None:
-    if isinstance(start, datetime) and isinstance(end, datetime):
-        return round((end - start).total_seconds(), 3)
-    return None
-
-
-def failed_phase(build: Mapping[str, Any]) -> tuple[str | None, str]:
-    """(phase type, context message) of the first phase that did not succeed."""
-    for phase in build.get("phases", []) or []:
-        status = phase.get("phaseStatus")
-        if status and status != "SUCCEEDED":
-            messages = [
-                f"{c.get('statusCode', '')}: {c.get('message', '')}".strip(": ")
-                for c in phase.get("contexts", []) or []
-                if c.get("message") or c.get("statusCode")
-            ]
-            return phase.get("phaseType"), "; ".join(messages)
-    return None, ""
-
-
-def build_metadata(build: Mapping[str, Any], region: str) -> dict[str, Any]:
-    """Build id, links, durations and phase timings for BuildResult.extra / BuildError."""
-    project = build.get("projectName", "")
-    phases = build.get("phases", []) or []
-    queued = next(
-        (p.get("durationInSeconds") for p in phases if p.get("phaseType") == "QUEUED"), None
-    )
-    meta: dict[str, Any] = {
-        "build_id": build.get("id"),
-        "console_url": console_url(region, project, build.get("id", "")),
-        "log_deep_link": (build.get("logs") or {}).get("deepLink"),
-        "status": build.get("buildStatus"),
-        "queued_s": queued,
-        "build_s": _seconds(build.get("startTime"), build.get("endTime")),
-        "phases": {
-            p["phaseType"]: p.get("durationInSeconds")
-            for p in phases
-            if p.get("phaseType") and p.get("durationInSeconds") is not None
-        },
-    }
-    exported = {
-        v.get("name"): v.get("value") for v in build.get("exportedEnvironmentVariables", []) or []
-    }
-    if exported.get(DIGEST_VARIABLE):
-        meta["reported_digest"] = exported[DIGEST_VARIABLE]
-    return meta
 
 
 class CodeBuildBuilder:
@@ -212,9 +110,7 @@ class CodeBuildBuilder:
         self._clock = clock
         self._buildspec = buildspec
         self._leads: dict[str, float | None] = {}  # project -> lead (engine.early_start)
-        self._transfer = TransferConfig(
-            multipart_threshold=multipart_chunk, multipart_chunksize=multipart_chunk
-        )
+        self._transfer = transfer_config(multipart_chunk)
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -240,48 +136,7 @@ class CodeBuildBuilder:
 
     def upload_context(self, request: BuildRequest) -> tuple[str, bool]:
         """Upload the context zip unless its content key exists; return (key, uploaded)."""
-        key = context_key(request.image, request.version)
-        where = f"s3://{self.bucket}/{key}"
-        with aws_errors("check build context", where):
-            try:
-                self.s3.head_object(Bucket=self.bucket, Key=key)
-                log.info("%s: context %s already uploaded", request.image, where)
-                return key, False
-            except ClientError as exc:
-                if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
-                    raise
-        with tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024) as buf:
-            request.context.write_zip(buf)  # type: ignore[arg-type]
-            size = buf.tell()
-            buf.seek(0)
-            log.info(
-                "%s: uploading context (%d files, %.1f MiB) to %s",
-                request.image,
-                request.context.file_count,
-                size / 2**20,
-                where,
-            )
-            with aws_errors("upload build context", where):
-                try:
-                    self.s3.upload_fileobj(
-                        buf,
-                        self.bucket,
-                        key,
-                        ExtraArgs={
-                            "ContentType": "application/zip",
-                            "Metadata": {"image": request.image, "version": request.version},
-                        },
-                        Config=self._transfer,
-                        Callback=_Progress(request.image, size),
-                    )
-                except S3UploadFailedError as exc:  # wraps the ClientError in its message only
-                    hint = (
-                        " — run `build-assets bootstrap` first"
-                        if "NoSuchBucket" in str(exc)
-                        else ""
-                    )
-                    raise UserError(f"cannot upload build context ({where}): {exc}{hint}") from exc
-        return key, True
+        return upload_context(self.s3, self.bucket, request, self._transfer)
 
     # -- start ------------------------------------------------------------------------------
 
@@ -311,51 +166,12 @@ class CodeBuildBuilder:
                 self._leads[project] = None
         return self._leads[project]
 
-    def _environment(self, request: BuildRequest) -> list[dict[str, str]]:
-        registry, _, _ = ecr_registry_parts(request.repository)
-        plain = {
-            "IMAGE_REPO": request.repository,
-            "IMAGE_TAG": request.tag,
-            "DOCKERFILE": request.dockerfile,
-            "BASE_IMAGE": request.base_image or "",
-            "BASE_WAIT_REF": request.base_wait or "",
-            # the script's default is BASE_IMAGE: only another arg name is passed
-            "BASE_ARG": (
-                request.base_arg
-                if (request.base_image or request.base_wait) and request.base_arg != "BASE_IMAGE"
-                else ""
-            ),
-            "PLATFORM": request.platform or "",
-            "BUILD_ARGS": "\n".join(f"{k}={v}" for k, v in sorted(request.build_args.items())),
-            "CACHE_FROM": (
-                f"{request.repository}:{request.previous_tag}" if request.previous_tag else ""
-            ),
-            "ECR_REGISTRY": registry or "",
-            "IMAGE_LABELS": "\n".join(f"{k}={v}" for k, v in sorted(request.labels.items())),
-            VERSION_VARIABLE: request.version,
-            IMAGE_VARIABLE: request.image,
-        }
-        taken = {v["name"] for v in self._secret_vars} & set(plain)
-        if taken:
-            raise UserError(f"secret names clash with build variables: {', '.join(sorted(taken))}")
-        return [
-            {"name": k, "value": v, "type": "PLAINTEXT"} for k, v in plain.items() if v
-        ] + self._secret_vars
-
-    def _is_same_version(self, build: Mapping[str, Any], request: BuildRequest, key: str) -> bool:
-        if _env_value(build, VERSION_VARIABLE) == request.version:
-            return True
-        location = (build.get("source") or {}).get("location", "")
-        return _env_value(build, "IMAGE_TAG") == request.tag and location.endswith(key)
-
     def start(self, request: BuildRequest) -> BuildHandle:
         """Upload the context, then attach to an in-flight build of this version or start one."""
         project = project_name(request.image, self.env, request.project_template)
         with self._start_lock(project, request.version):
             key, _ = self.upload_context(request)
-            same = [
-                b for b in self._recent_builds(project) if self._is_same_version(b, request, key)
-            ]
+            same = [b for b in self._recent_builds(project) if is_same_version(b, request, key)]
             running = [b for b in same if b.get("buildStatus") == "IN_PROGRESS"]
             if running:
                 build = running[0]
@@ -369,7 +185,7 @@ class CodeBuildBuilder:
                 "sourceTypeOverride": "S3",
                 "sourceLocationOverride": f"{self.bucket}/{key}",
                 "buildspecOverride": self._buildspec or render_buildspec(),
-                "environmentVariablesOverride": self._environment(request),
+                "environmentVariablesOverride": build_environment(request, self._secret_vars),
             }
             token = idempotency_token(request.image, request.version, attempt, params)
             with aws_errors("start CodeBuild build", project):
@@ -406,13 +222,8 @@ class CodeBuildBuilder:
             return []
         self._sleep(self._interval if max_wait is None else min(self._interval, max_wait))
         ids = list(dict.fromkeys(h.build_id for h in handles))
-        builds: dict[str, dict[str, Any]] = {}
-        missing: set[str] = set()
         try:
-            for i in range(0, len(ids), BATCH_LIMIT):
-                resp = self.codebuild.batch_get_builds(ids=ids[i : i + BATCH_LIMIT])
-                builds.update({b["id"]: b for b in resp.get("builds", [])})
-                missing.update(resp.get("buildsNotFound", []))
+            builds, missing = fetch_builds(self.codebuild, ids)
         except ClientError as exc:
             if not is_throttling(exc):
                 raise user_error(exc, "read CodeBuild build status", ", ".join(ids)) from exc
@@ -437,18 +248,7 @@ class CodeBuildBuilder:
 
     def log_tail(self, build: Mapping[str, Any], lines: int = LOG_TAIL_LINES) -> str:
         """Last `lines` lines of the build's CloudWatch log ('' when unavailable)."""
-        logs = build.get("logs") or {}
-        group, stream = logs.get("groupName"), logs.get("streamName")
-        if not group or not stream:
-            return ""
-        try:
-            events = self.logs.get_log_events(
-                logGroupName=group, logStreamName=stream, limit=lines, startFromHead=False
-            )["events"]
-        except ClientError as exc:
-            log.warning("cannot read CodeBuild log %s/%s: %s", group, stream, error_code(exc))
-            return ""
-        return "\n".join(e["message"].rstrip("\n") for e in events[-lines:])
+        return log_tail(self.logs, build, lines)
 
     def finish(self, handle: BuildHandle) -> BuildResult:
         """BuildResult for a SUCCEEDED build (digest read from ECR); BuildError otherwise."""
@@ -526,19 +326,3 @@ class CodeBuildBuilder:
             log.info("%s: stopped CodeBuild build %s", handle.request.image, handle.build_id)
         except ClientError as exc:
             log.warning("could not stop CodeBuild build %s: %s", handle.build_id, exc)
-
-
-class _Progress:
-    """boto3 transfer callback logging upload progress at every 25 %."""
-
-    def __init__(self, image: str, total: int) -> None:
-        self.image, self.total, self.sent, self.next_mark = image, max(total, 1), 0, 25
-        self._lock = threading.Lock()
-
-    def __call__(self, sent: int) -> None:
-        with self._lock:
-            self.sent += sent
-            pct = self.sent * 100 // self.total
-            while pct >= self.next_mark and self.next_mark <= 100:
-                log.info("%s: context upload %d%%", self.image, self.next_mark)
-                self.next_mark += 25
