@@ -8,7 +8,6 @@ usual chain (env, profile, SSO, instance role); `AWS_PROFILE` selects a profile.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,8 +25,6 @@ from botocore.exceptions import (
 )
 
 from build_assets.errors import UserError
-
-ENV_BUCKET = "BUILD_ASSETS_BUCKET"
 
 # adaptive = standard retries (throttling, 5xx, transient network) + client-side rate limiting
 RETRY_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10})
@@ -60,6 +57,7 @@ _BAD_CREDENTIALS = frozenset(
         "SignatureDoesNotMatch",
     }
 )
+_AWS_HOST = re.compile(r"\.(amazonaws\.com(\.cn)?|api\.aws)$")  # AWS's own endpoints
 _ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
 
@@ -87,23 +85,36 @@ def partition_of(session: boto3.Session) -> str:
 
 
 def make_client(service: str, session: boto3.Session | None = None, **kwargs: Any) -> Any:
-    """A client with adaptive retries; AWS_ENDPOINT_URL* and region come from the environment."""
+    """A client with adaptive retries; AWS_ENDPOINT_URL* and region come from the environment.
+
+    The endpoint is the one boto3 resolved for this client (`endpoint_url=`, the
+    `AWS_ENDPOINT_URL[_<SERVICE>]` variables or the profile's `endpoint_url`): an emulator's
+    gets path-style S3 addressing and quick failure on loopback; that client is made again
+    with them (a few ms, on an emulator only).
+    """
     session = session or make_session()
     region_of(session)
-    config = RETRY_CONFIG
-    endpoint = (
-        kwargs.get("endpoint_url")
-        or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
-    if service == "s3" and endpoint:
-        config = config.merge(Config(s3={"addressing_style": "path"}))
-    if endpoint and _is_loopback(endpoint):
-        config = config.merge(LOOPBACK_RETRIES)
     try:
-        return session.client(service, config=config, **kwargs)
+        client = session.client(service, config=RETRY_CONFIG, **kwargs)
+        extra = _emulator_config(service, client.meta.endpoint_url)
+        if extra is None:
+            return client
+        return session.client(service, config=RETRY_CONFIG.merge(extra), **kwargs)
     except NoRegionError:
         raise UserError("no AWS region configured: set AWS_REGION") from None
+
+
+def _emulator_config(service: str, endpoint: str | None) -> Config | None:
+    """Path-style S3 on an endpoint that is not AWS's, few retries on loopback; None for AWS."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(endpoint).hostname or "") if endpoint else ""
+    extra: Config | None = None
+    if service == "s3" and host and not _AWS_HOST.search(host):
+        extra = Config(s3={"addressing_style": "path"})
+    if host and _is_loopback(endpoint or ""):
+        extra = LOOPBACK_RETRIES if extra is None else extra.merge(LOOPBACK_RETRIES)
+    return extra
 
 
 def account_id(session: boto3.Session) -> str:
