@@ -20,7 +20,9 @@ DEFAULT_UNTAGGED_DAYS = 7  # untagged images expire after (manifest: lifecycle.u
 KEPT_PREFIXES = ("git-", "provenance-", "buildcache-git-")
 
 
-def lifecycle_policy(keep: int = DEFAULT_KEEP, untagged_days: int = DEFAULT_UNTAGGED_DAYS) -> dict:
+def lifecycle_policy(
+    keep: int = DEFAULT_KEEP, untagged_days: int = DEFAULT_UNTAGGED_DAYS
+) -> dict[str, Any]:
     """Expire untagged images after `untagged_days`; keep the newest `keep` of each prefix."""
     rules: list[dict[str, Any]] = [
         {
