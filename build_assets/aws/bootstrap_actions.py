@@ -6,7 +6,7 @@ Every resource is read first and written only when it differs (`differs`), so ea
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +39,9 @@ def summary(actions: Iterable[Action], dry_run: bool) -> str:
     return ("dry run: " if dry_run else "") + line
 
 
-def status_of(changes: Iterable[str]) -> str:
+def status_of(changes: Sequence[str]) -> str:
     """`updated` when anything changed, else `unchanged`."""
-    return UPDATED if any(True for _ in changes) else UNCHANGED
+    return UPDATED if changes else UNCHANGED
 
 
 def differs(desired: Any, actual: Any) -> bool:
