@@ -42,7 +42,7 @@ def _dead(pid: int) -> bool:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "build_assets.stack.local", *args],
+        [sys.executable, "-m", "build_assets.cli.stack", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -126,7 +126,7 @@ def test_second_stack_reuses_engine_restarts_dead_and_stops_only_its_own(
 def test_cli_up_prints_exports_for_eval(local_stack: StackInfo, tmp_path: Path) -> None:
     home = tmp_path / "cli"
     script = (
-        f'eval "$({sys.executable} -m build_assets.stack.local up --home {home})" && '
+        f'eval "$({sys.executable} -m build_assets.cli.stack up --home {home})" && '
         'echo "$DOCKER_HOST|$BUILD_ASSETS_REGISTRY|$AWS_ENDPOINT_URL|$AWS_DEFAULT_REGION|'
         '$AWS_ACCESS_KEY_ID|$BUILD_ASSETS_BACKEND"'
     )
