@@ -140,18 +140,21 @@ def stack_up(
             ("registry", lambda lay, svc: start_ecr_registry(lay, svc, services)),
             ("codebuild", codebuild),
         )
-        for name, start in starters:
-            svc = old.get(name)
-            if svc is not None and is_running(svc):
-                services[name] = svc
-                if name == "codebuild" and codebuild_provisioning is not None:
-                    set_codebuild_knobs(svc.address, provisioning_s=codebuild_provisioning)
-                continue
-            if svc:
-                _stop_if_ours(svc)
-            services[name] = start(layout, svc)
-            started.append(services[name])
-
+        try:
+            for name, start in starters:
+                svc = old.get(name)
+                if svc is not None and is_running(svc):
+                    services[name] = svc
+                    if name == "codebuild" and codebuild_provisioning is not None:
+                        set_codebuild_knobs(svc.address, provisioning_s=codebuild_provisioning)
+                    continue
+                if svc:
+                    _stop_if_ours(svc)
+                services[name] = start(layout, svc)
+                started.append(services[name])
+        except BaseException:
+            save(layout, {**old, **services})  # what did start stays recorded: `down` stops it
+            raise
         save(layout, services)
         _await_started(started, timeout, log)
         for svc in services.values():
