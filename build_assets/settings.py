@@ -181,6 +181,11 @@ def state_home(settings: Settings | None = None) -> Path:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment of a child process: this process's, with `extra` on top (the one use
-    of `os.environ` outside `Settings.resolve`)."""
+    """The environment of a child process: this process's, with `extra` on top."""
     return {**os.environ, **extra}
+
+
+def export_env(variables: Mapping[str, str]) -> None:
+    """Set `variables` in this process's environment, for what reads it itself (the AWS SDK,
+    Docker and every child process): `eval "$(build-assets stack up)"` within a process."""
+    os.environ.update(variables)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from build_assets.errors import UserError
-from build_assets.settings import Settings, child_env
+from build_assets.settings import Settings, child_env, export_env
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "receipts"
 HANDLER = "infra/metadata_harmonizer_step_functions/lambdas/harmonize_metadata.py"
@@ -132,7 +131,7 @@ def ensure_stack(settings: Settings, home: Path | None = None, backend: str = "l
     from build_assets.stack.local import stack_up
 
     info = stack_up(home or settings.home / "stack", docker_host=settings.docker_host)
-    os.environ.update(info.env())  # like `eval "$(build-assets stack up)"`: AWS SDK, docker
+    export_env(info.env())  # like `eval "$(build-assets stack up)"`: AWS SDK, docker
     return settings.with_(
         registry=info.registry,
         docker_host=info.docker_host,
