@@ -47,6 +47,10 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "dagster_home": ("DAGSTER_HOME", None),
     "lease_url": ("BUILD_ASSETS_LEASE_URL", None),
     "early_start": ("BUILD_ASSETS_EARLY_START", "on"),
+    "docker_host": ("DOCKER_HOST", None),
+    "docker_tls_verify": ("DOCKER_TLS_VERIFY", None),
+    "aws_endpoint_url": ("AWS_ENDPOINT_URL", None),
+    "codebuild_endpoint_url": ("AWS_ENDPOINT_URL_CODEBUILD", None),
 }
 ENV_REPO = ENVIRONMENT["repo"][0]
 ENV_REGISTRY = ENVIRONMENT["registry"][0]
@@ -79,6 +83,10 @@ class Settings:
     dagster_home: Path | None
     lease_url: str | None  # postgresql://... : build leases every machine sees
     early_start: str  # on | off: start dependents' CodeBuild builds early (engine.early_start)
+    docker_host: str | None  # the Docker engine the stack reuses (DOCKER_HOST)
+    docker_tls_verify: str | None  # set: a tcp:// engine speaks TLS (DOCKER_TLS_VERIFY)
+    aws_endpoint_url: str | None  # the AWS API of the local stack (moto), when set
+    codebuild_endpoint_url: str | None  # the local CodeBuild, when set
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> Settings:
@@ -170,3 +178,14 @@ def from_environment(name: str) -> str | None:
 def state_home(settings: Settings | None = None) -> Path:
     """Folder for build records and the local stack (BUILD_ASSETS_HOME, default ~/.build-assets)."""
     return (settings or Settings.resolve()).home
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process: this process's, with `extra` on top."""
+    return {**os.environ, **extra}
+
+
+def export_env(variables: Mapping[str, str]) -> None:
+    """Set `variables` in this process's environment, for what reads it itself (the AWS SDK,
+    Docker and every child process): `eval "$(build-assets stack up)"` within a process."""
+    os.environ.update(variables)

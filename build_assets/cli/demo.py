@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from build_assets.errors import UserError
-from build_assets.settings import Settings
+from build_assets.settings import Settings, child_env, export_env
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "receipts"
 HANDLER = "infra/metadata_harmonizer_step_functions/lambdas/harmonize_metadata.py"
@@ -99,13 +98,12 @@ SEED_STEPS = [
 
 
 def _git(repo: Path, *args: str) -> None:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "demo",
-        "GIT_AUTHOR_EMAIL": "demo@example.com",
-        "GIT_COMMITTER_NAME": "demo",
-        "GIT_COMMITTER_EMAIL": "demo@example.com",
-    }
+    env = child_env(
+        GIT_AUTHOR_NAME="demo",
+        GIT_AUTHOR_EMAIL="demo@example.com",
+        GIT_COMMITTER_NAME="demo",
+        GIT_COMMITTER_EMAIL="demo@example.com",
+    )
     subprocess.run(["git", *args], cwd=repo, check=True, env=env, capture_output=True)
 
 
@@ -124,15 +122,22 @@ def make_demo_repo(target: Path, example: Path = EXAMPLE, manifest_extra: str = 
     return target
 
 
-def ensure_stack(home: Path | None = None, backend: str = "local") -> None:
-    """Point this process at the local stack, starting it when it is not configured."""
-    codebuild = backend != "codebuild" or os.environ.get("AWS_ENDPOINT_URL_CODEBUILD")
-    if Settings.resolve().registry and os.environ.get("AWS_ENDPOINT_URL") and codebuild:
-        return
+def ensure_stack(settings: Settings, home: Path | None = None, backend: str = "local") -> Settings:
+    """Point this process at the local stack, starting it (under `home`, default the state
+    home's `stack`) when it is not configured; return `settings` pointing at it too."""
+    codebuild = backend != "codebuild" or settings.codebuild_endpoint_url
+    if settings.registry and settings.aws_endpoint_url and codebuild:
+        return settings
     from build_assets.stack.local import stack_up
 
-    info = stack_up(home)
-    os.environ.update(info.env())  # like `eval "$(build-assets stack up)"`: AWS SDK, docker
+    info = stack_up(home or settings.home / "stack", docker_host=settings.docker_host)
+    export_env(info.env())  # like `eval "$(build-assets stack up)"`: AWS SDK, docker
+    return settings.with_(
+        registry=info.registry,
+        docker_host=info.docker_host,
+        aws_endpoint_url=info.aws_endpoint_url,
+        codebuild_endpoint_url=info.codebuild_endpoint_url,
+    )
 
 
 def run_demo(
@@ -146,6 +151,7 @@ def run_demo(
     backend: str = "local",
     env: str = "dev",
     repo: Path | None = None,
+    settings: Settings | None = None,
 ) -> list[StepReport]:
     """Run the seed's scenarios in `workdir`; the environment must point at a stack.
 
@@ -153,7 +159,8 @@ def run_demo(
     the step's progress events (`cli.live.ProgressView`: the live table).
     backend: `codebuild` bootstraps the demo's AWS resources and builds on the local CodeBuild;
     the namespace then goes into the repository names (`naming.repository`), as ECR has it.
-    repo: an existing copy of the example (`make_demo_repo`) instead of a new one."""
+    repo: an existing copy of the example (`make_demo_repo`) instead of a new one.
+    settings: this command's settings (default: resolved from the environment)."""
     from dagster import DagsterInstance
 
     from build_assets.cli.demo_codebuild import (
@@ -166,12 +173,12 @@ def run_demo(
     from build_assets.dagster.translator import ImageAssetTranslator
 
     namespace = namespace or f"demo-{int(time.time())}"
-    registry = Settings.resolve().require_registry()
+    registry = (settings or Settings.resolve()).require_registry()
     projects: list[str] = []
     if backend == "codebuild":
         naming = f"\nnaming: {{repository: '{namespace}/{{image}}'}}\n"
         repo = repo or make_demo_repo(workdir / "monorepo", example, manifest_extra=naming)
-        prepare_codebuild(repo, env)
+        prepare_codebuild(repo, env, registry)
         resource: ImageBuildResource = CodeBuildDemoResource(
             repo=str(repo), registry=registry, backend=backend, env=env, home=str(workdir / "state")
         )
@@ -282,7 +289,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from build_assets.cli.materialize import quiet_dagster_warnings
 
     quiet_dagster_warnings()
-    ensure_stack(Path(args.stack_home) if args.stack_home else None, args.backend)
+    settings = Settings.resolve()
+    stack_home = Path(args.stack_home) if args.stack_home else None
+    settings = ensure_stack(settings, stack_home, args.backend)
     workdir = (
         Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="build-assets-demo-"))
     )
@@ -297,6 +306,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         progress=ProgressView,
         backend=args.backend,
         env=args.env,
+        settings=settings,
     )
     print_summary_table(reports)
     return 0 if all(r.success for r in reports) else 1

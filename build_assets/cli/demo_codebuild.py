@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from build_assets.dagster.resources import ImageBuildResource
-from build_assets.settings import Settings
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # what a function runs before its first build
 
@@ -36,9 +35,10 @@ class CodeBuildDemoResource(ImageBuildResource):
         )
 
 
-def prepare_codebuild(repo: Path, env: str) -> None:
+def prepare_codebuild(repo: Path, env: str, registry: str) -> None:
     """`bootstrap --env ENV` for `repo`, then its Lambda functions where missing, on a
-    placeholder image (build-assets only ever updates functions on this backend)."""
+    placeholder image in `registry` (build-assets only ever updates functions on this
+    backend)."""
     from build_assets.aws.bootstrap import bootstrap
     from build_assets.aws.bootstrap_inputs import images_from_manifest
     from build_assets.aws.clients import make_client
@@ -53,7 +53,6 @@ def prepare_codebuild(repo: Path, env: str) -> None:
     images, overrides = images_from_manifest(load_manifest(repo / "images.yaml", repo))
     bootstrap(images, overrides, env=env)
     manifest = load_manifest(repo / "images.yaml", repo)
-    registry = Settings.resolve().require_registry()
     client = make_client("lambda")
     role = ensure_local_execution_role(make_client("iam"))
     for name, spec in manifest.images.items():

@@ -1,15 +1,106 @@
-"""`build-assets stack up|down|status`'s arguments: start/stop the local build stack (Docker
-engine, registry, moto). The stack module is imported only when the command runs."""
+"""`build-assets stack up|down|status`: start/stop the local build stack (Docker engine,
+registry, moto, local CodeBuild). The stack modules are imported only when the command runs;
+`up` prints the `export` lines of `eval "$(build-assets stack up)"`.
+`python -m build_assets.cli.stack up|down|status` is the same command."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from build_assets.stack.services import StackInfo
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _print_status(info: StackInfo, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(info.to_json(), indent=2))
+        return
+    if not info.services:
+        print(f"no stack recorded under {info.home}")
+        return
+    rows = [("SERVICE", "PID", "ADDRESS", "ALIVE", "OWNED")]
+    for s in info.services.values():
+        rows.append(
+            (
+                s.name,
+                str(s.pid or "-"),
+                s.address,
+                "yes" if s.alive else "no",
+                "yes" if s.owned else "no",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _home(args: argparse.Namespace) -> Path:
+    """`--home`, else the stack folder of the state home (BUILD_ASSETS_HOME/stack)."""
+    if getattr(args, "home", None):
+        return Path(args.home)
+    from build_assets.settings import Settings
+
+    return Settings.resolve().home / "stack"
+
+
+def _up(args: argparse.Namespace, home: Path) -> int:
+    from build_assets.stack.local import stack_up
+
+    info = stack_up(
+        home,
+        reuse_docker=not args.private_docker,
+        codebuild_provisioning=args.codebuild_provisioning,
+    )
+    env = info.env()
+    if args.postgres:
+        from build_assets.stack.postgres import postgres_up
+
+        env.update(postgres_up(info.home).env())
+    for key, value in env.items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def _down(home: Path) -> int:
+    from build_assets.stack.local import stack_down
+    from build_assets.stack.postgres import postgres_down
+
+    stack_down(home)
+    postgres_down(home)
+    return 0
+
+
+def _status(args: argparse.Namespace, home: Path) -> int:
+    from build_assets.stack.local import stack_status
+
+    info = stack_status(home)
+    _print_status(info, args.json)
+    return 0 if info.all_alive else 1
 
 
 def _run(args: argparse.Namespace) -> int:
-    from build_assets.stack.local import run
+    """Entry point of `build-assets stack ...`; returns the exit code."""
+    from build_assets.errors import UserError
 
-    return run(args)
+    try:
+        home = _home(args)
+        if args.stack_command == "up":
+            return _up(args, home)
+        if args.stack_command == "down":
+            return _down(home)
+        return _status(args, home)
+    except UserError as e:
+        _stderr(str(e))
+        return e.exit_code
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -49,3 +140,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     for sp in (up, st, sub.choices["down"]):
         sp.add_argument("--home", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m build_assets.cli.stack up|down|status` (same as `build-assets stack ...`)."""
+    parser = argparse.ArgumentParser(prog="build-assets")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["stack", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

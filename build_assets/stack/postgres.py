@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from build_assets.errors import UserError
+from build_assets.settings import child_env
 
 ENV_POSTGRES_URL = "BUILD_ASSETS_POSTGRES_URL"
 SERVER_USER = "postgres"  # the system user of Debian's package, used when we are root
@@ -169,7 +170,7 @@ def _run(
         text=True,
         check=False,
         cwd="/",
-        env={**os.environ, **(env or {})},
+        env=child_env(**(env or {})),
         timeout=START_TIMEOUT + 30,
         **kwargs,
     )

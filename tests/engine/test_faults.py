@@ -347,7 +347,7 @@ def test_stack_restart_keeps_addresses_and_plan_knows_what_is_built(
         squatter.listen()
         start = time.monotonic()
         res = subprocess.run(
-            [sys.executable, "-m", "build_assets.stack.local", "up", "--home", str(home)],
+            [sys.executable, "-m", "build_assets.cli.stack", "up", "--home", str(home)],
             capture_output=True,
             text=True,
             cwd=ROOT,

@@ -30,7 +30,7 @@ from build_assets.engine.builders.local import LocalDockerBuilder
 from build_assets.engine.scheduler import BUILT, CACHED, BuildScheduler
 from build_assets.errors import UserError
 from build_assets.project import Project
-from build_assets.stack.ecr_registry import immutable_message
+from build_assets.stack.ecr_state import immutable_message
 from tests.gitutil import make_repo
 
 pytestmark = pytest.mark.stack

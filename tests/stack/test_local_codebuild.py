@@ -439,9 +439,9 @@ def test_builds_die_with_the_service(stack_env: StackInfo, tmp_path: Path) -> No
         stderr=subprocess.DEVNULL,
     )
     try:
-        from build_assets.stack.local import _http_up
+        from build_assets.stack.health import http_up
 
-        _until(lambda: _http_up(f"http://127.0.0.1:{port}/"), 30, "the service")
+        _until(lambda: http_up(f"http://127.0.0.1:{port}/"), 30, "the service")
         client = make_client("codebuild", endpoint_url=f"http://127.0.0.1:{port}")
         name = _project(client)
         pids = tmp_path / "pids"

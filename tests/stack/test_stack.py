@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from build_assets.engine import registry
+from build_assets.errors import UserError
 from build_assets.stack.local import StackInfo, docker_ping, stack_down, stack_status, stack_up
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,9 +42,17 @@ def _dead(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] == "Z"
 
 
+def _bound(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "build_assets.stack.local", *args],
+        [sys.executable, "-m", "build_assets.cli.stack", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -116,6 +126,22 @@ def test_second_stack_reuses_engine_restarts_dead_and_stops_only_its_own(
         pid = again.services[name].pid
         assert pid and _until(lambda p=pid: _dead(p))
     assert stack_status(home).services == {}
+
+    # a kept port taken meanwhile: one line naming it; what did start is recorded, so `down`
+    # stops it and no process is left behind
+    port = int(info.registry.rsplit(":", 1)[1])
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do
+        assert _until(lambda: _bound(squatter, port))  # released a moment after `down`
+        squatter.listen()
+        with pytest.raises(UserError, match=f"port 127.0.0.1:{port}"):
+            stack_up(home, log=_quiet)
+    partial = stack_status(home).services
+    assert set(partial) == {"docker", "distribution", "moto"}
+    assert sorted(stack_down(home, log=_quiet)) == ["distribution", "moto"]
+    for name in ("distribution", "moto"):
+        pid = partial[name].pid
+        assert pid and _until(lambda p=pid: _dead(p))
     # what the second stack reused, and the first stack, are untouched
     assert docker_ping(local_stack.docker_host)
     assert registry.ping(local_stack.registry)
@@ -126,7 +152,7 @@ def test_second_stack_reuses_engine_restarts_dead_and_stops_only_its_own(
 def test_cli_up_prints_exports_for_eval(local_stack: StackInfo, tmp_path: Path) -> None:
     home = tmp_path / "cli"
     script = (
-        f'eval "$({sys.executable} -m build_assets.stack.local up --home {home})" && '
+        f'eval "$({sys.executable} -m build_assets.cli.stack up --home {home})" && '
         'echo "$DOCKER_HOST|$BUILD_ASSETS_REGISTRY|$AWS_ENDPOINT_URL|$AWS_DEFAULT_REGION|'
         '$AWS_ACCESS_KEY_ID|$BUILD_ASSETS_BACKEND"'
     )

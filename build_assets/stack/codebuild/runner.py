@@ -24,14 +24,15 @@ import sys
 import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from build_assets.settings import child_env
 from build_assets.stack.codebuild.buildspec import Buildspec, BuildspecError, parse
 from build_assets.stack.codebuild.logs import BuildLog
+from build_assets.stack.codebuild.record import BuildRecord, now
 from build_assets.stack.codebuild.shell import (
     group_alive,
     kill_group,
@@ -46,184 +47,21 @@ COMMAND_PHASES = ("INSTALL", "PRE_BUILD", "BUILD", "POST_BUILD")
 WAIT_STEP_S = 0.1
 
 
-@dataclass
-class Knobs:
-    """Local-only settings of the service (docs/codebuild.md, 'local knobs')."""
-
-    provisioning_s: float = 0.0  # time every build spends in QUEUED + PROVISIONING
-    minute_s: float = 60.0  # seconds per minute of timeoutInMinutes (tests shorten it)
-    fault_projects: set[str] = field(default_factory=set)  # builds end FAULT in PROVISIONING
-    throttle: dict[str, int] = field(default_factory=dict)  # op -> next N calls throttled
-    throttled: dict[str, int] = field(default_factory=dict)  # op -> calls throttled so far
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "provisioning_s": self.provisioning_s,
-            "minute_s": self.minute_s,
-            "fault_projects": sorted(self.fault_projects),
-            "throttle": dict(self.throttle),
-            "throttled": dict(self.throttled),
-        }
-
-
-@dataclass
-class Services:
-    """The AWS clients (moto) and addresses a build uses."""
-
-    s3: Any
-    ssm: Any
-    secrets: Any
-    logs: Any
-    region: str
-    moto_url: str
-    codebuild_url: str
-    docker_host: str | None
-
-
 class _End(Exception):
     """The build is being ended from outside (StopBuild, timeout)."""
 
 
-def _now() -> float:
-    return time.time()
-
-
-class Build:
+class Build(BuildRecord):
     """A build started by StartBuild; `start()` runs it in a thread."""
 
-    def __init__(
-        self,
-        *,
-        build_id: str,
-        arn: str,
-        number: int,
-        project: dict[str, Any],
-        params: dict[str, Any],
-        workdir: Path,
-        services: Services,
-        knobs: Knobs,
-        initiator: str = "build-assets-local",
-    ) -> None:
-        self.id, self.arn, self.number = build_id, arn, number
-        self.project = project
-        self.project_name: str = project["name"]
-        self.params = params
-        self.dir = workdir
-        self.svc = services
-        self.initiator = initiator
-        self.provisioning_s = knobs.provisioning_s
-        self.minute_s = knobs.minute_s
-        self.fault = self.project_name in knobs.fault_projects
-        env = dict(project.get("environment") or {})
-        self.image = params.get("imageOverride") or env.get("image", "aws/codebuild/standard:7.0")
-        self.compute_type = params.get("computeTypeOverride") or env.get("computeType")
-        self.env_type = params.get("environmentTypeOverride") or env.get("type")
-        self.privileged = params.get("privilegedModeOverride", env.get("privilegedMode", False))
-        self.timeout_min = int(
-            params.get("timeoutInMinutesOverride") or project.get("timeoutInMinutes") or 60
-        )
-        self.source = self._source()
-        self.env_vars = self._variables(env.get("environmentVariables") or [])
-        self.start_time = _now()
-        self.end_time: float | None = None
-        self.status = "IN_PROGRESS"
-        self.current = "SUBMITTED"
-        self.phases: list[dict[str, Any]] = []
-        self.exported: list[dict[str, str]] = []
-        self.group, self.stream = self._log_names()
-        self._lock = threading.RLock()
+    def __init__(self, *, build_id: str, **kwargs: Any) -> None:
+        super().__init__(build_id=build_id, **kwargs)
         self._end: tuple[str, str, str] | None = None  # (status, statusCode, message)
-        self._ended = threading.Event()
         self._deadline: float | None = None
         self._groups: list[int] = []
         self._proc: subprocess.Popen | None = None
-        self._log: BuildLog | None = None
         self._spec: Buildspec | None = None
         self._thread = threading.Thread(target=self._run, name=build_id, daemon=True)
-
-    # -- the request ------------------------------------------------------------------------
-
-    def _source(self) -> dict[str, Any]:
-        src = dict(self.project.get("source") or {})
-        p = self.params
-        if p.get("sourceTypeOverride"):
-            src["type"] = p["sourceTypeOverride"]
-        if p.get("sourceLocationOverride"):
-            src["location"] = p["sourceLocationOverride"]
-        if p.get("buildspecOverride"):
-            src["buildspec"] = p["buildspecOverride"]
-        return src
-
-    def _variables(self, project_vars: list[dict[str, str]]) -> list[dict[str, str]]:
-        """Project variables overridden by the StartBuild ones (same name: StartBuild wins)."""
-        merged = {v["name"]: dict(v) for v in project_vars}
-        for v in self.params.get("environmentVariablesOverride") or []:
-            merged[v["name"]] = dict(v)
-        for v in merged.values():
-            v.setdefault("type", "PLAINTEXT")
-        return list(merged.values())
-
-    def _log_names(self) -> tuple[str, str]:
-        cw = ((self.project.get("logsConfig") or {}).get("cloudWatchLogs")) or {}
-        group = cw.get("groupName") or f"/aws/codebuild/{self.project_name}"
-        uuid = self.id.split(":", 1)[1]
-        stream = f"{cw['streamName']}/{uuid}" if cw.get("streamName") else uuid
-        return group, stream
-
-    # -- report -----------------------------------------------------------------------------
-
-    def to_api(self) -> dict[str, Any]:
-        """The build as BatchGetBuilds returns it."""
-        region = self.svc.region
-        with self._lock:
-            build: dict[str, Any] = {
-                "id": self.id,
-                "arn": self.arn,
-                "buildNumber": self.number,
-                "startTime": self.start_time,
-                "currentPhase": self.current,
-                "buildStatus": self.status,
-                "projectName": self.project_name,
-                "phases": [dict(p) for p in self.phases],
-                "source": self.source,
-                "secondarySources": [],
-                "artifacts": {"location": ""},
-                "cache": {"type": "NO_CACHE"},
-                "environment": {
-                    "type": self.env_type or "LINUX_CONTAINER",
-                    "image": self.image,
-                    "computeType": self.compute_type or "BUILD_GENERAL1_SMALL",
-                    "environmentVariables": [dict(v) for v in self.env_vars],
-                    "privilegedMode": bool(self.privileged),
-                    "imagePullCredentialsType": "CODEBUILD",
-                },
-                "serviceRole": self.project.get("serviceRole", ""),
-                "logs": {
-                    "groupName": self.group,
-                    "streamName": self.stream,
-                    "deepLink": (
-                        f"https://console.aws.amazon.com/cloudwatch/home?region={region}"
-                        f"#logEvent:group={self.group};stream={self.stream}"
-                    ),
-                    "cloudWatchLogsArn": (
-                        f"arn:aws:logs:{region}:{self.arn.split(':')[4]}:log-group:"
-                        f"{self.group}:log-stream:{self.stream}"
-                    ),
-                    "cloudWatchLogs": {"status": "ENABLED", "groupName": self.group},
-                },
-                "timeoutInMinutes": self.timeout_min,
-                "queuedTimeoutInMinutes": int(self.project.get("queuedTimeoutInMinutes") or 480),
-                "buildComplete": self.end_time is not None,
-                "initiator": self.initiator,
-                "exportedEnvironmentVariables": [dict(v) for v in self.exported],
-            }
-            if self.end_time is not None:
-                build["endTime"] = self.end_time
-            return build
-
-    @property
-    def complete(self) -> bool:
-        return self._ended.is_set()
 
     # -- control ----------------------------------------------------------------------------
 
@@ -243,7 +81,7 @@ class Build:
     def _check(self) -> None:
         """Raise _End when the build is stopped or over its timeout."""
         with self._lock:
-            if self._end is None and self._deadline is not None and _now() >= self._deadline:
+            if self._end is None and self._deadline is not None and now() >= self._deadline:
                 self._end = (
                     "TIMED_OUT",
                     "BUILD_TIMED_OUT",
@@ -261,36 +99,6 @@ class Build:
                 return
             time.sleep(min(WAIT_STEP_S, left))
 
-    # -- phases -----------------------------------------------------------------------------
-
-    def _begin(self, phase: str) -> dict[str, Any]:
-        record = {"phaseType": phase, "startTime": _now()}
-        with self._lock:
-            self.phases.append(record)
-            self.current = phase
-        if self._log is not None and phase not in ("COMPLETED",):
-            self._log.container(f"Entering phase {phase}")
-        return record
-
-    def _close(
-        self, record: dict[str, Any], status: str, code: str = "", message: str = ""
-    ) -> None:
-        end = _now()
-        with self._lock:
-            record["endTime"] = end
-            record["durationInSeconds"] = int(round(end - record["startTime"]))
-            record["phaseStatus"] = status
-            if code or message:
-                record["contexts"] = [{"statusCode": code, "message": message}]
-            else:
-                record["contexts"] = [{"statusCode": "", "message": ""}]
-        if self._log is not None:
-            self._log.container(f"Phase complete: {record['phaseType']} State: {status}")
-            self._log.container(f"Phase context status code: {code} Message: {message}")
-
-    def _instant(self, phase: str) -> None:
-        self._close(self._begin(phase), "SUCCEEDED")
-
     # -- the run ----------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -301,7 +109,7 @@ class Build:
             self._instant("SUBMITTED")
             self._instant("QUEUED")
             with self._lock:
-                self._deadline = _now() + self.timeout_min * self.minute_s
+                self._deadline = now() + self.timeout_min * self.minute_s
             record = self._begin("PROVISIONING")
             self._wait(self.provisioning_s)
             if self.fault:
@@ -408,7 +216,7 @@ class Build:
     def _initial_env(self, spec: Buildspec) -> dict[str, str]:
         """CodeBuild's variables, then the buildspec's, the project's and StartBuild's."""
         python_bin = str(Path(sys.executable).parent)
-        path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+        path = child_env().get("PATH", "/usr/local/bin:/usr/bin:/bin")  # the service's PATH
         env = {
             "PATH": f"{python_bin}:{path}" if python_bin not in path.split(":") else path,
             "LANG": "C.UTF-8",
@@ -526,10 +334,10 @@ class Build:
         status = failed[0] if failed else "SUCCEEDED"
         with self._lock:
             self.exported = exported
-            self.phases.append({"phaseType": "COMPLETED", "startTime": _now()})
+            self.phases.append({"phaseType": "COMPLETED", "startTime": now()})
             self.current = "COMPLETED"
             self.status = status
-            self.end_time = _now()
+            self.end_time = now()
         if self._log is not None:
             self._log.close()
         for sub in ("src", "tmp", "home"):

@@ -31,7 +31,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from build_assets.stack.codebuild.runner import Build, Knobs, Services
+from build_assets.stack.codebuild.record import Knobs, Services
+from build_assets.stack.codebuild.runner import Build
 
 TARGET_PREFIX = "CodeBuild_20161006."
 JSON = "application/x-amz-json-1.1"
