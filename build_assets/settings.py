@@ -45,6 +45,8 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "git_branch": ("BUILD_ASSETS_GIT_BRANCH", "main"),
     "sensor_interval": ("BUILD_ASSETS_SENSOR_INTERVAL", 60),
     "dagster_home": ("DAGSTER_HOME", None),
+    "docker_host": ("DOCKER_HOST", None),  # the engine local builds use (None: the socket)
+    "aws_endpoint_url": ("AWS_ENDPOINT_URL", None),  # moto on the local stack (None: AWS)
     "lease_url": ("BUILD_ASSETS_LEASE_URL", None),
     "early_start": ("BUILD_ASSETS_EARLY_START", "on"),
 }
@@ -77,6 +79,8 @@ class Settings:
     git_branch: str
     sensor_interval: int
     dagster_home: Path | None
+    docker_host: str | None  # DOCKER_HOST: the Docker engine of local builds
+    aws_endpoint_url: str | None  # AWS_ENDPOINT_URL: moto on the local stack, else AWS
     lease_url: str | None  # postgresql://... : build leases every machine sees
     early_start: str  # on | off: start dependents' CodeBuild builds early (engine.early_start)
 
@@ -146,6 +150,18 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child process (a build script, git, docker): this process's,
+    with `extra` on top."""
+    return {**os.environ, **(extra or {})}
+
+
+def export(variable: str, value: str) -> None:
+    """Set a variable in this process's environment, for a library that reads it there and
+    for every child process (Dagster's DAGSTER_HOME)."""
+    os.environ[variable] = value
 
 
 def _parse(name: str, value: Any, source: str) -> Any:
