@@ -11,7 +11,8 @@ environment, which is the one other use of `os.environ`).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,19 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "aws_endpoint_url": ("AWS_ENDPOINT_URL", None),  # moto on the local stack (None: AWS)
     "lease_url": ("BUILD_ASSETS_LEASE_URL", None),
     "early_start": ("BUILD_ASSETS_EARLY_START", "on"),
+}
+# field name -> what it is, for the fields the Dagster resource and component declare
+HELP: dict[str, str] = {
+    "repo": "monorepo folder",
+    "manifest": "images.yaml",
+    "backend": "local | codebuild",
+    "registry": "registry prefix",
+    "bucket": "S3 bucket for contexts (codebuild)",
+    "env": "environment name",
+    "ref": "git ref to build",
+    "home": "build records and local state",
+    "max_concurrent_builds": "builds in flight at once",
+    "lambda_role": "execution role for functions created on the local stack",
 }
 ENV_REPO = ENVIRONMENT["repo"][0]
 ENV_REGISTRY = ENVIRONMENT["registry"][0]
@@ -150,6 +164,19 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def explicit_fields(names: Iterable[str]) -> dict[str, tuple[type, str]]:
+    """Name -> (type of an explicit value, description naming its variable) of some settings:
+    the optional fields an adapter (Dagster resource, component) declares for them. A path is
+    given as a string; every value may be None (not given)."""
+    hints = typing.get_type_hints(Settings)
+    out: dict[str, tuple[type, str]] = {}
+    for name in names:
+        given = [t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None)]
+        kind = str if given[0] is Path else given[0]
+        out[name] = (kind, f"{HELP.get(name, name)} ({ENVIRONMENT[name][0]})")
+    return out
 
 
 def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
