@@ -200,11 +200,13 @@ class Project:
         from build_assets.engine import preflight
 
         local = self.settings.backend == "local"
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"aws_endpoint_url": self.settings.aws_endpoint_url}
         if local and check == "for_materialize":  # a test double of the builder uses nothing
             local = getattr(self.builder(), "uses_local_engine", False)
+        if check == "for_materialize":
+            extra["docker_host"] = self.settings.docker_host
         if check == "for_materialize" and self.settings.backend == "codebuild":
-            extra = {"ecr": [self.repository(i) for i in images], "env": self.settings.env}
+            extra |= {"ecr": [self.repository(i) for i in images], "env": self.settings.env}
         getattr(preflight, check)(
             self.registry,
             local=local,

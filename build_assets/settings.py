@@ -11,7 +11,8 @@ environment, which is the one other use of `os.environ`).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,25 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "git_branch": ("BUILD_ASSETS_GIT_BRANCH", "main"),
     "sensor_interval": ("BUILD_ASSETS_SENSOR_INTERVAL", 60),
     "dagster_home": ("DAGSTER_HOME", None),
+    "docker_host": ("DOCKER_HOST", None),  # the engine local builds use (None: the socket)
+    "aws_endpoint_url": ("AWS_ENDPOINT_URL", None),  # moto on the local stack (None: AWS)
     "lease_url": ("BUILD_ASSETS_LEASE_URL", None),
     "early_start": ("BUILD_ASSETS_EARLY_START", "on"),
-    "docker_host": ("DOCKER_HOST", None),
     "docker_tls_verify": ("DOCKER_TLS_VERIFY", None),
-    "aws_endpoint_url": ("AWS_ENDPOINT_URL", None),
     "codebuild_endpoint_url": ("AWS_ENDPOINT_URL_CODEBUILD", None),
+}
+# field name -> what it is, for the fields the Dagster resource and component declare
+HELP: dict[str, str] = {
+    "repo": "monorepo folder",
+    "manifest": "images.yaml",
+    "backend": "local | codebuild",
+    "registry": "registry prefix",
+    "bucket": "S3 bucket for contexts (codebuild)",
+    "env": "environment name",
+    "ref": "git ref to build",
+    "home": "build records and local state",
+    "max_concurrent_builds": "builds in flight at once",
+    "lambda_role": "execution role for functions created on the local stack",
 }
 ENV_REPO = ENVIRONMENT["repo"][0]
 ENV_REGISTRY = ENVIRONMENT["registry"][0]
@@ -81,11 +95,11 @@ class Settings:
     git_branch: str
     sensor_interval: int
     dagster_home: Path | None
+    docker_host: str | None  # DOCKER_HOST: the Docker engine of local builds
+    aws_endpoint_url: str | None  # AWS_ENDPOINT_URL: moto on the local stack, else AWS
     lease_url: str | None  # postgresql://... : build leases every machine sees
     early_start: str  # on | off: start dependents' CodeBuild builds early (engine.early_start)
-    docker_host: str | None  # the Docker engine the stack reuses (DOCKER_HOST)
     docker_tls_verify: str | None  # set: a tcp:// engine speaks TLS (DOCKER_TLS_VERIFY)
-    aws_endpoint_url: str | None  # the AWS API of the local stack (moto), when set
     codebuild_endpoint_url: str | None  # the local CodeBuild, when set
 
     @classmethod
@@ -156,6 +170,32 @@ class Settings:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def explicit_fields(names: Iterable[str]) -> dict[str, tuple[type, str]]:
+    """Name -> (type of an explicit value, description naming its variable) of some settings:
+    the optional fields an adapter (Dagster resource, component) declares for them. A path is
+    given as a string; every value may be None (not given)."""
+    hints = typing.get_type_hints(Settings)
+    out: dict[str, tuple[type, str]] = {}
+    for name in names:
+        given = [t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None)]
+        kind = str if given[0] is Path else given[0]
+        out[name] = (kind, f"{HELP.get(name, name)} ({ENVIRONMENT[name][0]})")
+    return out
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child process (a build script, git, docker): this process's,
+    with `extra` on top."""
+    return {**os.environ, **(extra or {})}
+
+
+def export(variables: Mapping[str, str]) -> None:
+    """Set `variables` in this process's environment, for what reads them there itself
+    (Dagster's DAGSTER_HOME, the AWS SDK, Docker) and for every child process: what
+    `eval "$(build-assets stack up)"` does, within a process."""
+    os.environ.update(variables)
+
+
 def _parse(name: str, value: Any, source: str) -> Any:
     if name in _INTEGERS:
         try:
@@ -178,14 +218,3 @@ def from_environment(name: str) -> str | None:
 def state_home(settings: Settings | None = None) -> Path:
     """Folder for build records and the local stack (BUILD_ASSETS_HOME, default ~/.build-assets)."""
     return (settings or Settings.resolve()).home
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment of a child process: this process's, with `extra` on top."""
-    return {**os.environ, **extra}
-
-
-def export_env(variables: Mapping[str, str]) -> None:
-    """Set `variables` in this process's environment, for what reads it itself (the AWS SDK,
-    Docker and every child process): `eval "$(build-assets stack up)"` within a process."""
-    os.environ.update(variables)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from build_assets.errors import UserError
-from build_assets.settings import Settings, child_env, export_env
+from build_assets.settings import Settings, child_environment, export
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "receipts"
 HANDLER = "infra/metadata_harmonizer_step_functions/lambdas/harmonize_metadata.py"
@@ -98,11 +98,13 @@ SEED_STEPS = [
 
 
 def _git(repo: Path, *args: str) -> None:
-    env = child_env(
-        GIT_AUTHOR_NAME="demo",
-        GIT_AUTHOR_EMAIL="demo@example.com",
-        GIT_COMMITTER_NAME="demo",
-        GIT_COMMITTER_EMAIL="demo@example.com",
+    env = child_environment(
+        {
+            "GIT_AUTHOR_NAME": "demo",
+            "GIT_AUTHOR_EMAIL": "demo@example.com",
+            "GIT_COMMITTER_NAME": "demo",
+            "GIT_COMMITTER_EMAIL": "demo@example.com",
+        }
     )
     subprocess.run(["git", *args], cwd=repo, check=True, env=env, capture_output=True)
 
@@ -131,7 +133,7 @@ def ensure_stack(settings: Settings, home: Path | None = None, backend: str = "l
     from build_assets.stack.local import stack_up
 
     info = stack_up(home or settings.home / "stack", docker_host=settings.docker_host)
-    export_env(info.env())  # like `eval "$(build-assets stack up)"`: AWS SDK, docker
+    export(info.env())  # like `eval "$(build-assets stack up)"`: AWS SDK, docker
     return settings.with_(
         registry=info.registry,
         docker_host=info.docker_host,

@@ -188,10 +188,8 @@ def _materialize_async(args: argparse.Namespace, project: Project, names: list[s
     from build_assets.dagster.submit import submit_materialization
 
     start = time.monotonic()
-    s = project.settings
-    run_id, url = submit_materialization(
-        [n.split("/", 1) for n in names], location_name=s.location_name, webserver=s.webserver
-    )
+    keys = [n.split("/", 1) for n in names]
+    run_id, url = submit_materialization(keys, settings=project.settings)
     took = time.monotonic() - start
     text = f"Submitted run {run_id} for {len(names)} assets in {took:.2f}s: {url}"
     print_out(args, {"run_id": run_id, "url": url, "assets": names, "seconds": took}, text)

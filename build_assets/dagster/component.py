@@ -11,15 +11,17 @@ project, configured in a `defs.yaml`::
         tags: {team: platform}
         automation_condition: "{{ automation_condition.eager() }}"
 
-Every attribute is optional and falls back to its environment variable (`Settings`), so an
-empty `attributes:` works wherever `BUILD_ASSETS_REPO`/`BUILD_ASSETS_REGISTRY` are set.
+The settings attributes (`COMPONENT_SETTINGS`) are typed and described from the `Settings`
+fields of the same names (`settings.explicit_fields`), not declared again here. Every attribute
+is optional and falls back to its environment variable (`Settings`), so an empty
+`attributes:` works wherever `BUILD_ASSETS_REPO`/`BUILD_ASSETS_REGISTRY` are set.
 `dg scaffold defs build_assets.ImagesComponent images` writes a working `defs.yaml`.
 """
 
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from dagster import (
     AutomationCondition,
@@ -39,7 +41,25 @@ from build_assets.core.targets import Target
 from build_assets.core.versioning import VersionSet
 from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
-from build_assets.settings import SettingsError
+from build_assets.settings import BACKENDS, SettingsError, explicit_fields
+
+# the settings a defs.yaml may give as attributes, in this order; paths are relative to the
+# dg project root
+COMPONENT_SETTINGS = ("repo", "manifest", "backend", "registry", "env", "bucket", "ref")
+_PATH_SETTINGS = ("repo", "manifest")
+
+
+def _with_settings(cls: type) -> type:
+    """Give a dataclass-to-be the `COMPONENT_SETTINGS` attributes first, each optional (None:
+    the environment's), typed and described as `Settings` has them; `backend` one of
+    `BACKENDS`."""
+    declared: dict[str, Any] = {}
+    for name, (kind, description) in explicit_fields(COMPONENT_SETTINGS).items():
+        allowed = Literal[BACKENDS] if name == "backend" else kind
+        declared[name] = Annotated[allowed | None, Resolver.default(description=description)]
+        setattr(cls, name, None)
+    cls.__annotations__ = {**declared, **cls.__dict__.get("__annotations__", {})}
+    return cls
 
 
 @dataclass
@@ -113,7 +133,7 @@ class ImagesScaffoldParams(BaseModel):
     repo: str | None = None
     manifest: str | None = None
     registry: str | None = None
-    backend: Literal["local", "codebuild"] | None = None
+    backend: Literal[BACKENDS] | None = None  # type: ignore[valid-type]
 
 
 class ImagesScaffolder(Scaffolder[ImagesScaffoldParams]):
@@ -150,6 +170,7 @@ class ImagesScaffolder(Scaffolder[ImagesScaffoldParams]):
 
 @scaffold_with(ImagesScaffolder)
 @dataclass
+@_with_settings
 class ImagesComponent(Component, Resolvable):
     """Docker base images, Lambda images and Lambda functions of a monorepo (images.yaml),
     built incrementally by content version; with asset checks and upstream base images.
@@ -158,13 +179,6 @@ class ImagesComponent(Component, Resolvable):
     codebuild), `registry`, `env`, `bucket`, `ref`: the build-assets settings; unset
     attributes fall back to BUILD_ASSETS_* environment variables."""
 
-    repo: str | None = None
-    manifest: str | None = None
-    backend: Literal["local", "codebuild"] | None = None
-    registry: str | None = None
-    env: str | None = None
-    bucket: str | None = None
-    ref: str | None = None
     sensor: GitSensor | None = None
     checks: Checks | None = None
     translation: Translation | None = None
@@ -177,15 +191,10 @@ class ImagesComponent(Component, Resolvable):
 
     def resource(self, root: Path) -> ImageBuildResource:
         """The resource these attributes describe (paths relative to `root`)."""
-        return ImageBuildResource(
-            repo=self._path(self.repo, root),
-            manifest=self._path(self.manifest, root),
-            backend=self.backend,
-            registry=self.registry,
-            env=self.env,
-            bucket=self.bucket,
-            ref=self.ref,
-        )
+        given = {name: getattr(self, name) for name in COMPONENT_SETTINGS}
+        for name in _PATH_SETTINGS:
+            given[name] = self._path(given[name], root)
+        return ImageBuildResource(**given)
 
     def translator(self) -> ImageAssetTranslator:
         return ComponentTranslator(self.translation or Translation())

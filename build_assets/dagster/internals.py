@@ -13,13 +13,13 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from build_assets.dagster.submit import (
+from build_assets.dagster.runs import (
     ASSET_JOB,
     DEFAULT_LOCATION,
     DEFAULT_MODULE,
     REPOSITORY,
     SubmittedRun,
-    _paths,
+    asset_paths,
     run_url,
 )
 from build_assets.errors import UserError
@@ -67,8 +67,8 @@ def submit_via_instance(
     """Create a run of `asset_keys` in `instance` and submit it to its run coordinator.
 
     The code location (`module_name`, or `python_file`) is loaded in this process under
-    `location_name` (BUILD_ASSETS_LOCATION_NAME, default `build_assets`): the daemon launches
-    the run on its own code server of that name.
+    `location_name` (the setting, default `build_assets`): the daemon launches the run on its
+    own code server of that name; `webserver` is where the returned link points.
     """
     from dagster import AssetKey
     from dagster._core.definitions.selector import JobSubsetSelector
@@ -77,11 +77,8 @@ def submit_via_instance(
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 
-    from build_assets.settings import Settings
-
-    settings = Settings.resolve(location_name=location_name, webserver=webserver)
-    location, webserver = settings.location_name or DEFAULT_LOCATION, settings.webserver
-    keys = [AssetKey(p) for p in _paths(asset_keys)]
+    location = location_name or DEFAULT_LOCATION
+    keys = [AssetKey(p) for p in asset_paths(asset_keys)]
     target = LoadableTargetOrigin(
         executable_path=sys.executable,
         working_directory=os.getcwd(),

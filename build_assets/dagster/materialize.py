@@ -7,7 +7,6 @@ Because versions are Merkle hashes along `base`, a base change makes the whole c
 at once, and one run builds it all.
 """
 
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
 from build_assets.engine import progress
 from build_assets.project import Project
-from build_assets.settings import Settings
+from build_assets.settings import ENVIRONMENT, Settings, export
 
 
 def all_keys(versions: VersionSet, translator: ImageAssetTranslator) -> list[AssetKey]:
@@ -51,7 +50,7 @@ def ensure_dagster_home(settings: Settings) -> Path:
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(home)  # for Dagster itself, which reads it there
+    export({ENVIRONMENT["dagster_home"][0]: str(home)})  # for Dagster, which reads it there
     return home
 
 

@@ -75,7 +75,6 @@ the location knows them (after the reload above).
 import hashlib
 import json
 import logging
-import os
 import subprocess
 import threading
 import time
@@ -102,10 +101,11 @@ from build_assets.dagster.resources import ImageBuildResource
 from build_assets.dagster.translator import ImageAssetTranslator
 from build_assets.errors import UserError
 from build_assets.project import Project
-from build_assets.settings import Settings
+from build_assets.settings import ENVIRONMENT, Settings, child_environment
 
 BRANCH_TAG = "build-assets/branch"
 FETCH_TIMEOUT_S = 120.0
+DEFAULT_INTERVAL = ENVIRONMENT["sensor_interval"][1]  # seconds between ticks without settings
 
 _RELOAD_MUTATION = """
 mutation Reload($name: String!) {
@@ -129,7 +129,7 @@ def sensor_ref(branch: str) -> str:
 
 
 def _git(repo: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}  # never wait for a password prompt
+    env = child_environment({"GIT_TERMINAL_PROMPT": "0"})  # never wait for a password prompt
     return subprocess.run(
         ["git", *args],
         cwd=repo,
@@ -401,10 +401,11 @@ def build_git_push_sensor(
     """A sensor that requests one run per pushed commit for exactly the stale assets.
 
     `remote`/`branch` default to the resource's settings (BUILD_ASSETS_GIT_REMOTE /
-    BUILD_ASSETS_GIT_BRANCH), `interval_seconds` to `settings.sensor_interval` (60).
+    BUILD_ASSETS_GIT_BRANCH), `interval_seconds` to `settings.sensor_interval` (without
+    `settings`: 60).
     """
     translator = translator or ImageAssetTranslator()
-    interval = interval_seconds or (settings or Settings.resolve()).sensor_interval
+    interval = interval_seconds or (settings.sensor_interval if settings else DEFAULT_INTERVAL)
 
     @sensor(
         name=name,

@@ -25,18 +25,44 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+from build_assets.dagster.runs import (
+    ASSET_JOB,
+    DEFAULT_LOCATION,
+    DEFAULT_MODULE,
+    DEFAULT_WEBSERVER,
+    ENV_LOCATION,
+    ENV_WEBSERVER,
+    REPOSITORY,
+    SubmittedRun,
+    asset_paths,
+    run_url,
+    webserver_address,
+)
 from build_assets.errors import UserError
 
-ENV_WEBSERVER = "BUILD_ASSETS_WEBSERVER"
-ENV_LOCATION = "BUILD_ASSETS_LOCATION_NAME"
-DEFAULT_WEBSERVER = "127.0.0.1:3000"
-DEFAULT_LOCATION = "build_assets"
-DEFAULT_MODULE = "build_assets.definitions"
-ASSET_JOB = "__ASSET_JOB"
-REPOSITORY = "__repository__"
+if TYPE_CHECKING:
+    from build_assets.settings import Settings
+
+__all__ = [  # the names of dagster.runs callers have imported from here
+    "ASSET_JOB",
+    "DEFAULT_LOCATION",
+    "DEFAULT_MODULE",
+    "DEFAULT_WEBSERVER",
+    "REPOSITORY",
+    "SubmittedRun",
+    "WebserverUnavailable",
+    "discover_location",
+    "graphql",
+    "in_flight_runs",
+    "recorded_code_versions",
+    "run_url",
+    "submit_materialization",
+    "webserver_address",
+]
+
 IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 _LOCATIONS_QUERY = (
@@ -69,23 +95,6 @@ CODE_VERSION_TAG = "dagster/code_version"  # what Dagster records on each materi
 
 class WebserverUnavailable(UserError):
     """Nothing answers at the webserver address."""
-
-
-class SubmittedRun(NamedTuple):
-    """A queued run: unpacks as `run_id, url`."""
-
-    run_id: str
-    url: str
-
-
-def webserver_address(address: str | None = None) -> tuple[str, int]:
-    """(host, port) of the Dagster webserver (setting `webserver`, default 127.0.0.1:3000)."""
-    address = address or DEFAULT_WEBSERVER
-    host, _, port = address.rpartition(":")
-    try:
-        return host or "127.0.0.1", int(port)
-    except ValueError:
-        raise UserError(f"{ENV_WEBSERVER}: expected host:port, got '{address}'") from None
 
 
 def graphql(host: str, port: int, query: str, variables: dict | None = None) -> dict[str, Any]:
@@ -129,17 +138,6 @@ def discover_location(host: str, port: int, explicit: str | None = None) -> str:
     )
 
 
-def run_url(run_id: str, address: str | None = None) -> str:
-    """The run's page in the UI (setting `webserver`, default http://127.0.0.1:3000)."""
-    host, port = webserver_address(address)
-    return f"http://{host}:{port}/runs/{run_id}"
-
-
-def _paths(asset_keys: Iterable[Any]) -> list[list[str]]:
-    """Asset keys as paths: AssetKey objects or sequences of strings."""
-    return [list(getattr(k, "path", k)) for k in asset_keys]
-
-
 def submit_materialization(
     asset_keys: Sequence[Any],
     tags: dict[str, str] | None = None,
@@ -147,25 +145,33 @@ def submit_materialization(
     location_name: str | None = None,
     instance: Any = None,
     webserver: str | None = None,
+    settings: Settings | None = None,
 ) -> SubmittedRun:
     """Queue a run materializing `asset_keys` (AssetKeys or paths); return (run id, UI link).
 
     Through the webserver's GraphQL API; when no webserver answers and a DagsterInstance is
-    given, through that instance instead (`submit_via_instance`).
+    given, through that instance instead (`submit_via_instance`). `webserver` and
+    `location_name` default to those of `settings`; a script that passes no `settings` is a
+    process of its own, so they are resolved here from the environment.
     """
     from build_assets.dagster.internals import submit_via_instance
-    from build_assets.settings import Settings
 
-    settings = Settings.resolve(webserver=webserver, location_name=location_name)
-    webserver, location_name = settings.webserver, settings.location_name
-    paths = _paths(asset_keys)
+    if settings is None:  # called from a user's script: its process starts here
+        from build_assets.settings import Settings
+
+        settings = Settings.resolve()
+    webserver = webserver or settings.webserver
+    location_name = location_name or settings.location_name
+    paths = asset_paths(asset_keys)
     host, port = webserver_address(webserver)
     try:
         location = discover_location(host, port, location_name)
     except WebserverUnavailable:
         if instance is None:
             raise
-        return submit_via_instance(instance, paths, tags, location_name=location_name or None)
+        return submit_via_instance(
+            instance, paths, tags, location_name=location_name, webserver=webserver
+        )
     params = {
         "selector": {
             "repositoryLocationName": location,
@@ -181,7 +187,9 @@ def submit_materialization(
     except WebserverUnavailable:
         if instance is None:
             raise
-        return submit_via_instance(instance, paths, tags, location_name=location)
+        return submit_via_instance(
+            instance, paths, tags, location_name=location, webserver=webserver
+        )
     result = data["launchPipelineExecution"]
     if result["__typename"] != "LaunchRunSuccess":
         message = result.get("message") or "; ".join(e["message"] for e in result.get("errors", []))
@@ -195,10 +203,8 @@ def recorded_code_versions(
 ) -> dict[tuple[str, ...], str | None]:
     """Key path -> the code version of its latest materialization (None: never materialized,
     or unknown to the loaded location), asked from the webserver in one GraphQL query."""
-    from build_assets.settings import Settings
-
-    host, port = webserver_address(Settings.resolve(webserver=webserver).webserver)
-    paths = _paths(asset_keys)
+    host, port = webserver_address(webserver)
+    paths = asset_paths(asset_keys)
     data = graphql(host, port, _RECORDED_QUERY, {"keys": [{"path": p} for p in paths]})
     found: dict[tuple[str, ...], str | None] = {}
     for node in data["assetNodes"]:

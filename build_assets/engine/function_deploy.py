@@ -9,18 +9,29 @@ holds (`engine.holds`), and the stale rule's exceptions for such functions.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from build_assets.core.functions import FunctionSpec, function_specs
 from build_assets.core.targets import Target
 from build_assets.engine import release as rel
 from build_assets.engine.holds import FunctionJournal
-
-if TYPE_CHECKING:
-    from build_assets.project import Project
+from build_assets.settings import Settings
 
 
-def journal_of(project: Project) -> FunctionJournal:
+class FunctionProject(Protocol):
+    """What deploying functions uses of a `build_assets.project.Project` (which imports this
+    module, so it is named by what it does here)."""
+
+    settings: Settings
+
+    def manifest(self) -> Any: ...
+
+    def deployer(self, media_type: Callable[[str], str | None] | None = None) -> Any: ...
+
+    def _lambda_client(self) -> Any: ...
+
+
+def journal_of(project: FunctionProject) -> FunctionJournal:
     return FunctionJournal(project.settings.home / "functions.sqlite")
 
 
@@ -29,7 +40,7 @@ class FunctionDeployer:
 
     def __init__(
         self,
-        project: Project,
+        project: FunctionProject,
         manifest: Any,
         media_type: Callable[[str], str | None] | None = None,
     ) -> None:
@@ -89,7 +100,7 @@ class FunctionDeployer:
 
 
 def settle_stale(
-    project: Project,
+    project: FunctionProject,
     versions: Any,
     stale: Iterable[Target],
     digests: Mapping[str, str | None],
@@ -115,7 +126,7 @@ def settle_stale(
     return out
 
 
-def running_images(project: Project, functions: Iterable[str]) -> dict[str, str | None]:
+def running_images(project: FunctionProject, functions: Iterable[str]) -> dict[str, str | None]:
     """Function -> what it runs: behind its alias when the manifest gives one, else $LATEST."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -134,7 +145,7 @@ def running_images(project: Project, functions: Iterable[str]) -> dict[str, str 
         return dict(zip(functions, pool.map(one, functions), strict=True))
 
 
-def status_fields(project: Project, versions: Any, rows: list[dict]) -> None:
+def status_fields(project: FunctionProject, versions: Any, rows: list[dict]) -> None:
     """Add to `status`'s function rows: who deploys it, its alias, and a rollback hold."""
     specs = function_specs(versions.manifest)
     holds = journal_of(project).holds()

@@ -136,13 +136,10 @@ def live_keys(store: LeaseStore, prefix: str = "") -> list[str]:
 
 
 class SqliteLeaseStore:
-    """Leases in a SQLite file every process of this machine sees (default: the state home)."""
+    """Leases in a SQLite file every process of this machine sees (`open_store`: in the state
+    home)."""
 
-    def __init__(self, path: str | Path | None = None, clock=time.time) -> None:
-        if path is None:
-            from build_assets.settings import state_home
-
-            path = state_home() / "leases.sqlite"
+    def __init__(self, path: str | Path, clock=time.time) -> None:
         self.path = Path(path)
         self.clock = clock
         self._ready = False

@@ -9,7 +9,6 @@ timeout, so a dead stack is reported within 10 s.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import tempfile
 import urllib.error
@@ -19,18 +18,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from build_assets.errors import UserError
-from build_assets.settings import state_home
 
 TIMEOUT_S = 3.0
+DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 STACK_FIX = 'run eval "$(build-assets stack up)"'
 
 Check = Callable[[], str | None]  # None when fine, else the one-line problem
 
 
-def state_folder(home: Path | None = None, *, write: bool = True) -> str | None:
+def state_folder(home: Path, *, write: bool = True) -> str | None:
     """The state folder (build records, leases, Dagster runs) exists, or can be made, and is
     writable."""
-    home = home or state_home()
     fix = "fix its permissions or mount, or set BUILD_ASSETS_HOME to a writable folder"
     try:
         home.mkdir(parents=True, exist_ok=True)
@@ -49,10 +47,11 @@ def state_folder(home: Path | None = None, *, write: bool = True) -> str | None:
 
 
 def engine(host: str | None = None) -> str | None:
-    """A Docker engine answers at DOCKER_HOST (or the system socket)."""
+    """A Docker engine answers at `host` (the `docker_host` setting, DOCKER_HOST), else at the
+    system socket."""
     from build_assets.stack.local import docker_ping
 
-    host = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    host = host or DEFAULT_ENGINE
     if docker_ping(host, timeout=TIMEOUT_S):
         return None
     return f"Docker engine: nothing answers at {host}: {STACK_FIX} or set DOCKER_HOST"
@@ -78,8 +77,8 @@ def registry_down(prefix: str) -> str:
 
 
 def aws_endpoint(url: str | None = None) -> str | None:
-    """AWS_ENDPOINT_URL (moto on the local stack), when set, answers HTTP."""
-    url = url or os.environ.get("AWS_ENDPOINT_URL")
+    """The `aws_endpoint_url` setting (AWS_ENDPOINT_URL: moto on the local stack), when set,
+    answers HTTP."""
     if not url:
         return None
     try:
@@ -131,9 +130,9 @@ def run(checks: list[Check]) -> None:
         raise UserError(problems[0], lines=problems)
 
 
-def for_plan() -> None:
+def for_plan(home: Path) -> None:
     """`plan` reads the build records: the state folder must be readable."""
-    run([lambda: state_folder(write=False)])
+    run([lambda: state_folder(home, write=False)])
 
 
 def for_materialize(
@@ -144,26 +143,36 @@ def for_materialize(
     home: Path | None = None,
     ecr: list[str] | None = None,
     env: str = "dev",
+    docker_host: str | None = None,
+    aws_endpoint_url: str | None = None,
 ) -> None:
-    """`materialize`: state folder; engine and registry (local builds); AWS when deploying;
-    the `ecr` repositories the codebuild backend will push to."""
-    checks: list[Check] = [lambda: state_folder(home)]
+    """`materialize`: the state folder `home` (when given); engine and registry (local
+    builds); AWS when deploying; the `ecr` repositories the codebuild backend will push to.
+    `docker_host`, `aws_endpoint_url`: the settings (None: the system socket, AWS)."""
+    checks: list[Check] = [lambda: state_folder(home)] if home is not None else []
     if local:
-        checks += [engine, lambda: registry(registry_prefix)]
+        checks += [lambda: engine(docker_host), lambda: registry(registry_prefix)]
     if functions or ecr:
-        checks.append(aws_endpoint)
+        checks.append(lambda: aws_endpoint(aws_endpoint_url))
     if ecr:
-        checks.append(lambda: None if aws_endpoint() else ecr_repositories(ecr, env))
+        checks.append(
+            lambda: None if aws_endpoint(aws_endpoint_url) else ecr_repositories(ecr, env)
+        )
     run(checks)
 
 
 def for_status(
-    registry_prefix: str, *, local: bool, functions: bool, home: Path | None = None
+    registry_prefix: str,
+    *,
+    local: bool,
+    functions: bool,
+    home: Path | None = None,
+    aws_endpoint_url: str | None = None,
 ) -> None:
     """`status`: the registry it looks tags up in and the AWS endpoint of the functions."""
     checks: list[Check] = []
     if local:
         checks.append(lambda: registry(registry_prefix))
     if functions:
-        checks.append(aws_endpoint)
+        checks.append(lambda: aws_endpoint(aws_endpoint_url))
     run(checks)

@@ -12,7 +12,6 @@ nothing.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +82,7 @@ class ImagePublisher:
 
         s = project.settings
         ecr = is_ecr(parse_repository(f"{project.registry}/x").host)
-        aws = s.backend == "codebuild" or ecr or bool(os.environ.get("AWS_ENDPOINT_URL"))
+        aws = s.backend == "codebuild" or ecr or bool(s.aws_endpoint_url)
         return cls(manifest, s.env, enabled=aws)
 
     def name_of(self, image: str) -> str | None:

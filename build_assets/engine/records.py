@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from build_assets.core.context import ContextFile
 from build_assets.core.plan import BuiltState
-from build_assets.settings import Settings
 
 if TYPE_CHECKING:
     from build_assets.core.versioning import ImageVersion
@@ -99,14 +98,14 @@ class BuildRecord:
 
 
 class BuildRecords:
-    """The build records file (default: $BUILD_ASSETS_HOME/builds.sqlite)."""
+    """The build records file (`Settings.records_path`: <home>/builds.sqlite)."""
 
     def __init__(
         self,
-        path: str | Path | None = None,
+        path: str | Path,
         publish: Callable[[Provenance], None] | None = None,
     ) -> None:
-        self.path = Path(path) if path else Settings.resolve().records_path
+        self.path = Path(path)
         self.publish = publish
 
     def _connect(self) -> sqlite3.Connection:

@@ -9,7 +9,7 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from build_assets.settings import child_env, from_environment
+from build_assets.settings import child_environment, from_environment
 from build_assets.stack.processes import pid_alive
 from build_assets.stack.services import Service
 
@@ -43,7 +43,7 @@ def docker_ping(docker_host: str, timeout: float = 2.0, *, tls_verify: bool | No
                 return False
             res = subprocess.run(
                 ["docker", "version", "--format", "{{.Server.Version}}"],
-                env=child_env(DOCKER_HOST=docker_host),
+                env=child_environment({"DOCKER_HOST": docker_host}),
                 capture_output=True,
                 timeout=timeout + 5,
             )

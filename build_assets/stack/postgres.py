@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from build_assets.errors import UserError
-from build_assets.settings import child_env
+from build_assets.settings import child_environment
 
 ENV_POSTGRES_URL = "BUILD_ASSETS_POSTGRES_URL"
 SERVER_USER = "postgres"  # the system user of Debian's package, used when we are root
@@ -170,7 +170,7 @@ def _run(
         text=True,
         check=False,
         cwd="/",
-        env=child_env(**(env or {})),
+        env=child_environment(env),
         timeout=START_TIMEOUT + 30,
         **kwargs,
     )

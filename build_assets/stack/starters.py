@@ -9,7 +9,7 @@ import sys
 import urllib.request
 
 from build_assets.errors import UserError
-from build_assets.settings import child_env
+from build_assets.settings import child_environment
 from build_assets.stack.ports import kept_port
 from build_assets.stack.processes import require, spawn
 from build_assets.stack.services import Service
@@ -61,7 +61,7 @@ def start_moto(layout: Layout, old: Service | None) -> Service:
     log = layout.log("moto")
     # Lambda images live in our registry, not in moto's ECR: never let an inherited
     # MOTO_LAMBDA_STUB_ECR=false make moto reject them
-    env = child_env(MOTO_LAMBDA_STUB_ECR="TRUE")
+    env = child_environment({"MOTO_LAMBDA_STUB_ECR": "TRUE"})
     pid, started = spawn(argv, log, layout.pidfile("moto"), env)
     return Service("moto", f"http://127.0.0.1:{port}", pid, True, started, port, str(log))
 

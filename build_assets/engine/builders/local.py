@@ -2,8 +2,9 @@
 
 Each build gets its own thread: it writes the request's context (exactly the hashed files) to a
 tar, extracts it safely into a private temp folder and runs the build script there, with output
-to a log file under `work_dir/logs`. The engine comes from DOCKER_HOST (see `build-assets stack
-up`); the registry is whatever `request.repository` names.
+to a log file under `work_dir/logs`. The engine is the script's DOCKER_HOST (this process's, or
+the builder's `env`; see `build-assets stack up`); the registry is whatever `request.repository`
+names.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from build_assets.engine.builders.base import BuildHandle, BuildRequest, BuildRe
 from build_assets.engine.processes import clean_orphaned_once, owner_prefix, popen_owned
 from build_assets.engine.progress import script_phases
 from build_assets.errors import BuildError, UserError
-from build_assets.settings import Settings
+from build_assets.settings import child_environment
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_image.sh"
 LOG_TAIL_LINES = 50
@@ -73,8 +74,7 @@ def _extract(archive: Path, dest: Path) -> None:
         tar.extractall(dest)
 
 
-def _engine_host() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 
 
 def foreign_platform_problem(platform: str) -> str:
@@ -111,7 +111,7 @@ class LocalDockerBuilder:
 
     def __init__(
         self,
-        work_dir: Path | str | None = None,
+        work_dir: Path | str,
         *,
         registry_host: str | None = None,
         max_parallel: int | None = None,
@@ -121,13 +121,13 @@ class LocalDockerBuilder:
         script: Path | str = SCRIPT,
     ) -> None:
         """
-        work_dir: logs and temporary contexts (default: <settings home>/local-builds).
+        work_dir: logs and temporary contexts (`Project`: <settings home>/local-builds).
         registry_host: used when a request's repository has no host.
         max_parallel: builds running at once (default 4; see Settings.local_parallel).
         network: network for RUN steps (e.g. "host"); the engine default otherwise.
         env: extra environment for the build script (DOCKER_HOST etc. come from os.environ).
         """
-        self.work_dir = Path(work_dir) if work_dir else Settings.resolve().home / "local-builds"
+        self.work_dir = Path(work_dir)
         self.registry_host = registry_host
         parallel = max_parallel or 4
         self._slots = threading.BoundedSemaphore(max(1, parallel))
@@ -210,7 +210,7 @@ class LocalDockerBuilder:
             if not self._engine_answers():
                 self._engine_checked = False  # the next start says so before trying
                 raise fail(
-                    f"the Docker engine at {_engine_host()} stopped answering during {phase}:"
+                    f"the Docker engine at {self.engine_host} stopped answering during {phase}:"
                     ' start it again (eval "$(build-assets stack up)") and re-run',
                     phase=phase,
                 )
@@ -276,16 +276,20 @@ class LocalDockerBuilder:
         if not self._engine_checked:
             if not self._engine_answers():
                 raise UserError(
-                    f"no Docker engine answers at {_engine_host()}: run"
+                    f"no Docker engine answers at {self.engine_host}: run"
                     ' eval "$(build-assets stack up)" or set DOCKER_HOST'
                 )
             self._engine_checked = True
 
-    @staticmethod
-    def _engine_answers() -> bool:
+    @property
+    def engine_host(self) -> str:
+        """The Docker engine the build script talks to: its environment's DOCKER_HOST."""
+        return child_environment(self.env).get("DOCKER_HOST") or DEFAULT_ENGINE
+
+    def _engine_answers(self) -> bool:
         from build_assets.stack.local import docker_ping
 
-        return docker_ping(_engine_host(), timeout=5.0)
+        return docker_ping(self.engine_host, timeout=5.0)
 
     def _new_run(self, request: BuildRequest) -> _Run:
         logs = self.work_dir / "logs"
@@ -302,7 +306,7 @@ class LocalDockerBuilder:
             return _Run(build_id=build_id, request=request, log_path=path)
 
     def _script_env(self, request: BuildRequest) -> dict[str, str]:
-        env = {**os.environ, **self.env}
+        env = child_environment(self.env)
         for key in (
             "BASE_IMAGE",
             "BASE_WAIT_REF",

@@ -29,7 +29,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from build_assets.settings import child_env
+from build_assets.settings import child_environment
 from build_assets.stack.codebuild.buildspec import Buildspec, BuildspecError, parse
 from build_assets.stack.codebuild.logs import BuildLog
 from build_assets.stack.codebuild.record import BuildRecord, now
@@ -216,7 +216,7 @@ class Build(BuildRecord):
     def _initial_env(self, spec: Buildspec) -> dict[str, str]:
         """CodeBuild's variables, then the buildspec's, the project's and StartBuild's."""
         python_bin = str(Path(sys.executable).parent)
-        path = child_env().get("PATH", "/usr/local/bin:/usr/bin:/bin")  # the service's PATH
+        path = child_environment().get("PATH", "/usr/local/bin:/usr/bin:/bin")  # the service's PATH
         env = {
             "PATH": f"{python_bin}:{path}" if python_bin not in path.split(":") else path,
             "LANG": "C.UTF-8",
