@@ -8,11 +8,11 @@ so every figure is the overhead of our code and of Dagster around real builds:
                  one level up), durations 0.5-2 s (seeded, x --scale), concurrency --concurrency:
                  wall time vs the critical path (longest root-to-leaf sum of durations), the
                  overhead per asset, how late dependents start after their base is done, RSS.
-                 Run without build records and with them (SQLite ledger, as the asset does).
+                 Run without build records and with them (SQLite build records, as the asset does).
   2. dagster     the same cascade as `materialize([build_images_asset(versions)])` on a temp
                  SQLite DAGSTER_HOME instance (what `dagster dev` uses) and on an in-memory one.
   3. no-op       materialize all 50 again: every tag is in the (simulated) registry -> cached.
-     3b.         the same once the build-records ledger holds --history older records of
+     3b.         the same once the build records hold --history older records of
                  --history-files files each (what months of builds of a big repo leave).
   0. codebuild   the cascade on a CodeBuild latency model (`bench/codebuild_model.py`:
                  provisioning --cb-provisioning s, the image's duration of work, a push of
@@ -398,12 +398,12 @@ def run_dagster(
 
 
 def fill_history(records_path: Path, versions: VersionSet, want: int, files: int) -> int:
-    """Give the ledger `want` older successful records of these images, `files` files each.
+    """Give the build records `want` older successful records of these images, `files` files each.
 
     A few records are written through BuildRecords.add, then the table is doubled with SQL
     (columns read from the table, so this follows schema changes).
     """
-    ledger = BuildRecords(records_path)
+    records = BuildRecords(records_path)
     listing = tuple(
         ContextFile(f"packages/shared/src/mod{i // 50:02d}/m{i}.py", "100644", f"{i:040x}")
         for i in range(files)
@@ -414,7 +414,7 @@ def fill_history(records_path: Path, versions: VersionSet, want: int, files: int
         rec.tag = "git-old"
         rec.files = listing
         rec.started_at = time.time() - 86400
-        ledger.add(rec)
+        records.add(rec)
     with contextlib.closing(sqlite3.connect(records_path)) as conn, conn:
         cols = [r[1] for r in conn.execute("PRAGMA table_info(builds)") if r[1] != "id"]
         names = ", ".join(cols)
@@ -725,17 +725,17 @@ def main() -> int:
             sys.exit("no-op scheduler: something was not cached")
         rows.append(("no-op, scheduler + records only (s)", f"{noop_s:.2f}", "", None))
 
-        # 3b. the same no-op once the build-records ledger has some history
+        # 3b. the same no-op once the build records have some history
         if args.history:
-            ledger = state_home() / "builds.sqlite"
+            records_file = state_home() / "builds.sqlite"
             start = time.perf_counter()
-            count = fill_history(ledger, versions, args.history, args.history_files)
+            count = fill_history(records_file, versions, args.history, args.history_files)
             fill_s = time.perf_counter() - start
             start = time.perf_counter()
-            BuildRecords(ledger).latest_success(REGISTRY)
+            BuildRecords(records_file).latest_success(REGISTRY)
             latest_s = time.perf_counter() - start
             run = run_dagster(versions, sqlite_instance, noop, "no-op history", 64, bases)
-            label = f"no-op, ledger of {count} records (s)"
+            label = f"no-op, build records of {count} (s)"
             rows.append((label, f"{run.wall:.2f}", "< 10", ok10(run)))
             rows.append(("  CPU (s)", f"{noop.cpu:.2f}", "", None))
             rows.append(("  one BuildRecords.latest_success (s)", f"{latest_s:.2f}", "", None))
