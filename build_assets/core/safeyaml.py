@@ -17,9 +17,10 @@ from typing import Any
 
 import yaml
 
+from build_assets.core.model import MAX_MANIFEST_BYTES
 from build_assets.errors import ManifestError
 
-MAX_BYTES = 2 * 1024 * 1024  # far above any real manifest (200 images is ~40 KB)
+MAX_BYTES = MAX_MANIFEST_BYTES
 MAX_DEPTH = 32  # a manifest needs 5 levels (images > name > build_args > key > value)
 MAX_NODES = 100_000  # expanded nodes (aliases counted as often as they are used); 200
 # images take about 2,000
