@@ -57,7 +57,7 @@ def effective_identity(
     return identity
 
 
-class _Ignores:
+class Ignores:
     """Ignore files of one snapshot, parsed and matched once each."""
 
     def __init__(self, snapshot: Snapshot) -> None:
@@ -72,13 +72,14 @@ class _Ignores:
         return self._done[path]
 
 
-def _pins(externals: Iterable[ExternalBase], lock: dict[str, str] | None) -> dict[str, str]:
+def pins_of(externals: Iterable[ExternalBase], lock: dict[str, str] | None) -> dict[str, str]:
     """The lock's digests of the given external bases."""
     lock = lock or {}
     return {e.reference: lock[e.reference] for e in externals if e.reference in lock}
 
 
-def _externals(manifest: Manifest, name: str, dockerfile: Dockerfile) -> list[ExternalBase]:
+def externals_of(manifest: Manifest, name: str, dockerfile: Dockerfile) -> list[ExternalBase]:
+    """The external bases of an image that the lock pins (`lock.external_bases`)."""
     spec = manifest.images[name]
     return external_bases(dockerfile, spec.build_args, spec.base, spec.base_arg, manifest.images)
 
@@ -103,7 +104,7 @@ def compute_versions(
     commit's versions are computed even when its lock is out of step).
     """
     out: dict[str, ImageVersion] = {}
-    ignores = _Ignores(snapshot)
+    ignores = Ignores(snapshot)
     problems: list[str] = []
     usage: dict[str, list[str]] = {}
     for name in manifest.order():
@@ -122,10 +123,10 @@ def compute_versions(
         dockerfile = parse_dockerfile(snapshot.read_text(spec.dockerfile) or "")
         check = check_image(manifest, name, dockerfile, snapshot, selection, rules)
         problems.extend(check.problems)
-        externals = tuple(_externals(manifest, name, dockerfile))
+        externals = tuple(externals_of(manifest, name, dockerfile))
         for ref in dict.fromkeys(ext.reference for ext in externals):
             usage.setdefault(ref, []).append(name)
-        pins = _pins(externals, lock)
+        pins = pins_of(externals, lock)
         identity = effective_identity(
             manifest, name, ignore_path, pins, selection.unshipped is None
         )

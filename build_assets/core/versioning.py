@@ -32,12 +32,12 @@ from build_assets.core.gitrepo import (
     resolve_commit_tree,
 )
 from build_assets.core.hashing import (
-    _externals,
-    _Ignores,
-    _pins,
+    Ignores,
     compute_versions,
     effective_identity,
+    externals_of,
     hash_image,
+    pins_of,
 )
 from build_assets.core.ignore import DockerIgnore
 from build_assets.core.image_version import DEFAULT_BASE_ARG, ImageVersion, VersionSet
@@ -144,11 +144,11 @@ def _from_cache(
 ) -> VersionSet:
     """A VersionSet from a cache entry; the snapshot (made by `snapshot()`), file lists,
     identities and base args are made only when asked for."""
-    state: dict[str, _Ignores] = {}
+    state: dict[str, Ignores] = {}
 
-    def ignores() -> _Ignores:
+    def ignores() -> Ignores:
         if "ignores" not in state:
-            state["ignores"] = _Ignores(snapshot())
+            state["ignores"] = Ignores(snapshot())
         return state["ignores"]
 
     def resolver(name: str) -> Callable[[], tuple[Snapshot, ContextSelection]]:
@@ -179,12 +179,12 @@ def _from_cache(
             manifest,
             name,
             ignore_file_for(manifest, name, ignores().snapshot),
-            _pins(_externals(manifest, name, parsed()), lock),
+            pins_of(externals_of(manifest, name, parsed()), lock),
             resolve()[1].unshipped is None,
         )
 
     def externals(name: str, parsed: Callable[[], Dockerfile]):
-        return lambda: tuple(_externals(manifest, name, parsed()))
+        return lambda: tuple(externals_of(manifest, name, parsed()))
 
     def dockerfile(spec: ImageSpec) -> Callable[[], Dockerfile]:
         return functools.cache(lambda: parse_dockerfile(read_text(spec.dockerfile) or ""))

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from build_assets.core.manifest import Manifest
+from build_assets.core.model import Manifest
 from build_assets.core.versioning import ImageVersion, VersionSet
 from build_assets.engine import progress
 from build_assets.engine.builders.base import (
