@@ -1,7 +1,10 @@
-"""`images.yaml`: the typed, validated model of which images a monorepo builds.
+"""`images.yaml`: reading and validating a manifest into the runtime model (`core.model`).
 
-Every problem is reported as one line naming the file, the image and the field, and all
-problems are reported at once (`ManifestError.lines`).
+`core.schema` (pydantic) checks each field's type; this module checks what spans fields and
+images (names, paths, bases and their cycles, build args, functions, resource names). Every
+problem is reported as one line naming the file, the image and the field, and all problems
+are reported at once (`ManifestError.lines`). `Manifest`, `ImageSpec` and the default name
+templates are importable from here too.
 """
 
 from __future__ import annotations

@@ -107,11 +107,14 @@ def _optional_text(value: Any) -> str | None:
 def _load(cls: type, data: Any, **given: Any) -> Any:
     """An instance of the dataclass `cls` from a document's mapping `data`: each field from
     its key (metadata `key`, default the field's name) through its converter (`load`);
-    absent keys take the field's default."""
+    absent keys take the field's default, an unknown key is refused (KeyError)."""
     if not isinstance(data, Mapping):
         raise TypeError(f"expected a mapping, got {type(data).__name__}")
+    plans = _plans(cls)
+    if len(data) > len(plans) or not _KEYS[cls].issuperset(data):
+        raise KeyError(f"unknown keys: {sorted(map(str, set(data) - _KEYS[cls]))}")
     kwargs = dict(given)
-    for name, key, load, _ in _plans(cls):
+    for name, key, load, _ in plans:
         if key in data and name not in kwargs:
             kwargs[name] = load(data[key])
     return cls(**kwargs)
@@ -123,6 +126,7 @@ def _dump(obj: Any) -> dict[str, Any]:
 
 
 _PLANS: dict[type, tuple] = {}
+_KEYS: dict[type, frozenset[str]] = {}
 
 
 def _plans(cls: type) -> tuple[tuple[str, str, Callable, Callable], ...]:
@@ -139,6 +143,7 @@ def _plans(cls: type) -> tuple[tuple[str, str, Callable, Callable], ...]:
             for f in dataclasses.fields(cls)
         )
         _PLANS[cls] = plan
+        _KEYS[cls] = frozenset(key for _, key, _, _ in plan)
     return plan
 
 
