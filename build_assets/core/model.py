@@ -44,8 +44,10 @@ def normalise_path(path: str) -> str:
     rejected by validation with the path as written)."""
     if not isinstance(path, str):
         raise TypeError(f"expected a path, got {type(path).__name__}")
-    if not path or path.startswith("/") or "\\" in path:
+    if not path or path[0] == "/" or "\\" in path:
         return path
+    if path[0] != "." and path[-1] != "/" and "//" not in path and "/." not in path:
+        return path  # already normal (most paths: a quick test instead of normpath)
     norm = posixpath.normpath(path)
     return path if norm.startswith("..") else norm
 
@@ -66,11 +68,16 @@ def _text(value: Any) -> str:
 def _texts(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
         raise TypeError(f"expected a list, got {type(value).__name__}")
-    return tuple(_text(v) for v in value)
+    for item in value:
+        if not isinstance(item, str):
+            raise TypeError(f"expected a string, got {type(item).__name__}")
+    return tuple(value)
 
 
 def _paths(value: Any) -> tuple[str, ...]:
-    return tuple(normalise_path(p) for p in _texts(value))
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return tuple(map(normalise_path, value))
 
 
 def stringify_args(value: Any) -> Any:
@@ -110,13 +117,13 @@ def _load(cls: type, data: Any, **given: Any) -> Any:
     absent keys take the field's default, an unknown key is refused (KeyError)."""
     if not isinstance(data, Mapping):
         raise TypeError(f"expected a mapping, got {type(data).__name__}")
-    plans = _plans(cls)
-    if len(data) > len(plans) or not _KEYS[cls].issuperset(data):
-        raise KeyError(f"unknown keys: {sorted(map(str, set(data) - _KEYS[cls]))}")
-    kwargs = dict(given)
-    for name, key, load, _ in plans:
-        if key in data and name not in kwargs:
-            kwargs[name] = load(data[key])
+    _plans(cls)
+    by_key = _BY_KEY[cls]
+    kwargs = {}
+    for key, value in data.items():
+        name, load = by_key[key]  # KeyError: not a key of this document
+        kwargs[name] = load(value)
+    kwargs.update(given)
     return cls(**kwargs)
 
 
@@ -126,7 +133,7 @@ def _dump(obj: Any) -> dict[str, Any]:
 
 
 _PLANS: dict[type, tuple] = {}
-_KEYS: dict[type, frozenset[str]] = {}
+_BY_KEY: dict[type, dict[str, tuple[str, Callable]]] = {}  # document key -> (field, load)
 
 
 def _plans(cls: type) -> tuple[tuple[str, str, Callable, Callable], ...]:
@@ -143,7 +150,7 @@ def _plans(cls: type) -> tuple[tuple[str, str, Callable, Callable], ...]:
             for f in dataclasses.fields(cls)
         )
         _PLANS[cls] = plan
-        _KEYS[cls] = frozenset(key for _, key, _, _ in plan)
+        _BY_KEY[cls] = {key: (name, load) for name, key, load, _ in plan}
     return plan
 
 

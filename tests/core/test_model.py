@@ -3,6 +3,8 @@ validation, and the rules the fast paths and the full path share answer alike.""
 
 from __future__ import annotations
 
+import itertools
+import posixpath
 import subprocess
 import sys
 
@@ -10,7 +12,7 @@ import pytest
 
 from build_assets.core import safeyaml
 from build_assets.core.manifest import parse_manifest
-from build_assets.core.model import DOCKERIGNORE, Manifest, tag_for
+from build_assets.core.model import DOCKERIGNORE, Manifest, normalise_path, tag_for
 
 TEXT = """naming: {repository: "team/{image}-{env}"}
 dockerignore: .common-ignore
@@ -98,3 +100,17 @@ def test_the_model_imports_only_the_standard_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['build_assets', 'build_assets.core', 'build_assets.core.model']"
+
+
+def test_normalised_paths_are_normpaths_of_relative_ones() -> None:
+    """The quick test that skips `normpath` for most paths changes no answer: every string
+    of up to 5 of these pieces."""
+    pieces = ["a", ".", "..", "/", "b.c", ".h", "\\", "x"]
+    for k in range(1, 6):
+        for combo in itertools.product(pieces, repeat=k):
+            path = "".join(combo)
+            want = path
+            if not path.startswith("/") and "\\" not in path:
+                norm = posixpath.normpath(path)
+                want = path if norm.startswith("..") else norm
+            assert normalise_path(path) == want, path
