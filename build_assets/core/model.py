@@ -6,16 +6,16 @@ cache (`core.validated_cache`) stores `Manifest.to_document()` and restores it w
 Every rule they share lives here, once: dependency order, dependents, resource names, the
 ignore file in force, the external-base test, the tag and the version scheme.
 
-A field is declared once, on its class below; `metadata` says how it is read from a
-document (`load`, its YAML `key` when not its name) and written back (`dump`).
+A field is declared once, on its class below (`name: type = field(default, ...)`): `field`
+says how it is read from a document (`load`, its YAML `key` when not its name) and written
+back (`dump`). The classes are plain slotted ones (`_Record`): no code is generated at
+import, so a cached `plan` pays next to nothing for them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import posixpath
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 SCHEME = "build-assets/v1"  # hashed into every version: changing it changes them all
@@ -111,47 +111,132 @@ def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value)
 
 
-def _load(cls: type, data: Any, **given: Any) -> Any:
-    """An instance of the dataclass `cls` from a document's mapping `data`: each field from
-    its key (metadata `key`, default the field's name) through its converter (`load`);
-    absent keys take the field's default, an unknown key is refused (KeyError)."""
+# -- the classes' machinery: fields declared once, no code generated at import -------------
+
+_MISSING: Any = object()
+
+
+class _Field:
+    """One field of a model class: its default (or `factory`), its key in a document, how
+    a document's value is read (`load`: converts and type-checks) and written (`dump`)."""
+
+    __slots__ = ("name", "key", "default", "factory", "load", "dump")
+
+    def __init__(self, default: Any, factory: Any, key: str | None, load: Any, dump: Any):
+        self.name = ""
+        self.key = key
+        self.default, self.factory, self.load, self.dump = default, factory, load, dump
+
+
+def field(
+    default: Any = _MISSING,
+    *,
+    factory: Callable[[], Any] | None = None,
+    key: str | None = None,
+    load: Callable[[Any], Any] = _same,
+    dump: Callable[[Any], Any] = _same,
+) -> Any:
+    """Declare a field with a default, a document key other than its name, or converters."""
+    return _Field(default, factory, key, load, dump)
+
+
+class _RecordType(type):
+    """Makes each annotated class attribute a field: `FIELDS` in order, `__slots__` (unless
+    `slots=False`), and the document keys (`_BY_KEY`)."""
+
+    def __new__(mcs, name: str, bases: tuple, ns: dict, slots: bool = True) -> _RecordType:
+        fields = []
+        for attr in ns.get("__annotations__", {}):
+            value = ns.pop(attr, _MISSING)
+            spec = value if isinstance(value, _Field) else _Field(value, None, None, _same, _same)
+            spec.name, spec.key = attr, spec.key or attr
+            fields.append(spec)
+        if slots:
+            ns["__slots__"] = tuple(f.name for f in fields)
+        cls = super().__new__(mcs, name, bases, ns)
+        cls.FIELDS = tuple(fields)  # type: ignore[attr-defined]
+        cls._BY_KEY = {f.key: f for f in fields}  # type: ignore[attr-defined]
+        return cls
+
+
+def _make(cls: type, values: dict[str, Any]) -> Any:
+    return cls(**values)
+
+
+class _Record(metaclass=_RecordType):
+    """Base of the model's classes: keyword (or positional) construction with defaults,
+    frozen, compared field by field, picklable."""
+
+    __slots__ = ()
+    FIELDS: tuple[_Field, ...]
+    _BY_KEY: dict[str, _Field]
+
+    def __init__(self, *args: Any, **values: Any) -> None:
+        if len(args) > len(self.FIELDS):
+            raise TypeError(f"{type(self).__name__}: too many arguments")
+        for spec, value in zip(self.FIELDS, args, strict=False):
+            if spec.name in values:
+                raise TypeError(f"{type(self).__name__}: {spec.name!r} given twice")
+            values[spec.name] = value
+        for spec in self.FIELDS:
+            value = values.pop(spec.name, _MISSING)
+            if value is _MISSING:
+                if spec.factory is not None:
+                    value = spec.factory()
+                elif spec.default is _MISSING:
+                    raise TypeError(f"{type(self).__name__}: {spec.name!r} is required")
+                else:
+                    value = spec.default
+            object.__setattr__(self, spec.name, value)
+        if values:
+            raise TypeError(f"{type(self).__name__}: unknown fields {sorted(values)}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen")
+
+    def _values(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in self.FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in self.FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable dicts inside
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self._values().items())
+        return f"{type(self).__name__}({shown})"
+
+    def __reduce__(self) -> tuple:
+        return _make, (type(self), self._values())
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with `changes` (field name -> value)."""
+        return type(self)(**{**self._values(), **changes})
+
+
+def _load(cls: Any, data: Any, **given: Any) -> Any:
+    """An instance of the model class `cls` from a document's mapping `data`: each field
+    from its key through its `load`; absent keys take the field's default, an unknown key
+    is refused (KeyError)."""
     if not isinstance(data, Mapping):
         raise TypeError(f"expected a mapping, got {type(data).__name__}")
-    _plans(cls)
-    by_key = _BY_KEY[cls]
+    by_key = cls._BY_KEY
     kwargs = {}
     for key, value in data.items():
-        name, load = by_key[key]  # KeyError: not a key of this document
-        kwargs[name] = load(value)
+        spec = by_key[key]  # KeyError: not a key of this document
+        kwargs[spec.name] = spec.load(value)
     kwargs.update(given)
     return cls(**kwargs)
 
 
 def _dump(obj: Any) -> dict[str, Any]:
     """The document of a model object (JSON types only): `_load`'s inverse."""
-    return {key: dump(getattr(obj, name)) for name, key, _, dump in _plans(type(obj))}
-
-
-_PLANS: dict[type, tuple] = {}
-_BY_KEY: dict[type, dict[str, tuple[str, Callable]]] = {}  # document key -> (field, load)
-
-
-def _plans(cls: type) -> tuple[tuple[str, str, Callable, Callable], ...]:
-    """(name, key, load, dump) of every field of `cls`, computed once per class."""
-    plan = _PLANS.get(cls)
-    if plan is None:
-        plan = tuple(
-            (
-                f.name,
-                f.metadata.get("key", f.name),
-                f.metadata.get("load", _same),
-                f.metadata.get("dump", _same),
-            )
-            for f in dataclasses.fields(cls)
-        )
-        _PLANS[cls] = plan
-        _BY_KEY[cls] = {key: (name, load) for name, key, load, _ in plan}
-    return plan
+    return {f.key: f.dump(getattr(obj, f.name)) for f in obj.FIELDS}
 
 
 def _options(cls: type, optional: bool = False) -> Callable[[Any], Any]:
@@ -172,8 +257,7 @@ def _list(value: tuple) -> list:
 # -- the model ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)  # no __slots__: `vars()` of it gives the overrides (aws.bootstrap)
-class CodeBuildOptions:
+class CodeBuildOptions(_Record, slots=False):  # `vars()` of it: the overrides (aws.bootstrap)
     """Per-image CodeBuild overrides."""
 
     compute_type: str | None = None
@@ -183,16 +267,14 @@ class CodeBuildOptions:
     docker_server: str | None = None  # compute type of CodeBuild's Docker server capability
 
 
-@dataclass(frozen=True, slots=True)
-class Naming:
+class Naming(_Record):
     """Templates of AWS resource names; placeholders `{image}` and `{env}`."""
 
-    codebuild_project: str = field(default=DEFAULT_PROJECT_NAME, metadata={"load": _text})
-    repository: str = field(default=DEFAULT_REPOSITORY_NAME, metadata={"load": _text})
+    codebuild_project: str = field(DEFAULT_PROJECT_NAME, load=_text)
+    repository: str = field(DEFAULT_REPOSITORY_NAME, load=_text)
 
 
-@dataclass(frozen=True, slots=True)
-class Lifecycle:
+class Lifecycle(_Record):
     """Registry clean-up: the newest `keep` versions per repository stay; untagged images
     expire after `untagged_days` (ECR lifecycle policy and `build-assets gc`)."""
 
@@ -200,15 +282,13 @@ class Lifecycle:
     untagged_days: int = 7
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
+class Publish(_Record):
     """Where each built image's digest-pinned URI is published (`ssm: false`: nowhere)."""
 
     ssm: str | Literal[False] = DEFAULT_SSM
 
 
-@dataclass(frozen=True, slots=True)
-class FunctionEntry:
+class FunctionEntry(_Record):
     """A `lambda:` item written as a mapping: who deploys the function, through which alias."""
 
     name: str
@@ -227,33 +307,31 @@ def _lambda_dump(entries: tuple) -> list:
     return [e if isinstance(e, str) else _dump(e) for e in entries]
 
 
-@dataclass(frozen=True, slots=True)
-class ImageSpec:
+class ImageSpec(_Record):
     """One image of the manifest."""
 
-    dockerfile: str = field(metadata={"load": lambda v: normalise_path(_text(v))})
-    source_paths: tuple[str, ...] = field(default=(), metadata={"load": _paths, "dump": _list})
-    base: str | None = field(default=None, metadata={"load": _optional_text})
-    build_args: dict[str, str] = field(default_factory=dict, metadata={"load": _build_args})
+    dockerfile: str = field(load=lambda v: normalise_path(_text(v)))
+    source_paths: tuple[str, ...] = field((), load=_paths, dump=_list)
+    base: str | None = field(None, load=_optional_text)
+    build_args: dict[str, str] = field(factory=dict, load=_build_args)
     # names or FunctionEntry mappings; `lambdas` gives the names
     lambda_entries: tuple[str | FunctionEntry, ...] = field(
-        default=(), metadata={"key": "lambda", "load": _lambda_entries, "dump": _lambda_dump}
+        (), key="lambda", load=_lambda_entries, dump=_lambda_dump
     )
     codebuild: CodeBuildOptions | None = field(
-        default=None,
-        metadata={"load": _options(CodeBuildOptions, optional=True), "dump": _options_dump},
+        None, load=_options(CodeBuildOptions, optional=True), dump=_options_dump
     )
     # adoption of an existing monorepo (see README "Bringing an existing monorepo")
-    platform: str | None = field(default=None, metadata={"load": _optional_text})
+    platform: str | None = field(None, load=_optional_text)
     base_arg: str | None = None  # build arg carrying the base (default: the first FROM's)
     # ignore file in force, or none at all
-    dockerignore: str | Literal[False] | None = field(default=None, metadata={"load": _ignore_file})
+    dockerignore: str | Literal[False] | None = field(None, load=_ignore_file)
     codebuild_project: str | None = None  # name override (template allowed)
     repository: str | None = None  # name override (template allowed)
     # context paths (gitignore-style globs) that look like credentials but are meant to ship
-    allow_secrets: tuple[str, ...] = field(default=(), metadata={"load": _texts, "dump": _list})
+    allow_secrets: tuple[str, ...] = field((), load=_texts, dump=_list)
     # shown in Dagster only (never hashed): asset owners (emails or `team:name`), description
-    owners: tuple[str, ...] = field(default=(), metadata={"load": _texts, "dump": _list})
+    owners: tuple[str, ...] = field((), load=_texts, dump=_list)
     description: str | None = None
 
     @classmethod
@@ -294,25 +372,18 @@ def _images_dump(images: dict[str, ImageSpec]) -> dict[str, Any]:
     return {name: _dump(spec) for name, spec in images.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class Manifest:
+class Manifest(_Record):
     """All images of a monorepo and the manifest-wide settings."""
 
-    images: dict[str, ImageSpec] = field(metadata={"load": _images, "dump": _images_dump})
+    images: dict[str, ImageSpec] = field(load=_images, dump=_images_dump)
     source: str = "images.yaml"
-    platform: str | None = field(default=None, metadata={"load": _optional_text})  # default
+    platform: str | None = field(None, load=_optional_text)  # default
     # default of every image
-    dockerignore: str | Literal[False] | None = field(default=None, metadata={"load": _ignore_file})
-    naming: Naming = field(
-        default_factory=Naming, metadata={"load": _options(Naming), "dump": _dump}
-    )
+    dockerignore: str | Literal[False] | None = field(None, load=_ignore_file)
+    naming: Naming = field(factory=Naming, load=_options(Naming), dump=_dump)
     # never part of a version
-    lifecycle: Lifecycle = field(
-        default_factory=Lifecycle, metadata={"load": _options(Lifecycle), "dump": _dump}
-    )
-    publish: Publish = field(
-        default_factory=Publish, metadata={"load": _options(Publish), "dump": _dump}
-    )
+    lifecycle: Lifecycle = field(factory=Lifecycle, load=_options(Lifecycle), dump=_dump)
+    publish: Publish = field(factory=Publish, load=_options(Publish), dump=_dump)
 
     @classmethod
     def from_document(cls, doc: Any, source: str | None = None) -> Manifest:

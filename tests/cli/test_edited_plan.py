@@ -4,7 +4,6 @@ from scratch (no cache of any kind) gives, whatever was edited."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -205,7 +204,7 @@ def _schema_fields(schema: type) -> dict[str, str]:
 
 
 def _model_fields(cls: type) -> dict[str, str]:
-    return {f.name: f.metadata.get("key", f.name) for f in dataclasses.fields(cls)}
+    return {f.name: f.key for f in cls.FIELDS}
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ so the `tools` stage's image there is a FROM-scratch image pushed to the local r
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import io
 import os
@@ -208,7 +207,7 @@ def test_a_lock_entry_for_the_base_args_default_is_never_passed_as_the_arg(
     pins = {DEFAULT: DIGEST, "x/tools:1": DIGEST}
 
     def passed(base: str, *externals: ExternalBase) -> dict[str, str]:
-        spec = dataclasses.replace(api.spec, base=base)
+        spec = api.spec.replace(base=base)
         return ImageVersion(
             API,
             spec,
