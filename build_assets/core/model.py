@@ -8,7 +8,7 @@ ignore file in force, the external-base test, the tag and the version scheme.
 
 A field is declared once, on its class below (`name: type = field(default, ...)`): `field`
 says how it is read from a document (`load`, its YAML `key` when not its name) and written
-back (`dump`). The classes are plain slotted ones (`_Record`): no code is generated at
+back (`dump`). The classes are plain slotted ones (`Record`): no code is generated at
 import, so a cached `plan` pays next to nothing for them.
 """
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
+
+from build_assets.core.record import Record, dump, field, load
 
 SCHEME = "build-assets/v1"  # hashed into every version: changing it changes them all
 TAG_PREFIX = "git-"
@@ -53,10 +55,6 @@ def normalise_path(path: str) -> str:
 
 
 # -- reading a document: each converter takes the document's value, raises on a wrong type --
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def _text(value: Any) -> str:
@@ -111,143 +109,15 @@ def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value)
 
 
-# -- the classes' machinery: fields declared once, no code generated at import -------------
-
-_MISSING: Any = object()
-
-
-class _Field:
-    """One field of a model class: its default (or `factory`), its key in a document, how
-    a document's value is read (`load`: converts and type-checks) and written (`dump`)."""
-
-    __slots__ = ("name", "key", "default", "factory", "load", "dump")
-
-    def __init__(self, default: Any, factory: Any, key: str | None, load: Any, dump: Any):
-        self.name = ""
-        self.key = key
-        self.default, self.factory, self.load, self.dump = default, factory, load, dump
-
-
-def field(
-    default: Any = _MISSING,
-    *,
-    factory: Callable[[], Any] | None = None,
-    key: str | None = None,
-    load: Callable[[Any], Any] = _same,
-    dump: Callable[[Any], Any] = _same,
-) -> Any:
-    """Declare a field with a default, a document key other than its name, or converters."""
-    return _Field(default, factory, key, load, dump)
-
-
-class _RecordType(type):
-    """Makes each annotated class attribute a field: `FIELDS` in order, `__slots__` (unless
-    `slots=False`), and the document keys (`_BY_KEY`)."""
-
-    def __new__(mcs, name: str, bases: tuple, ns: dict, slots: bool = True) -> _RecordType:
-        fields = []
-        for attr in ns.get("__annotations__", {}):
-            value = ns.pop(attr, _MISSING)
-            spec = value if isinstance(value, _Field) else _Field(value, None, None, _same, _same)
-            spec.name, spec.key = attr, spec.key or attr
-            fields.append(spec)
-        if slots:
-            ns["__slots__"] = tuple(f.name for f in fields)
-        cls = super().__new__(mcs, name, bases, ns)
-        cls.FIELDS = tuple(fields)  # type: ignore[attr-defined]
-        cls._BY_KEY = {f.key: f for f in fields}  # type: ignore[attr-defined]
-        return cls
-
-
-def _make(cls: type, values: dict[str, Any]) -> Any:
-    return cls(**values)
-
-
-class _Record(metaclass=_RecordType):
-    """Base of the model's classes: keyword (or positional) construction with defaults,
-    frozen, compared field by field, picklable."""
-
-    __slots__ = ()
-    FIELDS: tuple[_Field, ...]
-    _BY_KEY: dict[str, _Field]
-
-    def __init__(self, *args: Any, **values: Any) -> None:
-        if len(args) > len(self.FIELDS):
-            raise TypeError(f"{type(self).__name__}: too many arguments")
-        for spec, value in zip(self.FIELDS, args, strict=False):
-            if spec.name in values:
-                raise TypeError(f"{type(self).__name__}: {spec.name!r} given twice")
-            values[spec.name] = value
-        for spec in self.FIELDS:
-            value = values.pop(spec.name, _MISSING)
-            if value is _MISSING:
-                if spec.factory is not None:
-                    value = spec.factory()
-                elif spec.default is _MISSING:
-                    raise TypeError(f"{type(self).__name__}: {spec.name!r} is required")
-                else:
-                    value = spec.default
-            object.__setattr__(self, spec.name, value)
-        if values:
-            raise TypeError(f"{type(self).__name__}: unknown fields {sorted(values)}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is frozen")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is frozen")
-
-    def _values(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in self.FIELDS}
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(getattr(self, f.name) == getattr(other, f.name) for f in self.FIELDS)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable dicts inside
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={value!r}" for name, value in self._values().items())
-        return f"{type(self).__name__}({shown})"
-
-    def __reduce__(self) -> tuple:
-        return _make, (type(self), self._values())
-
-    def replace(self, **changes: Any) -> Any:
-        """A copy with `changes` (field name -> value)."""
-        return type(self)(**{**self._values(), **changes})
-
-
-def _load(cls: Any, data: Any, **given: Any) -> Any:
-    """An instance of the model class `cls` from a document's mapping `data`: each field
-    from its key through its `load`; absent keys take the field's default, an unknown key
-    is refused (KeyError)."""
-    if not isinstance(data, Mapping):
-        raise TypeError(f"expected a mapping, got {type(data).__name__}")
-    by_key = cls._BY_KEY
-    kwargs = {}
-    for key, value in data.items():
-        spec = by_key[key]  # KeyError: not a key of this document
-        kwargs[spec.name] = spec.load(value)
-    kwargs.update(given)
-    return cls(**kwargs)
-
-
-def _dump(obj: Any) -> dict[str, Any]:
-    """The document of a model object (JSON types only): `_load`'s inverse."""
-    return {f.key: f.dump(getattr(obj, f.name)) for f in obj.FIELDS}
-
-
 def _options(cls: type, optional: bool = False) -> Callable[[Any], Any]:
-    def load(value: Any) -> Any:
-        return None if optional and value is None else _load(cls, value)
+    def read(value: Any) -> Any:
+        return None if optional and value is None else load(cls, value)
 
-    return load
+    return read
 
 
 def _options_dump(value: Any) -> Any:
-    return None if value is None else _dump(value)
+    return None if value is None else dump(value)
 
 
 def _list(value: tuple) -> list:
@@ -257,7 +127,7 @@ def _list(value: tuple) -> list:
 # -- the model ------------------------------------------------------------------------------
 
 
-class CodeBuildOptions(_Record, slots=False):  # `vars()` of it: the overrides (aws.bootstrap)
+class CodeBuildOptions(Record, slots=False):  # `vars()` of it: the overrides (aws.bootstrap)
     """Per-image CodeBuild overrides."""
 
     compute_type: str | None = None
@@ -267,14 +137,14 @@ class CodeBuildOptions(_Record, slots=False):  # `vars()` of it: the overrides (
     docker_server: str | None = None  # compute type of CodeBuild's Docker server capability
 
 
-class Naming(_Record):
+class Naming(Record):
     """Templates of AWS resource names; placeholders `{image}` and `{env}`."""
 
     codebuild_project: str = field(DEFAULT_PROJECT_NAME, load=_text)
     repository: str = field(DEFAULT_REPOSITORY_NAME, load=_text)
 
 
-class Lifecycle(_Record):
+class Lifecycle(Record):
     """Registry clean-up: the newest `keep` versions per repository stay; untagged images
     expire after `untagged_days` (ECR lifecycle policy and `build-assets gc`)."""
 
@@ -282,13 +152,13 @@ class Lifecycle(_Record):
     untagged_days: int = 7
 
 
-class Publish(_Record):
+class Publish(Record):
     """Where each built image's digest-pinned URI is published (`ssm: false`: nowhere)."""
 
     ssm: str | Literal[False] = DEFAULT_SSM
 
 
-class FunctionEntry(_Record):
+class FunctionEntry(Record):
     """A `lambda:` item written as a mapping: who deploys the function, through which alias."""
 
     name: str
@@ -300,14 +170,14 @@ def _lambda_entries(value: Any) -> tuple[str | FunctionEntry, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list | tuple):
         raise TypeError(f"expected a name or a list, got {type(value).__name__}")
-    return tuple(v if isinstance(v, str) else _load(FunctionEntry, v) for v in items)
+    return tuple(v if isinstance(v, str) else load(FunctionEntry, v) for v in items)
 
 
 def _lambda_dump(entries: tuple) -> list:
-    return [e if isinstance(e, str) else _dump(e) for e in entries]
+    return [e if isinstance(e, str) else dump(e) for e in entries]
 
 
-class ImageSpec(_Record):
+class ImageSpec(Record):
     """One image of the manifest."""
 
     dockerfile: str = field(load=lambda v: normalise_path(_text(v)))
@@ -337,10 +207,10 @@ class ImageSpec(_Record):
     @classmethod
     def from_document(cls, entry: Any) -> ImageSpec:
         """The spec of one `images:` entry (raises TypeError/KeyError on a malformed one)."""
-        return _load(cls, entry)
+        return load(cls, entry)
 
     def to_document(self) -> dict[str, Any]:
-        return _dump(self)
+        return dump(self)
 
     @property
     def lambdas(self) -> tuple[str, ...]:
@@ -369,10 +239,10 @@ def _images(value: Any) -> dict[str, ImageSpec]:
 
 
 def _images_dump(images: dict[str, ImageSpec]) -> dict[str, Any]:
-    return {name: _dump(spec) for name, spec in images.items()}
+    return {name: dump(spec) for name, spec in images.items()}
 
 
-class Manifest(_Record):
+class Manifest(Record):
     """All images of a monorepo and the manifest-wide settings."""
 
     images: dict[str, ImageSpec] = field(load=_images, dump=_images_dump)
@@ -380,10 +250,10 @@ class Manifest(_Record):
     platform: str | None = field(None, load=_optional_text)  # default
     # default of every image
     dockerignore: str | Literal[False] | None = field(None, load=_ignore_file)
-    naming: Naming = field(factory=Naming, load=_options(Naming), dump=_dump)
+    naming: Naming = field(factory=Naming, load=_options(Naming), dump=dump)
     # never part of a version
-    lifecycle: Lifecycle = field(factory=Lifecycle, load=_options(Lifecycle), dump=_dump)
-    publish: Publish = field(factory=Publish, load=_options(Publish), dump=_dump)
+    lifecycle: Lifecycle = field(factory=Lifecycle, load=_options(Lifecycle), dump=dump)
+    publish: Publish = field(factory=Publish, load=_options(Publish), dump=dump)
 
     @classmethod
     def from_document(cls, doc: Any, source: str | None = None) -> Manifest:
@@ -391,11 +261,11 @@ class Manifest(_Record):
         `to_document()` of a validated model (the cache). Validates nothing beyond the types
         the rules need (raises TypeError/KeyError/ValueError); `core.schema` validates."""
         given = {} if source is None else {"source": source}
-        return _load(cls, doc, **given)
+        return load(cls, doc, **given)
 
     def to_document(self) -> dict[str, Any]:
         """The document of this model (JSON types only): `from_document` gives it back."""
-        return _dump(self)
+        return dump(self)
 
     def platform_of(self, name: str) -> str | None:
         """The platform an image is built for (its own, else the manifest's), if any."""

@@ -225,7 +225,7 @@ def test_schema_and_model_have_the_same_fields(schema_class: type, model_class: 
     required = {"images": {}, "dockerfile": "D", "name": "f"}
     given = {k: v for k, v in required.items() if k in _model_fields(model_class)}
     defaults = schema_class.model_validate(given).model_dump(mode="json", by_alias=True)
-    assert model._dump(model_class(**given)) == {**defaults, **given}  # the same defaults
+    assert model.dump(model_class(**given)) == {**defaults, **given}  # the same defaults
 
 
 def test_validated_manifest_is_keyed_by_bytes_name_and_code(
