@@ -12,7 +12,7 @@ document's value, `dump` writes it back as JSON types.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 def _same(value: Any) -> Any:
@@ -74,8 +74,9 @@ class Record(metaclass=_RecordType):
     frozen, compared field by field, picklable."""
 
     __slots__ = ()
-    FIELDS: tuple[_Field, ...]
-    _BY_KEY: dict[str, _Field]
+    if TYPE_CHECKING:  # set by _RecordType (annotations here would be fields)
+        FIELDS: tuple[_Field, ...]
+        _BY_KEY: dict[str, _Field]
 
     def __init__(self, *args: Any, **values: Any) -> None:
         if len(args) > len(self.FIELDS):

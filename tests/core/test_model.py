@@ -3,7 +3,9 @@ validation, and the rules the fast paths and the full path share answer alike.""
 
 from __future__ import annotations
 
+import copy
 import itertools
+import pickle
 import posixpath
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import pytest
 
 from build_assets.core import safeyaml
 from build_assets.core.manifest import parse_manifest
-from build_assets.core.model import DOCKERIGNORE, Manifest, normalise_path, tag_for
+from build_assets.core.model import DOCKERIGNORE, ImageSpec, Manifest, normalise_path, tag_for
 
 TEXT = """naming: {repository: "team/{image}-{env}"}
 dockerignore: .common-ignore
@@ -115,3 +117,19 @@ def test_normalised_paths_are_normpaths_of_relative_ones() -> None:
                 norm = posixpath.normpath(path)
                 want = path if norm.startswith("..") else norm
             assert normalise_path(path) == want, path
+
+
+def test_model_objects_are_frozen_values() -> None:
+    model = parse_manifest(TEXT, "images.yaml")
+    spec = model.images["base"]
+    with pytest.raises(AttributeError):
+        spec.base = "other"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(model)) == model == copy.deepcopy(model)
+    moved = spec.replace(base="app")
+    assert moved.base == "app" and spec.base is None and moved != spec
+    assert ImageSpec("D", ("a",)) == ImageSpec(dockerfile="D", source_paths=("a",))
+    with pytest.raises(TypeError, match="unknown fields"):
+        ImageSpec(dockerfile="D", sources=())
+    with pytest.raises(TypeError, match="required"):
+        ImageSpec()
+    assert vars(spec.codebuild)["compute_type"] == "BUILD_GENERAL1_LARGE"
