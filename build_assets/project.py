@@ -17,7 +17,7 @@ from build_assets.core.targets import Target, resync_targets, select, stale_targ
 from build_assets.settings import Settings
 
 if TYPE_CHECKING:
-    from build_assets.core.manifest import Manifest
+    from build_assets.core.model import Manifest
     from build_assets.core.versioning import ImageVersion, VersionSet
     from build_assets.engine.builders.base import Builder, BuildRequest
     from build_assets.engine.deploy import Deployer

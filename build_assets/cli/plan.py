@@ -33,8 +33,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     settings = Settings.resolve(repo=args.repo or toplevel, manifest=args.manifest)
     # start git first: the heavier imports below (pydantic, ...) then cost no wall time
     root = Path(toplevel) if toplevel else repo_root(settings.repo)
-    args.manifest_doc = _manifest_doc(root, settings.manifest)
-    scan = WorktreeScan(root, _quick_paths(args.manifest_doc))
+    args.quick_model = _quick_model(_manifest_doc(root, settings.manifest), settings.manifest)
+    scan = WorktreeScan(root, _quick_paths(args.quick_model))
     if args.since:
         args.ref_files = _ref_files(args.since, root, settings.manifest)
         return _cmd_plan_since(args, settings, scan)
@@ -47,13 +47,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
         scan.index_snapshot  # noqa: B018 - parsed meanwhile too
     truth: dict = {}  # image -> RegistryState, asked once (the fast path fills it)
-    fast = _plan_from_cache(scan, settings, truth, args.manifest_doc)
+    fast = _plan_from_cache(scan, settings, truth, args.quick_model)
     if fast is not None:
         return _print_plan(args, *fast)
     scan.start_ignored()  # for the warning about git-ignored files a COPY loses (meanwhile)
 
-    from build_assets.core.manifestview import load_validated
     from build_assets.core.plan import built_states
+    from build_assets.core.validated_cache import load_validated
     from build_assets.core.versioning import worktree_versions
 
     manifest = load_validated(Path(settings.manifest), scan.root, scan.git_dir, _prime_yaml)
@@ -65,7 +65,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         return _print_plan(args, compare(current, {}, "not built yet"), *_NO_REGISTRY)
     wanted = [(img.name, img.tag) for img in current]
     if any(truth.get(name, (None,))[0] != tag for name, tag in wanted):
-        truth = _ask_registry(settings, wanted, args.manifest_doc)
+        truth = _ask_registry(settings, wanted, manifest)
     states = {name: state for name, (_, state) in truth.items()}
     entries = built_states(current, states)
     against = f"the registry {settings.registry}"
@@ -80,21 +80,22 @@ _NO_REGISTRY = (
 )
 
 
-def _ask_registry(settings, wanted: list[tuple[str, str]], doc: object) -> dict:
+def _ask_registry(settings, wanted: list[tuple[str, str]], model) -> dict:
     """Image -> (tag asked, RegistryState): the registry, in parallel threads; repositories
-    named by the manifest document `doc`'s templates."""
-    from build_assets.core.naming import repository_name_in
+    named by the manifest `model`'s templates (default names without one)."""
+    from build_assets.core.model import Manifest
     from build_assets.engine.provenance import ProvenanceCache, registry_states
     from build_assets.engine.registry import RegistryUnreachable
     from build_assets.errors import UserError
 
     cache = ProvenanceCache(settings.home / "provenance")
+    naming = model if model is not None else Manifest(images={})
     try:
         states = registry_states(
             settings.registry,
             wanted,
             cache,
-            repository_of=lambda image: repository_name_in(doc, image, settings.env),
+            repository_of=lambda image: naming.repository_name(image, settings.env),
         )
     except RegistryUnreachable:  # the wording of materialize and status, with the fix
         from build_assets.engine.preflight import registry_down
@@ -210,7 +211,7 @@ def _since_from_cache(args: argparse.Namespace, settings, scan) -> tuple | None:
     if old is None and ref_text == text:  # first time at REF: list it while git scans
         from build_assets.core.gitrepo import CommitListing
 
-        listing = CommitListing(scan.root, ref.commit, _quick_paths(args.manifest_doc))
+        listing = CommitListing(scan.root, ref.commit, _quick_paths(args.quick_model))
     rows = versioncache.load_plan(scan, text)  # waits for the working tree's scan
     if rows is None:
         return None
@@ -255,8 +256,8 @@ def _since_from_diff(args, scan, text: bytes, at_ref: str, ref, rows, old, again
     from build_assets.core import sincediff, versioncache
 
     tree = versioncache.index_tree(scan, text)
-    manifest = args.manifest_doc  # the same bytes at REF (`text` holds them)
-    if tree is None or not isinstance(manifest, dict):
+    manifest = args.quick_model  # the same bytes at REF (`text` holds them)
+    if tree is None or manifest is None:
         return None
     try:
         changes = sincediff.tree_changes(scan.root, ref.tree, tree)
@@ -334,9 +335,7 @@ def _print_plan(args: argparse.Namespace, entries: list, against: str, note: str
     return 0
 
 
-def _plan_from_cache(
-    scan, settings, truth: dict, doc: object
-) -> tuple[list, str, str | None] | None:
+def _plan_from_cache(scan, settings, truth: dict, model) -> tuple[list, str, str | None] | None:
     """The plan of a clean tree from the version cache, when no reason needs file lists:
     every image is either built at its current version (its tag is in the registry) or never
     built (no `last-build` provenance); None otherwise, with the registry's answers left in
@@ -352,12 +351,14 @@ def _plan_from_cache(
         return None
     if cached is None:
         return None
-    tags = {img["name"]: "git-" + img["version"][:12] for img in cached}
+    from build_assets.core.model import tag_for
+
+    tags = {img["name"]: tag_for(img["version"]) for img in cached}
     if settings.registry is None:
         built: set[str] = set()
         against, note = _NO_REGISTRY
     else:
-        truth.update(_ask_registry(settings, list(tags.items()), doc))
+        truth.update(_ask_registry(settings, list(tags.items()), model))
         if any(state.digest is None and state.last for _, state in truth.values()):
             return None  # some image changed since its last build: reasons need file lists
         built = {name for name, (_, state) in truth.items() if state.digest}
@@ -370,12 +371,13 @@ def _plan_from_cache(
 def _cached_entry(row: dict, current: bool, reason: str):
     """The plan entry of a version-cache row {name, version, base, lambdas}: unchanged when
     `current`, else changed for `reason`."""
+    from build_assets.core.model import tag_for
     from build_assets.core.plan import PlanEntry
 
     return PlanEntry(
         name=row["name"],
         version=row["version"],
-        tag="git-" + row["version"][:12],
+        tag=tag_for(row["version"]),
         base=row["base"],
         lambdas=row["lambdas"],
         changed=not current,
@@ -389,11 +391,12 @@ def _manifest_doc(root: Path, manifest: Path) -> object | None:
     manifest costs no more here than in validation; the document of the same bytes comes
     from the cache in the git folder (no YAML parser imported) when it was parsed before."""
     from build_assets.core import versioncache
+    from build_assets.core.model import MAX_MANIFEST_BYTES
 
     git_dir = root / ".git"  # a linked worktree's .git is a file: no cache, parsed each time
     try:
         with manifest.open("rb") as fh:
-            data = fh.read(_MAX_MANIFEST + 1)
+            data = fh.read(MAX_MANIFEST_BYTES + 1)
     except OSError:
         return None
     cached = versioncache.load_manifest_doc(git_dir, data) if git_dir.is_dir() else None
@@ -411,7 +414,6 @@ def _manifest_doc(root: Path, manifest: Path) -> object | None:
     return doc
 
 
-_MAX_MANIFEST = 2 * 1024 * 1024  # safeyaml.MAX_BYTES (a larger file is refused there)
 _from_cache: list[tuple[bytes, str, object]] = []  # (bytes, source, document) from the cache
 
 
@@ -426,26 +428,33 @@ def _prime_yaml(source: str | None = None) -> None:
         safeyaml.remember(data.decode("utf-8"), source or path, doc)
 
 
-def _quick_paths(doc: object) -> list[str] | None:
-    """Top-level paths a manifest's document draws from, ignore files it names included
-    (None: scan all); odd or too many paths: scan all (full validation says what is wrong;
-    git gets no odd pathspec)."""
-    try:
-        images = doc["images"]  # type: ignore[index]
-        paths = [".dockerignore"]
-        named = [doc.get("dockerignore")]  # type: ignore[attr-defined]
-        for spec in images.values():
-            paths.append(spec["dockerfile"])
-            paths.extend(spec.get("source_paths") or ())
-            named.append(spec.get("dockerignore"))
-        paths.extend(p for p in named if isinstance(p, str))  # `false`: none
-        if not all(isinstance(p, str) and _plain_path(p) for p in paths):
-            return None
-        if sum(len(p.strip("/").split("/", 1)[0]) for p in paths) > 65536:
-            return None  # no huge argument list for git
-        return paths
-    except Exception:  # noqa: BLE001 - full validation reports problems later
+def _quick_model(doc: object, manifest: Path):
+    """The runtime model of the manifest's document, unvalidated (None: no document, or one
+    the model cannot be built from; full validation reports that later)."""
+    if doc is None:
         return None
+    from build_assets.core.model import Manifest
+
+    try:
+        return Manifest.from_document(doc, str(manifest))
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+
+
+def _quick_paths(model) -> list[str] | None:
+    """Top-level paths a manifest draws from, ignore files it names included (None: scan
+    all); odd or too many paths: scan all (full validation says what is wrong; git gets no
+    odd pathspec)."""
+    if model is None:
+        return None
+    from build_assets.core.model import DOCKERIGNORE
+
+    paths = [DOCKERIGNORE, *model.all_paths(), *model.ignore_paths()]
+    if not all(_plain_path(p) for p in paths):
+        return None
+    if sum(len(p.strip("/").split("/", 1)[0]) for p in paths) > 65536:
+        return None  # no huge argument list for git
+    return paths
 
 
 def _plain_path(path: str) -> bool:

@@ -20,12 +20,12 @@ from build_assets.core.context import DOCKERFILE_SLOT
 from build_assets.core.dockerfile import Dockerfile
 from build_assets.core.gitignored import NOWHERE as _NOWHERE
 from build_assets.core.gitignored import missing_reason
-from build_assets.core.ignore import DOCKERIGNORE, DockerIgnore
+from build_assets.core.ignore import DockerIgnore
 
 if TYPE_CHECKING:
+    from build_assets.core.context_selection import ContextSelection
     from build_assets.core.gitrepo import Snapshot
-    from build_assets.core.manifest import Manifest
-    from build_assets.core.versioning import ContextSelection
+    from build_assets.core.model import Manifest
 
 _GLOB = re.compile(r"[*?\[]")
 
@@ -34,15 +34,7 @@ def ignore_file_for(manifest: Manifest, name: str, snapshot: Snapshot) -> str | 
     """The ignore file in force for an image: the manifest's `dockerignore` (per image, else
     manifest-wide; `false`: none), else Docker's rule: `<Dockerfile>.dockerignore` next to
     the Dockerfile replaces the root `.dockerignore`."""
-    named = manifest.dockerignore_of(name)
-    if named is False:
-        return None
-    if isinstance(named, str):
-        return named
-    own = manifest.images[name].dockerfile + DOCKERIGNORE
-    if snapshot.index_of(own) is not None:
-        return own
-    return DOCKERIGNORE if snapshot.index_of(DOCKERIGNORE) is not None else None
+    return manifest.ignore_file_in_force(name, lambda path: snapshot.index_of(path) is not None)
 
 
 @dataclass(frozen=True)

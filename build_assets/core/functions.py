@@ -1,8 +1,7 @@
 """How each Lambda function of the manifest is deployed, and where built images are published.
 
 A `lambda:` item is a function name (`deploy: direct`, no alias: build-assets updates
-`$LATEST`, as always) or a mapping `{name, alias, deploy}`. Pydantic-free, so the frozen
-manifest of `manifestview` answers the same as the validated one.
+`$LATEST`, as always) or a mapping `{name, alias, deploy}` (`core.model.FunctionEntry`).
 """
 
 from __future__ import annotations
@@ -12,9 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from build_assets.core.model import DEFAULT_SSM
+
 DIRECT, NONE = "direct", "none"
 DeployMode = Literal["direct", "none"]
-DEFAULT_SSM = "/build-assets/{env}/{image}/image-uri"
 # what Lambda's CreateAlias accepts: 1-128 of [A-Za-z0-9_-], not all digits (that is a version)
 ALIAS_RE = re.compile(r"^(?!\d+$)[A-Za-z0-9_-]{1,128}$")
 # what SSM's PutParameter accepts as a name (a path: '/' first, at most 15 levels)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-DOCKERIGNORE = ".dockerignore"
+from build_assets.core.model import DOCKERIGNORE
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from build_assets.core.model import is_external
 from build_assets.errors import UserError
 
 if TYPE_CHECKING:  # the plan's cache path reads the lock without parsing any Dockerfile
@@ -39,12 +40,6 @@ HEADER = (
 DOCKER_HUB = "registry-1.docker.io"
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@\[\]-]*$")
-
-
-def is_external(base: str) -> bool:
-    """True for a manifest `base` naming a registry image rather than an image of the manifest
-    (image names hold neither '/' nor ':')."""
-    return "/" in base or ":" in base
 
 
 def valid_reference(ref: str) -> bool:

@@ -1,37 +1,35 @@
-"""`images.yaml`: the typed, validated model of which images a monorepo builds.
+"""`images.yaml`: reading and validating a manifest into the runtime model (`core.model`).
 
-Every problem is reported as one line naming the file, the image and the field, and all
-problems are reported at once (`ManifestError.lines`).
+`core.schema` (pydantic) checks each field's type; this module checks what spans fields and
+images (names, paths, bases and their cycles, build args, functions, resource names). Every
+problem is reported as one line naming the file, the image and the field, and all problems
+are reported at once (`ManifestError.lines`). `Manifest`, `ImageSpec` and the default name
+templates are importable from here too.
 """
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    field_validator,
-)
+from pydantic import ValidationError
 
 from build_assets.core import safeyaml
-from build_assets.core.functions import ALIAS_RE, DEFAULT_SSM, ssm_name_problem
-from build_assets.core.lock import is_external, valid_reference
-from build_assets.core.manifestview import (
-    ImageSpecMethods,
-    ManifestMethods,
-    RepoPaths,
-    show,
+from build_assets.core.functions import ALIAS_RE, ssm_name_problem
+from build_assets.core.lock import valid_reference
+from build_assets.core.model import (  # noqa: F401 - the runtime model, imported from here too
+    DEFAULT_PROJECT_NAME,
+    DEFAULT_REPOSITORY_NAME,
+    MAX_MANIFEST_BYTES,
+    ImageSpec,
+    Manifest,
+    is_external,
 )
-from build_assets.core.naming import DEFAULT_PROJECT_NAME, DEFAULT_REPOSITORY_NAME
+from build_assets.core.repo_paths import RepoPaths
+from build_assets.core.schema import error_lines, lenient_model, to_model
+from build_assets.core.show import show
 from build_assets.errors import ManifestError
 
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -47,182 +45,9 @@ MAX_PATH = 1024  # bytes of a dockerfile / source_paths entry (git pathspecs go 
 MAX_PATH_PART = 255  # bytes of one path component (NAME_MAX)
 MAX_ARG_NAME = 128
 MAX_ARG_VALUE = 8192  # a build arg value goes on the `docker build` command line
-MAX_LIST = 1000  # source_paths / build_args / lambda entries of one image
 MAX_BASE_DEPTH = 100  # Docker's overlay storage stacks at most ~128 layers
 MAX_LINES = 50  # problems reported at once; the rest are counted
 _BAD_ARG_CHARS = re.compile(r"[\x00\n\r]")
-
-
-def _normalise(path: str) -> str:
-    """'./pkg/', 'pkg//sub' -> 'pkg', 'pkg/sub' (leaves '..' and absolute paths to be
-    rejected by validation with the path as written)."""
-    if not path or path.startswith("/") or "\\" in path:
-        return path
-    norm = posixpath.normpath(path)
-    return path if norm.startswith("..") else norm
-
-
-class CodeBuildOptions(BaseModel):
-    """Per-image CodeBuild overrides."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    compute_type: str | None = None
-    timeout_minutes: int | None = Field(default=None, ge=5, le=2160)
-    image: str | None = None
-    fleet: str | None = None  # reserved-capacity fleet ARN: builds start without provisioning
-    docker_server: str | None = None  # compute type of CodeBuild's Docker server capability
-
-
-Platform = Literal["linux/amd64", "linux/arm64"]
-PLATFORMS = ("linux/amd64", "linux/arm64")
-
-
-class Naming(BaseModel):
-    """Templates of AWS resource names; placeholders `{image}` and `{env}`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    codebuild_project: str = DEFAULT_PROJECT_NAME
-    repository: str = DEFAULT_REPOSITORY_NAME
-
-
-class Lifecycle(BaseModel):
-    """Registry clean-up: the newest `keep` versions per repository stay; untagged images
-    expire after `untagged_days` (ECR lifecycle policy and `build-assets gc`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    keep: int = Field(default=10, ge=1, le=10000)
-    untagged_days: int = Field(default=7, ge=1, le=3650)
-
-
-class FunctionEntry(BaseModel):
-    """A `lambda:` item written as a mapping: who deploys the function, through which alias."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    alias: str | None = None
-    deploy: Literal["direct", "none"] = "direct"
-
-
-def _entry_kind(value: Any) -> str:
-    return "mapping" if isinstance(value, dict | FunctionEntry) else "name"
-
-
-# a `lambda:` item: one validation error for a bad one, whichever form it has
-LambdaItem = Annotated[
-    Annotated[str, Tag("name")] | Annotated[FunctionEntry, Tag("mapping")],
-    Discriminator(_entry_kind),
-]
-
-
-class Publish(BaseModel):
-    """Where each built image's digest-pinned URI is published (`ssm: false`: nowhere)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ssm: str | Literal[False] = DEFAULT_SSM
-
-
-class ImageSpec(ImageSpecMethods, BaseModel):
-    """One image of the manifest."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    dockerfile: str
-    source_paths: tuple[str, ...] = Field(default=(), max_length=MAX_LIST)
-    base: str | None = None
-    build_args: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
-    # names or FunctionEntry mappings; `lambdas` (ImageSpecMethods) gives the names
-    lambda_entries: tuple[LambdaItem, ...] = Field(default=(), alias="lambda", max_length=MAX_LIST)
-    codebuild: CodeBuildOptions | None = None
-    # adoption of an existing monorepo (see README "Bringing an existing monorepo")
-    platform: Platform | None = None
-    base_arg: str | None = None  # build arg carrying the base (default: the first FROM's)
-    dockerignore: str | Literal[False] | None = None  # ignore file in force, or none at all
-    codebuild_project: str | None = None  # name override (template allowed)
-    repository: str | None = None  # name override (template allowed)
-    # context paths (gitignore-style globs) that look like credentials but are meant to ship
-    allow_secrets: tuple[str, ...] = Field(default=(), max_length=MAX_LIST)
-    # shown in Dagster only (never hashed): asset owners (emails or `team:name`), description
-    owners: tuple[str, ...] = Field(default=(), max_length=MAX_LIST)
-    description: str | None = None
-
-    @field_validator("dockerfile")
-    @classmethod
-    def _normalise_dockerfile(cls, v: str) -> str:
-        return _normalise(v)
-
-    @field_validator("source_paths")
-    @classmethod
-    def _normalise_paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_normalise(p) for p in v)
-
-    @field_validator("lambda_entries", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
-    @field_validator("build_args", mode="before")
-    @classmethod
-    def _stringify_args(cls, v: Any) -> Any:
-        if not isinstance(v, dict):
-            return v
-        out = {}
-        for key, value in v.items():
-            if isinstance(value, bool):
-                value = str(value).lower()
-            elif isinstance(value, int | float):
-                value = str(value)
-            out[key] = value
-        return out
-
-
-class Manifest(ManifestMethods, BaseModel):
-    """All images of a monorepo, in dependency order (bases first)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    images: dict[str, ImageSpec]
-    source: str = "images.yaml"
-    platform: Platform | None = None  # default of every image
-    dockerignore: str | Literal[False] | None = None  # default of every image
-    naming: Naming = Field(default_factory=Naming)
-    lifecycle: Lifecycle = Field(default_factory=Lifecycle)  # never part of a version
-    publish: Publish = Field(default_factory=Publish)  # never part of a version
-
-
-def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) if len(str(p)) <= 60 else show(str(p))[1:-1] for p in loc]
-    if parts[:1] == ["images"] and len(parts) >= 2:
-        rest = ".".join(parts[2:])
-        return f"image '{parts[1]}'" + (f", field '{rest}'" if rest else "")
-    return "field '" + ".".join(parts) + "'"
-
-
-def _pydantic_lines(source: str, exc: ValidationError) -> list[str]:
-    """One line per validation error; inputs are shown shortened (never stringified whole:
-    an aliased input can be huge once expanded)."""
-    lines = []
-    for err in exc.errors(include_url=False, include_context=False):
-        loc = tuple(err["loc"])
-        if loc[2:3] == ("lambda",) and loc[4:5] in (("name",), ("mapping",)):
-            loc = loc[:4] + loc[5:]  # the union's tag ('lambda.0.mapping.deploy')
-            err = {**err, "loc": loc}
-        where = _field_path(loc)
-        if err["type"] == "extra_forbidden":
-            key = err["loc"][-1]
-            where = _field_path(tuple(err["loc"][:-1]))
-            lines.append(f"{source}: {where}: unknown key {show(str(key))}")
-        elif err["type"] == "missing":
-            lines.append(f"{source}: {where}: required")
-        elif err["type"] == "too_long":
-            lines.append(f"{source}: {where}: more than {MAX_LIST} entries")
-        else:
-            lines.append(f"{source}: {where}: {err['msg']} (got {show(err.get('input'))})")
-    return lines
 
 
 def _check_path(value: str) -> str | None:
@@ -265,10 +90,10 @@ def parse_manifest(text: str, source: str, path_exists: PathCheck | None = None)
         raise ManifestError(f"{source}: field 'images': expected a map of image name -> entry")
 
     try:
-        manifest = Manifest.model_validate({**data, "source": source})
+        manifest = to_model(data, source)
     except ValidationError as exc:
-        lines = _pydantic_lines(source, exc)
-        lenient = _lenient_manifest(data, source)
+        lines = error_lines(source, exc)
+        lenient = lenient_model(data, source)
         if lenient is not None:  # report the other problems too, all in one go
             partial, invalid = lenient
             more = _semantic_problems(partial, source, path_exists, skip=invalid)
@@ -280,26 +105,6 @@ def parse_manifest(text: str, source: str, path_exists: PathCheck | None = None)
     if problems:
         raise ManifestError(problems[0], lines=_capped(problems, source))
     return manifest
-
-
-def _lenient_manifest(data: dict, source: str) -> tuple[Manifest, set[str]] | None:
-    """The valid part of a manifest that failed validation (for reporting every problem)."""
-    images = {}
-    known = {f.alias or name for name, f in ImageSpec.model_fields.items()}
-    for name, entry in data.get("images", {}).items():
-        if not isinstance(entry, dict):
-            continue
-        try:
-            images[str(name)] = ImageSpec.model_validate(
-                {k: v for k, v in entry.items() if k in known}
-            )
-        except ValidationError:
-            continue
-    if not images:
-        return None
-    # bases that failed validation still exist as names: keep references to them quiet
-    stubs = {n: ImageSpec(dockerfile="-") for n in data["images"] if str(n) not in images}
-    return Manifest.model_construct(images={**images, **stubs}, source=source), set(stubs)
 
 
 def _semantic_problems(
@@ -536,18 +341,18 @@ def load_manifest(path: str | Path, repo: str | Path | None = None) -> Manifest:
     root = Path(repo) if repo is not None else path.parent
     try:
         with path.open("rb") as fh:
-            data = fh.read(safeyaml.MAX_BYTES + 1)
+            data = fh.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise ManifestError(
             f"{path}: manifest not found (create images.yaml or pass --manifest)"
         ) from None
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read manifest: {exc.strerror}") from None
-    if len(data) > safeyaml.MAX_BYTES:
+    if len(data) > MAX_MANIFEST_BYTES:
         size = path.stat().st_size
         raise ManifestError(
             f"{path}: {size / 2**20:.1f} MB; a manifest may be at most"
-            f" {safeyaml.MAX_BYTES // 2**20} MB"
+            f" {MAX_MANIFEST_BYTES // 2**20} MB"
         )
     try:
         text = data.decode("utf-8")

@@ -17,13 +17,13 @@ from typing import Any
 
 import yaml
 
+from build_assets.core.model import MAX_MANIFEST_BYTES
 from build_assets.errors import ManifestError
 
-MAX_BYTES = 2 * 1024 * 1024  # far above any real manifest (200 images is ~40 KB)
 MAX_DEPTH = 32  # a manifest needs 5 levels (images > name > build_args > key > value)
 MAX_NODES = 100_000  # expanded nodes (aliases counted as often as they are used); 200
 # images take about 2,000
-MAX_SCALAR_CHARS = 2 * MAX_BYTES  # expanded characters of all scalars
+MAX_SCALAR_CHARS = 2 * MAX_MANIFEST_BYTES  # expanded characters of all scalars
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -140,10 +140,11 @@ def load(text: str, source: str) -> Any:
 
 
 def _load(text: str, source: str) -> Any:
-    size = len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > MAX_BYTES else len(text)
-    if size > MAX_BYTES:
+    cap = MAX_MANIFEST_BYTES
+    size = len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > cap else len(text)
+    if size > cap:
         raise ManifestError(
-            f"{source}: {size / 2**20:.1f} MB; a manifest may be at most {MAX_BYTES // 2**20} MB"
+            f"{source}: {size / 2**20:.1f} MB; a manifest may be at most {cap // 2**20} MB"
         )
     try:
         check_events(text, source)

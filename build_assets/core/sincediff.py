@@ -18,7 +18,8 @@ from pathlib import Path
 
 from build_assets.core.context import ContextFile
 from build_assets.core.gitrepo import _run
-from build_assets.core.ignore import DOCKERIGNORE, DockerIgnore
+from build_assets.core.ignore import DockerIgnore
+from build_assets.core.model import DOCKERIGNORE, Manifest, tag_for
 from build_assets.core.plan import PlanEntry, file_reasons
 
 _FILE_MODES = ("100644", "100755", "120000")
@@ -79,7 +80,7 @@ def _plain(path: object) -> bool:
 
 def plan_from_diff(
     root: Path,
-    manifest: dict,
+    manifest: Manifest,
     now: list[dict],
     then: list[dict],
     changes: dict[str, tuple],
@@ -93,12 +94,8 @@ def plan_from_diff(
     then cached)."""
     from build_assets.core import secrets
 
-    images = manifest.get("images")
-    if not isinstance(images, dict):
-        return None
-    named = [manifest.get("dockerignore")]
-    named += [s.get("dockerignore") for s in images.values() if isinstance(s, dict)]
-    ignores = {n for n in named if isinstance(n, str)}
+    images = manifest.images
+    ignores = set(manifest.ignore_paths())
     if any(p.endswith(DOCKERIGNORE) or p in ignores for p in changes):
         return None  # what is in a context may have changed by rule: the full path says how
     suspects = _Paths(dict.fromkeys(_suspects(root, index), (None,)))
@@ -114,35 +111,33 @@ def plan_from_diff(
         if old is None:
             reasons = ["new image"]
         elif old["version"] != row["version"]:
-            spec = images.get(name)
-            if not isinstance(spec, dict):
+            if name not in images:
                 return None
-            mine = _context_changes(root, manifest, spec, changed, rules)
+            mine = _context_changes(root, manifest, name, changed, rules)
             if mine is None:
                 return None
             gone = tuple(a for a, _ in mine.values() if a is not None)
             came = tuple(b for _, b in mine.values() if b is not None)
-            reasons = file_reasons(gone, came, spec["dockerfile"])
+            reasons = file_reasons(gone, came, images[name].dockerfile)
             base = row["base"]
             if base and base in before and before[base]["version"] != version.get(base):
                 reasons.append(f"base {base} changed")
             if not reasons:
                 reasons.append("build inputs changed")
         if old is None or old["version"] != row["version"]:  # to be built: what it ships
-            spec = images.get(name)
-            if not isinstance(spec, dict):
+            if name not in images:
                 return None
-            inside = _context_changes(root, manifest, spec, suspects, rules)
+            inside = _context_changes(root, manifest, name, suspects, rules)
             if inside is None:
                 return None
-            found = secrets.likely_secrets(sorted(inside), spec.get("allow_secrets") or (), read)
+            found = secrets.likely_secrets(sorted(inside), images[name].allow_secrets, read)
             if found:
                 warnings[name] = [secrets.warning(name, found)]
         entries.append(
             PlanEntry(
                 name=name,
                 version=row["version"],
-                tag="git-" + row["version"][:12],
+                tag=tag_for(row["version"]),
                 base=row["base"],
                 lambdas=row["lambdas"],
                 changed=bool(reasons),
@@ -167,18 +162,19 @@ class _Paths:
 
 
 def _context_changes(
-    root: Path, manifest: dict, spec: dict, changes: _Paths, rules: dict
+    root: Path, manifest: Manifest, name: str, changes: _Paths, rules: dict
 ) -> dict[str, tuple] | None:
     """The changed files inside one image's context (its Dockerfile always, else under its
     source_paths and not excluded by its ignore file in force); `rules` memoises ignore
     files by path."""
-    dockerfile, sources = spec.get("dockerfile"), spec.get("source_paths") or []
-    if not _plain(dockerfile) or not isinstance(sources, list) or not all(map(_plain, sources)):
+    spec = manifest.images[name]
+    dockerfile, sources = spec.dockerfile, spec.source_paths
+    if not _plain(dockerfile) or not all(map(_plain, sources)):
         return None
     found = {p for s in sources for p in changes.under(s.rstrip("/"))}
     candidates = sorted(found - {dockerfile})
     if candidates:
-        ignore = _ignore_in_force(root, manifest, spec, rules)
+        ignore = _ignore_in_force(root, manifest, name, rules)
         if ignore is None:
             return None
         excluded = {candidates[i] for i in ignore.excluded_indices(candidates)}
@@ -188,21 +184,12 @@ def _context_changes(
     return {p: changes.items[p] for p in sorted(found)}
 
 
-def _ignore_in_force(root: Path, manifest: dict, spec: dict, memo: dict) -> DockerIgnore | None:
-    """Docker's rule (as in contextcheck.ignore_file_for) on a clean tree: the manifest's
-    `dockerignore` (false: none), else `<Dockerfile>.dockerignore`, else the root one."""
-    named = spec.get("dockerignore")
-    if named is None:
-        named = manifest.get("dockerignore")
-    if named is False:
+def _ignore_in_force(root: Path, manifest: Manifest, name: str, memo: dict) -> DockerIgnore | None:
+    """The rules of the image's ignore file in force (`Manifest.ignore_file_in_force`) on a
+    clean tree, read once per path (`memo`); None when it cannot be read."""
+    path = manifest.ignore_file_in_force(name, lambda p: (root / p).is_file())
+    if path is None:
         return DockerIgnore(None)
-    if isinstance(named, str):
-        path = named
-    elif named is None:
-        own = spec["dockerfile"] + DOCKERIGNORE
-        path = own if (root / own).is_file() else DOCKERIGNORE
-    else:
-        return None
     if path not in memo:
         try:
             text = (root / path).read_text(errors="replace")

@@ -24,17 +24,18 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from build_assets.core.model import SCHEME
+
 if TYPE_CHECKING:
     from build_assets.core.gitrepo import WorktreeScan
-    from build_assets.core.manifest import Manifest
-    from build_assets.core.versioning import VersionSet
+    from build_assets.core.image_version import VersionSet
+    from build_assets.core.model import Manifest
 
 FILE = "build-assets-versions.json"
 COMMITS = "build-assets-versions"  # folder of commit entries
 MAX_COMMIT_ENTRIES = 512  # oldest (by use) removed beyond this
 FORMAT = 5  # 4: checksummed entries, commit entries; 5: contexts as Docker ships them and
 # bases read once (issue 18): versions of ignored Dockerfiles and empty folders changed
-SCHEME = "build-assets/v1"  # versioning.SCHEME (kept here so a cache hit imports nothing)
 
 
 def _digest(*parts: str | bytes) -> str:
@@ -273,7 +274,7 @@ def save_suspects(git_dir: Path, tree: str, rules: str, paths: list[str]) -> Non
     _write_body(git_dir / SUSPECTS, {"key": key, "value": paths})
 
 
-# -- the validated manifest (core.manifestview) -----------------------------------------------
+# -- the validated manifest (core.validated_cache) --------------------------------------------
 
 MANIFEST_MODEL = "build-assets-manifest-model.json"
 
@@ -285,14 +286,14 @@ def validated_key(source: str, manifest_bytes: bytes, code: bytes) -> str:
 
 
 def load_validated(git_dir: Path, key: str) -> dict | None:
-    """The `model_dump()` of the manifest validated under `key`, when known."""
+    """The document (`Manifest.to_document()`) of the manifest validated under `key`."""
     body = _small_entry(git_dir / MANIFEST_MODEL, key)
     value = None if body is None else body["value"]
     return value if isinstance(value, dict) else None
 
 
 def save_validated(git_dir: Path, key: str, dump: dict) -> None:
-    """Remember a validated manifest's dump (only when JSON keeps it exactly, tuples aside)."""
+    """Remember a validated manifest's document (only when JSON keeps it exactly)."""
     try:
         json.dumps(dump)
     except (TypeError, ValueError, RecursionError):

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from build_assets.core.manifest import Manifest
+from build_assets.core.model import Manifest
 from build_assets.core.versioning import ImageVersion, VersionSet
 from build_assets.engine import progress
 from build_assets.engine.builders.base import Builder, BuildRequest, make_request

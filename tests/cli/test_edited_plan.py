@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import typing
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from build_assets.core import manifestview, versioncache
-from build_assets.core.manifest import ImageSpec, Manifest, load_manifest
-from build_assets.core.manifestview import FrozenManifest, load_validated
+from build_assets.core import model, schema, validated_cache, versioncache
+from build_assets.core.manifest import load_manifest
+from build_assets.core.model import CodeBuildOptions, ImageSpec, Manifest
+from build_assets.core.validated_cache import load_validated
 from build_assets.errors import ManifestError
 from tests.gitutil import git, make_repo, write
 from tests.importtime import run_cli
@@ -150,7 +150,7 @@ images:
     base: base
     base_arg: PARENT
     source_paths: [app, shared]
-    lambda: [app-a, app-b]
+    lambda: [app-a, {name: app-c, alias: live, deploy: none}]
     platform: linux/amd64
     dockerignore: false
     codebuild_project: app-builder
@@ -172,50 +172,60 @@ def _full_repo(tmp_path: Path) -> Path:
     )
 
 
-def _fields(model: object, fields: typing.Iterable[str]) -> dict:
-    return {name: getattr(model, name) for name in fields}
+def _loads(path: Path, repo: Path, git_dir: Path) -> tuple[Manifest, bool]:
+    """load_validated's model, and whether it was validated (the store missed)."""
+    missed: list[bool] = []
+    model = load_validated(path, repo, git_dir, lambda: missed.append(True))
+    return model, bool(missed)
 
 
-def test_frozen_manifest_has_every_field_and_method_result(tmp_path: Path) -> None:
+def test_stored_model_is_the_validated_model(tmp_path: Path) -> None:
     repo = _full_repo(tmp_path)
     path, git_dir = repo / "images.yaml", repo / ".git"
-    model = load_validated(path, repo, git_dir)
-    frozen = load_validated(path, repo, git_dir)
-    assert isinstance(model, Manifest) and isinstance(frozen, FrozenManifest)
-    assert model == load_manifest(path, repo)
-    nested_fields = ("naming", "lifecycle", "publish")
-    top = [f for f in Manifest.model_fields if f not in ("images", *nested_fields)]
-    assert _fields(frozen, top) == _fields(model, top)
-    for nested in nested_fields:
-        sub = getattr(model, nested)
-        assert _fields(getattr(frozen, nested), type(sub).model_fields) == dict(sub)
-    assert list(frozen.images) == list(model.images)
-    for name, spec in model.images.items():
-        copy = frozen.images[name]
-        plain = [f for f in ImageSpec.model_fields if f != "codebuild"]
-        assert _fields(copy, plain) == _fields(spec, plain)
-        assert [type(getattr(copy, f)) for f in plain] == [type(getattr(spec, f)) for f in plain]
-        if spec.codebuild is None:
-            assert copy.codebuild is None
-        else:
-            assert vars(copy.codebuild) == dict(spec.codebuild)
-        assert copy.identity() == spec.identity()
-        assert copy.context_roots() == spec.context_roots()
-        for method in ("platform_of", "dockerignore_of", "external_base", "dependents"):
-            assert getattr(frozen, method)(name) == getattr(model, method)(name)
-        assert frozen.project_name(name, "dev") == model.project_name(name, "dev")
-        assert frozen.repository_name(name, "dev") == model.repository_name(name, "dev")
-    for method in ("order", "all_paths", "ignore_paths", "shared_repositories"):
-        assert getattr(frozen, method)() == getattr(model, method)()
+    fresh, validated = _loads(path, repo, git_dir)
+    stored, again = _loads(path, repo, git_dir)
+    assert validated and not again
+    assert type(stored) is type(fresh) is Manifest
+    # dataclass equality: every field, nested options and tuple/list types alike
+    assert stored == fresh == load_manifest(path, repo)
+    codebuild = CodeBuildOptions(compute_type="BUILD_GENERAL1_LARGE", timeout_minutes=30)
+    assert stored.images["base"].codebuild == codebuild
+    assert stored.images["app"].lambda_entries == (
+        "app-a",
+        model.FunctionEntry("app-c", alias="live", deploy="none"),
+    )
+    assert stored.images["base"].build_args == {"FLAG": "true", "N": "3"}
+    assert stored.images["base"].dockerfile == "base/Dockerfile"  # normalised
+    assert Manifest.from_document(fresh.to_document()) == fresh
 
 
-def test_tuple_fields_are_every_tuple_typed_field() -> None:
-    tuples = {
-        name
-        for name, field in ImageSpec.model_fields.items()
-        if typing.get_origin(field.annotation) is tuple
-    }
-    assert tuples == set(manifestview.TUPLE_FIELDS)
+def _schema_fields(schema: type) -> dict[str, str]:
+    return {name: f.alias or name for name, f in schema.model_fields.items()}
+
+
+def _model_fields(cls: type) -> dict[str, str]:
+    return {f.name: f.key for f in cls.FIELDS}
+
+
+@pytest.mark.parametrize(
+    ("schema_class", "model_class"),
+    [
+        (schema.ManifestSchema, Manifest),
+        (schema.ImageSchema, ImageSpec),
+        (schema.CodeBuildSchema, CodeBuildOptions),
+        (schema.NamingSchema, model.Naming),
+        (schema.LifecycleSchema, model.Lifecycle),
+        (schema.PublishSchema, model.Publish),
+        (schema.FunctionEntrySchema, model.FunctionEntry),
+    ],
+)
+def test_schema_and_model_have_the_same_fields(schema_class: type, model_class: type) -> None:
+    """A field added to one and not the other would be validated and lost, or never checked."""
+    assert _schema_fields(schema_class) == _model_fields(model_class)
+    required = {"images": {}, "dockerfile": "D", "name": "f"}
+    given = {k: v for k, v in required.items() if k in _model_fields(model_class)}
+    defaults = schema_class.model_validate(given).model_dump(mode="json", by_alias=True)
+    assert model.dump(model_class(**given)) == {**defaults, **given}  # the same defaults
 
 
 def test_validated_manifest_is_keyed_by_bytes_name_and_code(
@@ -224,13 +234,13 @@ def test_validated_manifest_is_keyed_by_bytes_name_and_code(
     repo = _full_repo(tmp_path)
     path, git_dir = repo / "images.yaml", repo / ".git"
     load_validated(path, repo, git_dir)
-    assert isinstance(load_validated(path, repo, git_dir), FrozenManifest)
+    assert _loads(path, repo, git_dir)[1] is False
     # the same bytes under another name: validated again (the name is in every message)
     monkeypatch.chdir(repo)
-    assert isinstance(load_validated(Path("images.yaml"), repo, git_dir), Manifest)
+    assert _loads(Path("images.yaml"), repo, git_dir)[1] is True
     # other code: validated again
-    monkeypatch.setattr(manifestview, "_code", lambda: b"other code")
-    assert isinstance(load_validated(path, repo, git_dir), Manifest)
+    monkeypatch.setattr(validated_cache, "_code", lambda: b"other code")
+    assert _loads(path, repo, git_dir)[1] is True
     monkeypatch.undo()
     # a hand-edited entry: never trusted
     load_validated(path, repo, git_dir)
@@ -238,11 +248,11 @@ def test_validated_manifest_is_keyed_by_bytes_name_and_code(
     data = json.loads(entry.read_text())
     data["body"]["value"]["images"]["app"]["base"] = None
     entry.write_text(json.dumps(data))
-    assert isinstance(load_validated(path, repo, git_dir), Manifest)
+    assert _loads(path, repo, git_dir)[1] is True
     # a well-formed entry of a shape this code does not write: validated again
     body = {"key": data["body"]["key"], "value": {"images": {"x": {}}}}
     entry.write_text(json.dumps({"sum": versioncache._checksum(body), "body": body}))
-    assert isinstance(load_validated(path, repo, git_dir), Manifest)
+    assert _loads(path, repo, git_dir)[1] is True
     # other bytes: validated again, and their problems reported as load_manifest does
     write(repo, {"images.yaml": FULL.replace("base: base", "base: nope")})
     with pytest.raises(ManifestError) as got:

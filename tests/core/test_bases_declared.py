@@ -207,7 +207,7 @@ def test_a_lock_entry_for_the_base_args_default_is_never_passed_as_the_arg(
     pins = {DEFAULT: DIGEST, "x/tools:1": DIGEST}
 
     def passed(base: str, *externals: ExternalBase) -> dict[str, str]:
-        spec = api.spec.model_copy(update={"base": base})
+        spec = api.spec.replace(base=base)
         return ImageVersion(
             API,
             spec,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from build_assets.core.manifest import ImageSpec, Manifest, _cycle_problems
+from build_assets.core.manifest import _cycle_problems
+from build_assets.core.model import ImageSpec, Manifest
 from tests.gitutil import commit_all, make_repo
 
 CORPUS = Path(__file__).parents[1] / "manifests" / "hostile"
@@ -150,14 +151,14 @@ def test_graph_walks_are_linear() -> None:
     n = 100_000
     ring = {f"i{k}": ImageSpec(dockerfile="D", base=f"i{(k + 1) % n}") for k in range(n)}
     started = time.perf_counter()
-    [line] = _cycle_problems(Manifest.model_construct(images=ring, source="m"), "m")
+    [line] = _cycle_problems(Manifest(images=ring, source="m"), "m")
     assert "cycle of bases i0 -> i1 -> i2 -> … (100,000 images)" in line
     assert time.perf_counter() - started < 1.0
     started = time.perf_counter()
     chain = {
         f"c{k}": ImageSpec(dockerfile="D", base=f"c{k - 1}" if k else None) for k in range(2000)
     }
-    manifest = Manifest.model_construct(images=dict(reversed(chain.items())), source="m")
+    manifest = Manifest(images=dict(reversed(chain.items())), source="m")
     assert manifest.order() == [f"c{k}" for k in range(2000)]
     assert manifest.dependents("c1997") == ["c1998", "c1999"]
     [deep] = _cycle_problems(manifest, "m")

@@ -95,3 +95,49 @@ def test_external_base_is_an_observed_root_with_a_pinned_check(stack_env, tmp_pa
         assert not check.passed
         assert "behind upstream" in check.description
         assert first in check.description and moved in check.description
+
+
+PINNED = "sha256:" + "a" * 64
+LOCKED = "sha256:" + "b" * 64
+
+
+def test_a_digest_pinned_from_gets_one_answer_from_the_lock_and_the_upstream_assets(
+    tmp_path: Path,
+) -> None:
+    """`FROM repo@sha256:…` is an external base pinned where it is named: the lock's rule and
+    the upstream assets read it alike (one rule, `core.lock.image_bases`); the lock pins only
+    the tag reference, the upstream asset of the pinned one carries the Dockerfile's digest.
+    No registry is asked (nothing is observed)."""
+    from build_assets.core import lock
+    from build_assets.core.versioning import worktree_versions
+    from build_assets.dagster import upstream
+    from tests.gitutil import make_repo
+
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "images.yaml": "images:\n  app:\n    dockerfile: app/Dockerfile\n",
+            "app/Dockerfile": (
+                f"FROM example.com/tools/python@{PINNED} AS py\n"
+                "FROM example.com/lambda/base:1\nCOPY --from=py /x /x\n"
+            ),
+            "bases.lock": f"bases:\n  example.com/lambda/base:1: {LOCKED}\n",
+        },
+    )
+    versions = worktree_versions(repo)
+    image = versions["app"]
+    spec = image.spec
+    by_lock = lock.image_bases(
+        image.dockerfile, spec.build_args, spec.base, spec.base_arg, versions.manifest.images
+    )
+    assert upstream.image_bases(versions, "app") == by_lock
+    assert [(e.reference, e.digest) for e in by_lock] == [
+        ("example.com/tools/python", PINNED),
+        ("example.com/lambda/base:1", None),
+    ]
+    # the lock pins (and the version hashes) only the one not pinned where it is named
+    assert [e.reference for e in image.externals] == ["example.com/lambda/base:1"]
+    assert image.identity["external_bases"] == {"example.com/lambda/base:1": LOCKED}
+    assert upstream.external_bases(versions, "app") == [e.reference for e in by_lock]
+    found = {u.reference: u.pinned for u in upstream.upstreams(versions, repo / "images.yaml")}
+    assert found == {"example.com/tools/python": PINNED, "example.com/lambda/base:1": LOCKED}
