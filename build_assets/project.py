@@ -75,13 +75,11 @@ class Project:
     def repository(self, image: str) -> str:
         """Repository of an image: '<registry prefix>/<name>', the name from the manifest's
         `naming.repository` / per-image `repository` template (as `bootstrap` names them)."""
-        from build_assets.engine.scheduler import repository_for
-
         if self._manifest is None:
             from build_assets.core.manifest import load_manifest
 
             self._manifest = load_manifest(self.settings.manifest, self.settings.repo)
-        return repository_for(self.registry, image, self._manifest, self.settings.env)
+        return self._manifest.repository_uri(self.registry, image, self.settings.env)
 
     def request_for(
         self, image: ImageVersion, base_uri: str | None = None, previous_tag: str | None = None

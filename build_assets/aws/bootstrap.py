@@ -33,6 +33,7 @@ from build_assets.aws.context_bucket import DEFAULT_EXPIRY_DAYS, ContextBucket
 from build_assets.aws.ecr_lifecycle import DEFAULT_KEEP, DEFAULT_UNTAGGED_DAYS
 from build_assets.aws.ecr_repository import ensure_repository
 from build_assets.aws.project_settings import project_name, project_settings
+from build_assets.core.model import DEFAULT_REPOSITORY_NAME, resource_name
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class Bootstrapper:
     def repository_of(self, image: str) -> str:
         """The ECR repository name of an image (the manifest's template, else the image)."""
         template = self._settings.get(image, {}).get("repository_name")
-        return template.format(image=image, env=self.env) if template else image
+        return resource_name(template or DEFAULT_REPOSITORY_NAME, image, self.env)
 
     @property
     def role_name(self) -> str:

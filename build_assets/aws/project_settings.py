@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from build_assets.core.model import DEFAULT_PROJECT_NAME, resource_name
 from build_assets.errors import UserError
 
 DEFAULT_IMAGE = "aws/codebuild/standard:7.0"
@@ -35,9 +36,7 @@ _IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 def project_name(image: str, env: str, template: str | None = None) -> str:
     """CodeBuild project of an image (created by `build-assets bootstrap`): the manifest's
     naming template (`{image}`, `{env}`) or `<image>-<env>-img-builder`."""
-    if template:
-        return template.format(image=image, env=env)
-    return f"{image}-{env}-img-builder"
+    return resource_name(template or DEFAULT_PROJECT_NAME, image, env)
 
 
 def project_settings(

@@ -35,6 +35,12 @@ def tag_for(version: str) -> str:
     return TAG_PREFIX + version[:12]
 
 
+def resource_name(template: str, image: str, env: str) -> str:
+    """A repository or CodeBuild project name from its naming template (`{image}`, `{env}`):
+    the one rule `bootstrap`, the builders, `plan` and the deploys all name resources by."""
+    return template.format(image=image, env=env)
+
+
 def is_external(base: str) -> bool:
     """True for a manifest `base` naming a registry image rather than an image of the manifest
     (image names hold neither '/' nor ':')."""
@@ -294,7 +300,7 @@ class Manifest(Record):
     def project_name(self, name: str, env: str) -> str:
         """The CodeBuild project of an image in an environment."""
         template = self.images[name].codebuild_project or self.naming.codebuild_project
-        return template.format(image=name, env=env)
+        return resource_name(template, name, env)
 
     def project_template(self, name: str) -> str | None:
         """The image's CodeBuild project template, when not the default one."""
@@ -306,7 +312,7 @@ class Manifest(Record):
         manifest is named by the manifest-wide template."""
         spec = self.images.get(name)
         template = (spec.repository if spec else None) or self.naming.repository
-        return template.format(image=name, env=env)
+        return resource_name(template, name, env)
 
     def repository_uri(self, registry: str, name: str, env: str = "") -> str:
         """'<registry prefix>/<repository>' of an image ('host[:port][/namespace]/name')."""

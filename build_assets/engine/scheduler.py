@@ -59,8 +59,7 @@ def repository_for(
 ) -> str:
     """Repository of an image in a registry prefix ('host[:port][/namespace]'), named by the
     manifest's `naming.repository` / per-image `repository` template when given."""
-    name = manifest.repository_name(image, env) if manifest is not None else image
-    return f"{registry.rstrip('/')}/{name}"
+    return (manifest or Manifest(images={})).repository_uri(registry, image, env)
 
 
 class BuildScheduler:
