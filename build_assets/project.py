@@ -101,7 +101,7 @@ class Project:
         s = self.settings
         if s.backend == "codebuild":
             from build_assets.aws.clients import aws_errors, bucket_name, make_session
-            from build_assets.aws.codebuild import CodeBuildBuilder
+            from build_assets.engine.builders.codebuild import CodeBuildBuilder
 
             session = make_session()
             with aws_errors("resolve", "the context bucket"):
