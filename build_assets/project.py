@@ -205,6 +205,7 @@ class Project:
             local = getattr(self.builder(), "uses_local_engine", False)
         if check == "for_materialize":
             extra["docker_host"] = self.settings.docker_host
+            extra["docker_tls_verify"] = bool(self.settings.docker_tls_verify)
         if check == "for_materialize" and self.settings.backend == "codebuild":
             extra |= {"ecr": [self.repository(i) for i in images], "env": self.settings.env}
         getattr(preflight, check)(
