@@ -99,7 +99,7 @@ class Project:
         s = self.settings
         if s.backend == "codebuild":
             from build_assets.aws.clients import aws_errors, bucket_name, make_session
-            from build_assets.aws.codebuild import CodeBuildBuilder
+            from build_assets.engine.builders.codebuild import CodeBuildBuilder
 
             session = make_session()
             with aws_errors("resolve", "the context bucket"):
@@ -203,6 +203,7 @@ class Project:
             local = getattr(self.builder(), "uses_local_engine", False)
         if check == "for_materialize":
             extra["docker_host"] = self.settings.docker_host
+            extra["docker_tls_verify"] = bool(self.settings.docker_tls_verify)
         if check == "for_materialize" and self.settings.backend == "codebuild":
             extra |= {"ecr": [self.repository(i) for i in images], "env": self.settings.env}
         getattr(preflight, check)(

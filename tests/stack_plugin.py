@@ -30,7 +30,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]
     """The running stack; os.environ carries its env() for the session, restored afterwards."""
     home = tmp_path_factory.mktemp("stack")
     try:
-        info = stack_up(home, log=_quiet)
+        info = stack_up(home, log=_quiet, docker_host=os.environ.get("DOCKER_HOST"))
     except UserError as e:
         stack_down(home, log=_quiet)
         if os.environ.get("CI"):

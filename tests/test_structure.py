@@ -1,7 +1,8 @@
 """The shape of the package, checked on its source (issue 20): no import circle (every import
-statement counted, TYPE_CHECKING and function-level ones included), no module over 500 lines, no
-function over 100 lines, and environment variables read only in `settings.py` or where a child
-process's environment is built (`{**os.environ, ...}`, `dict(os.environ)`, `os.environ.copy()`).
+statement counted, TYPE_CHECKING and function-level ones included), each module importing only
+its own layer or lower ones (`LAYERS`), no module over 500 lines, no function over 100 lines, and
+environment variables read only in `settings.py` or where a child process's environment is built
+(`{**os.environ, ...}`, `dict(os.environ)`, `os.environ.copy()`).
 Each test names the offenders, so a failure says what to move."""
 
 from __future__ import annotations
@@ -15,6 +16,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "build_assets"
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 100
 SETTINGS_MODULE = "build_assets.settings"
+# lowest first; a module (or the modules of a package) may import its own layer or lower ones
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("build_assets.settings", "build_assets.errors"),
+    ("build_assets.core",),
+    ("build_assets.aws", "build_assets.stack"),
+    ("build_assets.engine",),
+    ("build_assets.project",),
+    ("build_assets.dagster",),
+    ("build_assets.cli",),
+    ("build_assets", "build_assets.__main__", "build_assets.definitions"),  # entry points
+)
 
 
 @cache
@@ -98,6 +110,27 @@ def import_cycles() -> list[list[str]]:
     return groups
 
 
+def layer_of(name: str) -> int:
+    """The index in `LAYERS` of the nearest entry that is `name` or a package above it."""
+    level = {entry: i for i, entries in enumerate(LAYERS) for entry in entries}
+    dotted = name
+    while dotted not in level:
+        if "." not in dotted:
+            raise AssertionError(f"{name} is in no layer: add it to LAYERS")
+        dotted = dotted.rpartition(".")[0]
+    return level[dotted]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """'importer -> imported' for every edge of `graph` into a higher layer."""
+    return sorted(
+        f"{name} -> {target}"
+        for name, targets in graph.items()
+        for target in targets
+        if layer_of(target) > layer_of(name)
+    )
+
+
 def _parents(module: ast.Module) -> dict[ast.AST, ast.AST]:
     return {child: node for node in ast.walk(module) for child in ast.iter_child_nodes(node)}
 
@@ -133,6 +166,29 @@ def environment_reads(name: str) -> Iterator[int]:
 
 def test_no_import_cycle() -> None:
     assert import_cycles() == []
+
+
+def test_layers_import_only_downward() -> None:
+    """settings/errors -> core -> aws, stack -> engine -> project -> dagster -> cli: what two
+    layers share lives in the lower one."""
+    assert upward_imports({name: imported(name) for name in modules()}) == []
+
+
+def test_project_has_what_the_engine_protocols_name() -> None:
+    """The engine names `Project` by Protocols (`engine.project_protocols`): each member exists."""
+    from build_assets.engine import project_protocols as pp
+    from build_assets.project import Project
+    from build_assets.settings import Settings
+
+    project = Project(Settings.resolve(environ={}, registry="localhost:5000"))
+    members = {
+        f"{proto.__name__}.{member}"
+        for proto in (pp.FunctionProject, pp.RunProject, pp.RollbackProject)
+        for member in [*vars(proto), *proto.__annotations__]
+        if not member.startswith("_") or member == "_lambda_client"
+    }
+    assert len(members) > 10
+    assert {m for m in members if not hasattr(project, m.split(".")[1])} == set()
 
 
 def test_no_module_over_500_lines() -> None:
@@ -187,3 +243,14 @@ def test_the_checks_see_what_they_look_for(tmp_path: Path) -> None:
     )
     assert flagged == [2, 3, 7]
     assert "build_assets.settings" in imported("build_assets.project")
+    # an upward edge is flagged, a downward or same-layer one is not
+    assert upward_imports(
+        {
+            "build_assets.aws.x": {"build_assets.engine.builders.base", "build_assets.stack.y"},
+            "build_assets.engine.z": {"build_assets.project", "build_assets.core.w"},
+            "build_assets.cli.v": {"build_assets.dagster", "build_assets.errors"},
+        }
+    ) == [
+        "build_assets.aws.x -> build_assets.engine.builders.base",
+        "build_assets.engine.z -> build_assets.project",
+    ]

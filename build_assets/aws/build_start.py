@@ -1,6 +1,7 @@
 """What a StartBuild call carries for one image version, and how an earlier build is recognised
 as the same version: the script's environment variables and secrets, and the idempotency token
-(same image, version, attempt and parameters -> the same build)."""
+(same image, version, attempt and parameters -> the same build). Plain values in, CodeBuild's
+shapes out: the builder (`engine.builders.codebuild`) maps a `BuildRequest` to them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from build_assets.aws.clients import ecr_registry_parts
-from build_assets.engine.builders.base import BuildRequest
 from build_assets.errors import UserError
 
 VERSION_VARIABLE = "BUILD_ASSETS_VERSION"
@@ -45,36 +44,13 @@ def parse_secrets(secrets: Mapping[str, str] | None) -> list[dict[str, str]]:
 
 
 def build_environment(
-    request: BuildRequest, secret_vars: Sequence[dict[str, str]]
+    variables: Mapping[str, str], secret_vars: Sequence[dict[str, str]]
 ) -> list[dict[str, str]]:
-    """The build script's variables (the non-empty ones) followed by the secrets."""
-    registry, _, _ = ecr_registry_parts(request.repository)
-    plain = {
-        "IMAGE_REPO": request.repository,
-        "IMAGE_TAG": request.tag,
-        "DOCKERFILE": request.dockerfile,
-        "BASE_IMAGE": request.base_image or "",
-        "BASE_WAIT_REF": request.base_wait or "",
-        # the script's default is BASE_IMAGE: only another arg name is passed
-        "BASE_ARG": (
-            request.base_arg
-            if (request.base_image or request.base_wait) and request.base_arg != "BASE_IMAGE"
-            else ""
-        ),
-        "PLATFORM": request.platform or "",
-        "BUILD_ARGS": "\n".join(f"{k}={v}" for k, v in sorted(request.build_args.items())),
-        "CACHE_FROM": (
-            f"{request.repository}:{request.previous_tag}" if request.previous_tag else ""
-        ),
-        "ECR_REGISTRY": registry or "",
-        "IMAGE_LABELS": "\n".join(f"{k}={v}" for k, v in sorted(request.labels.items())),
-        VERSION_VARIABLE: request.version,
-        IMAGE_VARIABLE: request.image,
-    }
-    taken = {v["name"] for v in secret_vars} & set(plain)
+    """The build script's `variables` (the non-empty ones) followed by the secrets."""
+    taken = {v["name"] for v in secret_vars} & set(variables)
     if taken:
         raise UserError(f"secret names clash with build variables: {', '.join(sorted(taken))}")
-    return [{"name": k, "value": v, "type": "PLAINTEXT"} for k, v in plain.items() if v] + list(
+    return [{"name": k, "value": v, "type": "PLAINTEXT"} for k, v in variables.items() if v] + list(
         secret_vars
     )
 
@@ -87,9 +63,9 @@ def env_value(build: Mapping[str, Any], name: str) -> str | None:
     return None
 
 
-def is_same_version(build: Mapping[str, Any], request: BuildRequest, key: str) -> bool:
-    """True when `build` builds `request`'s version (older builds: same tag and context key)."""
-    if env_value(build, VERSION_VARIABLE) == request.version:
+def is_same_version(build: Mapping[str, Any], version: str, tag: str, key: str) -> bool:
+    """True when `build` builds `version` (older builds: same `tag` and context `key`)."""
+    if env_value(build, VERSION_VARIABLE) == version:
         return True
     location = (build.get("source") or {}).get("location", "")
-    return env_value(build, "IMAGE_TAG") == request.tag and location.endswith(key)
+    return env_value(build, "IMAGE_TAG") == tag and location.endswith(key)

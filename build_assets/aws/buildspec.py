@@ -6,12 +6,13 @@ one line of plain shell, immune to YAML quoting and to heredoc handling in CodeB
 runner. The local builder runs the same script, so local end-to-end tests cover what runs here.
 
 The script's contract (env vars IMAGE_REPO, IMAGE_TAG, DOCKERFILE, BASE_IMAGE, BUILD_ARGS,
-CACHE_FROM, ECR_REGISTRY; prints `BUILD_ASSETS_DIGEST=sha256:...`) is fed by
-`aws.codebuild`. CodeBuild's images ship buildx, so there the script exports a registry layer
-cache (mode=max, `<repo>:buildcache-<tag>`) and reads back the previous tag's and the base's:
-a fresh CodeBuild host reuses the dependency layers of the last build. A missing or broken cache
-falls back to a plain build. The printed digest is also exported as a CodeBuild variable so it
-shows in `batch_get_builds` (`exportedEnvironmentVariables`).
+CACHE_FROM, ECR_REGISTRY; prints `BUILD_ASSETS_DIGEST=sha256:...`) is fed by the CodeBuild
+builder (`engine.builders.codebuild`). CodeBuild's images ship buildx, so there the script
+exports a registry layer cache (mode=max, `<repo>:buildcache-<tag>`) and reads back the
+previous tag's and the base's: a fresh CodeBuild host reuses the dependency layers of the last
+build. A missing or broken cache falls back to a plain build. The printed digest is also
+exported as a CodeBuild variable so it shows in `batch_get_builds`
+(`exportedEnvironmentVariables`).
 """
 
 from __future__ import annotations

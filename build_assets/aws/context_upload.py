@@ -13,7 +13,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from build_assets.aws.clients import aws_errors, error_code
-from build_assets.engine.builders.base import BuildRequest
+from build_assets.core.context import BuildContext
 from build_assets.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -38,27 +38,28 @@ def transfer_config(multipart_chunk: int = MULTIPART_CHUNK) -> TransferConfig:
 
 
 def upload_context(
-    s3: Any, bucket: str, request: BuildRequest, transfer: TransferConfig
+    s3: Any, bucket: str, image: str, version: str, context: BuildContext, transfer: TransferConfig
 ) -> tuple[str, bool]:
-    """Upload the context zip unless its content key exists; return (key, uploaded)."""
-    key = context_key(request.image, request.version)
+    """Upload the zip of `image` `version`'s `context` unless its content key exists; return
+    (key, uploaded)."""
+    key = context_key(image, version)
     where = f"s3://{bucket}/{key}"
     with aws_errors("check build context", where):
         try:
             s3.head_object(Bucket=bucket, Key=key)
-            log.info("%s: context %s already uploaded", request.image, where)
+            log.info("%s: context %s already uploaded", image, where)
             return key, False
         except ClientError as exc:
             if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
                 raise
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as buf:
-        request.context.write_zip(buf)  # type: ignore[arg-type]
+        context.write_zip(buf)  # type: ignore[arg-type]
         size = buf.tell()
         buf.seek(0)
         log.info(
             "%s: uploading context (%d files, %.1f MiB) to %s",
-            request.image,
-            request.context.file_count,
+            image,
+            context.file_count,
             size / 2**20,
             where,
         )
@@ -70,10 +71,10 @@ def upload_context(
                     key,
                     ExtraArgs={
                         "ContentType": "application/zip",
-                        "Metadata": {"image": request.image, "version": request.version},
+                        "Metadata": {"image": image, "version": version},
                     },
                     Config=transfer,
-                    Callback=_Progress(request.image, size),
+                    Callback=_Progress(image, size),
                 )
             except S3UploadFailedError as exc:  # wraps the ClientError in its message only
                 hint = " — run `build-assets bootstrap` first" if "NoSuchBucket" in str(exc) else ""

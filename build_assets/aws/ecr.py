@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from build_assets.aws.clients import aws_errors, ecr_registry_parts, error_code, make_client
-from build_assets.engine.registry import MANIFEST_TYPES
+from build_assets.core.mediatypes import MANIFEST_TYPES
 from build_assets.errors import UserError
 
 MAX_IDS = 100  # batch_get_image / describe_images / batch_delete_image accept at most 100 ids

@@ -132,7 +132,11 @@ def ensure_stack(settings: Settings, home: Path | None = None, backend: str = "l
         return settings
     from build_assets.stack.local import stack_up
 
-    info = stack_up(home or settings.home / "stack", docker_host=settings.docker_host)
+    info = stack_up(
+        home or settings.home / "stack",
+        docker_host=settings.docker_host,
+        docker_tls_verify=bool(settings.docker_tls_verify),
+    )
     export(info.env())  # like `eval "$(build-assets stack up)"`: AWS SDK, docker
     return settings.with_(
         registry=info.registry,

@@ -22,7 +22,7 @@ class CodeBuildDemoResource(ImageBuildResource):
 
     def make_builder(self) -> Any:
         from build_assets.aws.clients import bucket_name, make_session
-        from build_assets.aws.codebuild import CodeBuildBuilder
+        from build_assets.engine.builders.codebuild import CodeBuildBuilder
 
         s = self.settings()
         session = make_session()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from build_assets.settings import Settings
     from build_assets.stack.services import StackInfo
 
 
@@ -43,22 +44,22 @@ def _print_status(info: StackInfo, as_json: bool) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-def _home(args: argparse.Namespace) -> Path:
+def _home(args: argparse.Namespace, settings: Settings) -> Path:
     """`--home`, else the stack folder of the state home (BUILD_ASSETS_HOME/stack)."""
     if getattr(args, "home", None):
         return Path(args.home)
-    from build_assets.settings import Settings
-
-    return Settings.resolve().home / "stack"
+    return settings.home / "stack"
 
 
-def _up(args: argparse.Namespace, home: Path) -> int:
+def _up(args: argparse.Namespace, home: Path, settings: Settings) -> int:
     from build_assets.stack.local import stack_up
 
     info = stack_up(
         home,
         reuse_docker=not args.private_docker,
         codebuild_provisioning=args.codebuild_provisioning,
+        docker_host=settings.docker_host,
+        docker_tls_verify=bool(settings.docker_tls_verify),
     )
     env = info.env()
     if args.postgres:
@@ -79,10 +80,10 @@ def _down(home: Path) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace, home: Path) -> int:
+def _status(args: argparse.Namespace, home: Path, settings: Settings) -> int:
     from build_assets.stack.local import stack_status
 
-    info = stack_status(home)
+    info = stack_status(home, docker_tls_verify=bool(settings.docker_tls_verify))
     _print_status(info, args.json)
     return 0 if info.all_alive else 1
 
@@ -90,14 +91,16 @@ def _status(args: argparse.Namespace, home: Path) -> int:
 def _run(args: argparse.Namespace) -> int:
     """Entry point of `build-assets stack ...`; returns the exit code."""
     from build_assets.errors import UserError
+    from build_assets.settings import Settings
 
     try:
-        home = _home(args)
+        settings = Settings.resolve()  # the process starts here: the one resolve
+        home = _home(args, settings)
         if args.stack_command == "up":
-            return _up(args, home)
+            return _up(args, home, settings)
         if args.stack_command == "down":
             return _down(home)
-        return _status(args, home)
+        return _status(args, home, settings)
     except UserError as e:
         _stderr(str(e))
         return e.exit_code

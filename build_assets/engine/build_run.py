@@ -17,8 +17,8 @@ from build_assets.core.targets import Target
 from build_assets.core.versioning import ImageVersion, VersionSet
 from build_assets.engine import progress
 from build_assets.engine.builders.base import BuildResult
+from build_assets.engine.project_protocols import RunProject
 from build_assets.engine.scheduler import BLOCKED, Outcome
-from build_assets.project import Project
 
 if TYPE_CHECKING:  # deploy imports boto3: not needed to load definitions
     from build_assets.engine.deploy import DeployResult
@@ -69,7 +69,7 @@ class BuildRun:
 
     def __init__(
         self,
-        project: Project,
+        project: RunProject,
         versions: VersionSet,
         selected: list[Target],
         *,

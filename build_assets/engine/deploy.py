@@ -96,7 +96,7 @@ def lambda_image_problem(
     function_name: str, image_uri_pinned: str, media_type: str | None
 ) -> str | None:
     """Why Lambda cannot run the image (it takes a single-platform image manifest only)."""
-    from build_assets.engine.registry import INDEX_TYPES
+    from build_assets.core.mediatypes import INDEX_TYPES
 
     if media_type not in INDEX_TYPES:
         return None

@@ -9,26 +9,13 @@ holds (`engine.holds`), and the stale rule's exceptions for such functions.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from build_assets.core.functions import FunctionSpec, function_specs
 from build_assets.core.targets import Target
 from build_assets.engine import release as rel
 from build_assets.engine.holds import FunctionJournal
-from build_assets.settings import Settings
-
-
-class FunctionProject(Protocol):
-    """What deploying functions uses of a `build_assets.project.Project` (which imports this
-    module, so it is named by what it does here)."""
-
-    settings: Settings
-
-    def manifest(self) -> Any: ...
-
-    def deployer(self, media_type: Callable[[str], str | None] | None = None) -> Any: ...
-
-    def _lambda_client(self) -> Any: ...
+from build_assets.engine.project_protocols import FunctionProject
 
 
 def journal_of(project: FunctionProject) -> FunctionJournal:

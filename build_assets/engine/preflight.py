@@ -46,13 +46,13 @@ def state_folder(home: Path, *, write: bool = True) -> str | None:
     return None
 
 
-def engine(host: str | None = None) -> str | None:
+def engine(host: str | None = None, tls_verify: bool = False) -> str | None:
     """A Docker engine answers at `host` (the `docker_host` setting, DOCKER_HOST), else at the
-    system socket."""
+    system socket (`tls_verify`: a tcp:// engine speaks TLS, DOCKER_TLS_VERIFY)."""
     from build_assets.stack.local import docker_ping
 
     host = host or DEFAULT_ENGINE
-    if docker_ping(host, timeout=TIMEOUT_S):
+    if docker_ping(host, timeout=TIMEOUT_S, tls_verify=tls_verify):
         return None
     return f"Docker engine: nothing answers at {host}: {STACK_FIX} or set DOCKER_HOST"
 
@@ -144,14 +144,19 @@ def for_materialize(
     ecr: list[str] | None = None,
     env: str = "dev",
     docker_host: str | None = None,
+    docker_tls_verify: bool = False,
     aws_endpoint_url: str | None = None,
 ) -> None:
     """`materialize`: the state folder `home` (when given); engine and registry (local
     builds); AWS when deploying; the `ecr` repositories the codebuild backend will push to.
-    `docker_host`, `aws_endpoint_url`: the settings (None: the system socket, AWS)."""
+    `docker_host`, `docker_tls_verify`, `aws_endpoint_url`: the settings (None: the system
+    socket, AWS)."""
     checks: list[Check] = [lambda: state_folder(home)] if home is not None else []
     if local:
-        checks += [lambda: engine(docker_host), lambda: registry(registry_prefix)]
+        checks += [
+            lambda: engine(docker_host, docker_tls_verify),
+            lambda: registry(registry_prefix),
+        ]
     if functions or ecr:
         checks.append(lambda: aws_endpoint(aws_endpoint_url))
     if ecr:

@@ -281,7 +281,7 @@ def handle_log_url(handle: Any) -> str | None:
         return path.resolve().as_uri()
     build = handle.state.get("build")
     if isinstance(build, dict) and build.get("arn") and handle.state.get("project"):
-        from build_assets.aws.codebuild import console_url
+        from build_assets.aws.build_status import console_url
 
         region = str(build["arn"]).split(":")[3]
         return console_url(region, handle.state["project"], handle.build_id)

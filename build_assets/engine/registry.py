@@ -21,21 +21,10 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from build_assets.core.mediatypes import MANIFEST_TYPES
 from build_assets.errors import UserError
 from build_assets.settings import ENV_REGISTRY
 
-INDEX_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    }
-)
-MANIFEST_TYPES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
 ACCEPT = ", ".join(MANIFEST_TYPES)
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 DEFAULT_TIMEOUT = 10.0

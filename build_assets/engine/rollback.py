@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from build_assets.core.functions import FunctionSpec, function_specs
 from build_assets.engine import release as rel
 from build_assets.engine.deploy import deploy_function
 from build_assets.engine.function_deploy import journal_of
 from build_assets.engine.holds import Hold
+from build_assets.engine.project_protocols import RollbackProject
 from build_assets.errors import UserError
-
-if TYPE_CHECKING:
-    from build_assets.project import Project
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,7 @@ class Rollback:
         return f"{where}: {self.old or '(nothing)'} -> {self.new}"
 
 
-def function_of(project: Project, name: str) -> tuple[FunctionSpec, str]:
+def function_of(project: RollbackProject, name: str) -> tuple[FunctionSpec, str]:
     """(its FunctionSpec, its image's current version); one line when it is not one."""
     versions = project.versions()
     spec = function_specs(versions.manifest).get(name)
@@ -52,7 +49,7 @@ def function_of(project: Project, name: str) -> tuple[FunctionSpec, str]:
     return spec, versions[spec.image].version
 
 
-def _resolve(project: Project, spec: FunctionSpec, to: str) -> str:
+def _resolve(project: RollbackProject, spec: FunctionSpec, to: str) -> str:
     """The digest-pinned URI of `to` (a tag, a digest or a pinned URI) in the image's
     repository; one line when the registry does not have it."""
     from build_assets.engine import registry as reg
@@ -74,7 +71,7 @@ def _resolve(project: Project, spec: FunctionSpec, to: str) -> str:
     return f"{repository}@{digest}"
 
 
-def earlier_image(project: Project, spec: FunctionSpec, current: str | None) -> str:
+def earlier_image(project: RollbackProject, spec: FunctionSpec, current: str | None) -> str:
     """The image `spec` ran before its last deploy; one line when there is none."""
     client = project._lambda_client()
     if spec.alias:
@@ -98,7 +95,7 @@ def earlier_image(project: Project, spec: FunctionSpec, current: str | None) -> 
     )
 
 
-def rollback(project: Project, name: str, to: str | None = None) -> Rollback:
+def rollback(project: RollbackProject, name: str, to: str | None = None) -> Rollback:
     """Point `name` back at an earlier image and hold it there."""
     spec, version = function_of(project, name)
     if spec.owned_by_infrastructure:
@@ -135,7 +132,7 @@ def _version_running(client, spec: FunctionSpec, image: str) -> str | None:
     return found[-1] if found else None
 
 
-def release_hold(project: Project, name: str) -> Hold | None:
+def release_hold(project: RollbackProject, name: str) -> Hold | None:
     """End the rollback hold on `name` (the next deploy may move it again)."""
     function_of(project, name)
     return journal_of(project).release(name)

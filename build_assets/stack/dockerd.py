@@ -49,16 +49,18 @@ def start_docker(layout: Layout) -> Service:
     return Service("docker", f"unix://{layout.docker_sock}", pid, True, started, None, str(log))
 
 
-def external_docker(private_sock: Path, docker_host: str | None) -> str | None:
+def external_docker(
+    private_sock: Path, docker_host: str | None, tls_verify: bool = False
+) -> str | None:
     """A reachable Docker engine that is not ours: `docker_host` (DOCKER_HOST), then
-    /var/run/docker.sock."""
+    /var/run/docker.sock (`tls_verify`: a tcp:// engine speaks TLS, DOCKER_TLS_VERIFY)."""
     candidates = []
     if docker_host and docker_host != f"unix://{private_sock}":
         candidates.append(docker_host)
     if SYSTEM_SOCKET.exists():
         candidates.append(f"unix://{SYSTEM_SOCKET}")
     for host in candidates:
-        if docker_ping(host):
+        if docker_ping(host, tls_verify=tls_verify):
             return host
     return None
 

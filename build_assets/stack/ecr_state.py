@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from build_assets.core.mediatypes import MANIFEST_TYPES
+
 log = logging.getLogger("ecr_registry")
 
 REPO_TTL_S = 2.0  # how long an answer of describe_repositories is trusted
@@ -173,12 +175,7 @@ class Upstream:
             pass
 
 
-ACCEPTED_MEDIA_TYPES = [
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-]
+ACCEPTED_MEDIA_TYPES = list(MANIFEST_TYPES)
 MANIFEST_ACCEPT = ", ".join(ACCEPTED_MEDIA_TYPES)
 
 

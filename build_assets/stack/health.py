@@ -9,7 +9,7 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from build_assets.settings import child_environment, from_environment
+from build_assets.settings import child_environment
 from build_assets.stack.processes import pid_alive
 from build_assets.stack.services import Service
 
@@ -26,11 +26,9 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def docker_ping(docker_host: str, timeout: float = 2.0, *, tls_verify: bool | None = None) -> bool:
+def docker_ping(docker_host: str, timeout: float = 2.0, *, tls_verify: bool = False) -> bool:
     """True when the engine at `docker_host` answers `/_ping` (unix:// or tcp://; a TLS engine,
-    `tls_verify`, default: the DOCKER_TLS_VERIFY setting, is asked through the docker CLI)."""
-    if tls_verify is None:
-        tls_verify = bool(from_environment("docker_tls_verify"))
+    `tls_verify`: the DOCKER_TLS_VERIFY setting, is asked through the docker CLI)."""
     try:
         if docker_host.startswith("unix://"):
             conn: http.client.HTTPConnection = _UnixHTTPConnection(docker_host[7:], timeout)
@@ -68,10 +66,10 @@ def http_up(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def healthy(svc: Service) -> bool:
-    """True when `svc` answers (whoever runs it)."""
+def healthy(svc: Service, *, tls_verify: bool = False) -> bool:
+    """True when `svc` answers (whoever runs it; `tls_verify`: a tcp:// engine speaks TLS)."""
     if svc.name == "docker":
-        return docker_ping(svc.address)
+        return docker_ping(svc.address, tls_verify=tls_verify)
     if svc.name in ("registry", "distribution"):
         return http_up(f"http://{svc.address}/v2/")
     if svc.name == "codebuild":
@@ -79,10 +77,10 @@ def healthy(svc: Service) -> bool:
     return http_up(f"{svc.address}/moto-api/")
 
 
-def is_running(svc: Service | None) -> bool:
+def is_running(svc: Service | None, *, tls_verify: bool = False) -> bool:
     """True when `svc` answers and, if ours, is still the process we started."""
     if svc is None:
         return False
     if svc.owned and not pid_alive(svc.pid, svc.start_time):
         return False
-    return healthy(svc)
+    return healthy(svc, tls_verify=tls_verify)

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from build_assets.errors import UserError
-from build_assets.settings import from_environment
 from build_assets.stack.dockerd import clear_dead_engine, external_docker, start_docker
 from build_assets.stack.health import docker_ping, healthy, is_running
 from build_assets.stack.processes import last_line, pid_alive, stop_pid, wait_for
@@ -71,13 +70,20 @@ def _stop_if_ours(svc: Service) -> None:
 
 
 def _docker(
-    layout: Layout, old: Service | None, reuse_docker: bool, docker_host: str | None, log: Log
+    layout: Layout,
+    old: Service | None,
+    reuse_docker: bool,
+    docker_host: str | None,
+    tls_verify: bool,
+    log: Log,
 ) -> tuple[Service, bool]:
     """The engine: ours if it answers, else a reachable one, else a new private dockerd;
     return it and whether it was started now."""
     if old and old.owned and is_running(old):
         return old, False
-    external = external_docker(layout.docker_sock, docker_host) if reuse_docker else None
+    external = None
+    if reuse_docker:
+        external = external_docker(layout.docker_sock, docker_host, tls_verify)
     if external:
         log(f"docker: reusing the engine at {external}")
         return Service("docker", external, None, False), False
@@ -111,19 +117,20 @@ def stack_up(
     log: Log = _stderr,
     codebuild_provisioning: float | None = None,
     docker_host: str | None = None,
+    docker_tls_verify: bool = False,
 ) -> StackInfo:
     """Start whatever part of the stack under `home` is not running (idempotent); return it.
 
     `codebuild_provisioning`: seconds every local CodeBuild build spends in QUEUED +
     PROVISIONING (None: a new service gets 0, a running one keeps its setting).
-    `docker_host`: the engine to reuse first (default: the DOCKER_HOST setting)."""
+    `docker_host`, `docker_tls_verify`: the engine to reuse first and whether it speaks TLS (the
+    DOCKER_HOST and DOCKER_TLS_VERIFY settings; None: only the system socket is tried)."""
     layout = _layout(home)
-    docker_host = docker_host or from_environment("docker_host")
     with locked(layout):
         old = load(layout)
         services: dict[str, Service] = {}
         services["docker"], new_engine = _docker(
-            layout, old.get("docker"), reuse_docker, docker_host, log
+            layout, old.get("docker"), reuse_docker, docker_host, docker_tls_verify, log
         )
         started = [services["docker"]] if new_engine else []
 
@@ -164,12 +171,13 @@ def stack_up(
         return StackInfo(layout.home, services)
 
 
-def stack_status(home: Path | str) -> StackInfo:
-    """The recorded services with their liveness (starts and stops nothing)."""
+def stack_status(home: Path | str, *, docker_tls_verify: bool = False) -> StackInfo:
+    """The recorded services with their liveness (starts and stops nothing;
+    `docker_tls_verify`: a reused tcp:// engine speaks TLS)."""
     layout = _layout(home)
     services = load(layout)
     for svc in services.values():
-        svc.alive = is_running(svc)
+        svc.alive = is_running(svc, tls_verify=docker_tls_verify)
     return StackInfo(layout.home, services)
 
 

@@ -33,15 +33,15 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from build_assets.aws import codebuild as cbmod
 from build_assets.aws.bootstrap import bootstrap
 from build_assets.aws.build_start import idempotency_token
 from build_assets.aws.build_status import console_url
 from build_assets.aws.buildspec import build_commands, load_script, render_buildspec
-from build_assets.aws.codebuild import CodeBuildBuilder
 from build_assets.aws.context_upload import CONTEXT_FORMAT, context_key
 from build_assets.core.context import MODE_EXEC, BuildContext, ContextFile, git_blob_id
+from build_assets.engine.builders import codebuild as cbmod
 from build_assets.engine.builders.base import Builder, BuildHandle, BuildRequest
+from build_assets.engine.builders.codebuild import CodeBuildBuilder
 from build_assets.errors import BuildError, UserError
 from tests.aws_plugin import REGION, REGISTRY
 

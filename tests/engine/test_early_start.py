@@ -18,8 +18,8 @@ import pytest
 
 from build_assets.aws.bootstrap import bootstrap
 from build_assets.aws.clients import bucket_name, make_client, make_session
-from build_assets.aws.codebuild import CodeBuildBuilder
 from build_assets.core.versioning import worktree_versions
+from build_assets.engine.builders.codebuild import CodeBuildBuilder
 from build_assets.engine.builders.local import LocalDockerBuilder
 from build_assets.engine.early_start import EarlyStartPlan, lead_from_builds
 from build_assets.engine.registry import get_blob, get_manifest

@@ -304,7 +304,7 @@ def test_two_concurrent_materialize_all_build_each_image_once(
 def private_stack(local_stack: StackInfo, tmp_path: Path):
     """A registry + moto of our own (the session's engine reused): safe to stop."""
     home = tmp_path / "pstack"
-    info = stack_up(home, log=_quiet)
+    info = stack_up(home, log=_quiet, docker_host=local_stack.docker_host)
     try:
         yield home, info
     finally:
@@ -323,7 +323,7 @@ def test_stack_restart_keeps_addresses_and_plan_knows_what_is_built(
     assert built.returncode == 0, built.stderr
 
     stack_down(home, log=_quiet)
-    again = stack_up(home, log=_quiet)
+    again = stack_up(home, log=_quiet, docker_host=info.docker_host)
     assert again.registry == info.registry
     assert again.aws_endpoint_url == info.aws_endpoint_url
     plan = _cli(["plan", "--json", "--repo", str(repo)], _env(state, again.registry, again))
@@ -396,7 +396,7 @@ def test_registry_stopped_mid_run_one_line_errors_and_rerun_recovers(
         assert time.monotonic() - start < 10
         _one_line_error(res, "registry", "stack up")
 
-    stack_up(home, log=_quiet)  # the same port again
+    stack_up(home, log=_quiet, docker_host=info.docker_host)  # the same port again
     again = _cli(["materialize", "--all", "--repo", str(repo)], env)
     assert again.returncode == 0, again.stderr
     _assert_each_built_once(state)
@@ -451,7 +451,8 @@ def test_moto_stopped_mid_run_fails_the_function_only_and_rerun_deploys(
     assert f"cannot reach {info.aws_endpoint_url}" in problem and "stack up" in problem
     assert _real_builds(state) == {"slow-base": 1, "app": 1, "other": 1}  # images unaffected
 
-    stack_up(home, log=_quiet)  # moto again, same address, empty: the function is created
+    # moto again, same address, empty: the function is created
+    stack_up(home, log=_quiet, docker_host=info.docker_host)
     again = _cli(["materialize", "--all", "--repo", str(repo)], env)
     assert again.returncode == 0, again.stderr
     assert _real_builds(state) == {"slow-base": 1, "app": 1, "other": 1}  # nothing rebuilt

@@ -486,7 +486,8 @@ def _builder_request(version: str) -> Any:
 def test_builder_reports_a_failed_build_with_its_phase_and_cloudwatch_tail(
     cb: Any, builder_infra: str
 ) -> None:
-    from build_assets.aws.codebuild import CodeBuildBuilder, console_url
+    from build_assets.aws.build_status import console_url
+    from build_assets.engine.builders.codebuild import CodeBuildBuilder
     from build_assets.errors import BuildError
 
     spec = _spec({"build": {"commands": ["for i in $(seq 80); do echo step $i; done", "exit 1"]}})
@@ -510,7 +511,7 @@ def test_builder_reports_a_failed_build_with_its_phase_and_cloudwatch_tail(
 def test_builder_reports_a_build_that_succeeded_without_pushing(
     cb: Any, builder_infra: str
 ) -> None:
-    from build_assets.aws.codebuild import CodeBuildBuilder
+    from build_assets.engine.builders.codebuild import CodeBuildBuilder
     from build_assets.errors import BuildError
 
     spec = _spec({"build": {"commands": ["echo pushed nothing"]}})
@@ -526,7 +527,7 @@ def test_builder_reports_a_build_that_succeeded_without_pushing(
 def test_builder_backs_off_on_throttled_polls_and_resets_after_a_build_ends(
     cb: Any, builder_infra: str, knobs: Callable[..., dict]
 ) -> None:
-    from build_assets.aws.codebuild import CodeBuildBuilder
+    from build_assets.engine.builders.codebuild import CodeBuildBuilder
 
     sleeps: list[float] = []
     spec = _spec({"build": {"commands": ["true"]}})

@@ -63,7 +63,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 @pytest.mark.stack
 def test_up_twice_reuses_the_running_services(local_stack: StackInfo) -> None:
-    again = stack_up(local_stack.home, log=_quiet)
+    again = stack_up(local_stack.home, log=_quiet, docker_host=local_stack.docker_host)
     for name, svc in local_stack.services.items():
         assert again.services[name].address == svc.address
         assert again.services[name].pid == svc.pid
@@ -104,7 +104,7 @@ def test_second_stack_reuses_engine_restarts_dead_and_stops_only_its_own(
     local_stack: StackInfo, tmp_path: Path
 ) -> None:
     home = tmp_path / "second"
-    info = stack_up(home, log=_quiet)  # DOCKER_HOST points at the session's engine
+    info = stack_up(home, log=_quiet, docker_host=local_stack.docker_host)  # the session's engine
     docker = info.services["docker"]
     assert not docker.owned and docker.pid is None
     assert info.docker_host == local_stack.docker_host
@@ -115,7 +115,7 @@ def test_second_stack_reuses_engine_restarts_dead_and_stops_only_its_own(
     os.kill(moto_pid, signal.SIGKILL)
     assert _until(lambda: not stack_status(home).services["moto"].alive)
 
-    again = stack_up(home, log=_quiet)
+    again = stack_up(home, log=_quiet, docker_host=local_stack.docker_host)
     assert again.services["registry"].pid == info.services["registry"].pid
     assert again.services["moto"].pid != moto_pid
     assert again.services["moto"].alive
@@ -135,7 +135,7 @@ def test_second_stack_reuses_engine_restarts_dead_and_stops_only_its_own(
         assert _until(lambda: _bound(squatter, port))  # released a moment after `down`
         squatter.listen()
         with pytest.raises(UserError, match=f"port 127.0.0.1:{port}"):
-            stack_up(home, log=_quiet)
+            stack_up(home, log=_quiet, docker_host=local_stack.docker_host)
     partial = stack_status(home).services
     assert set(partial) == {"docker", "distribution", "moto"}
     assert sorted(stack_down(home, log=_quiet)) == ["distribution", "moto"]

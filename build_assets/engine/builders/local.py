@@ -287,9 +287,11 @@ class LocalDockerBuilder:
         return child_environment(self.env).get("DOCKER_HOST") or DEFAULT_ENGINE
 
     def _engine_answers(self) -> bool:
+        """The engine of the script's environment answers (TLS when it sets DOCKER_TLS_VERIFY)."""
         from build_assets.stack.local import docker_ping
 
-        return docker_ping(self.engine_host, timeout=5.0)
+        tls = bool(child_environment(self.env).get("DOCKER_TLS_VERIFY"))
+        return docker_ping(self.engine_host, timeout=5.0, tls_verify=tls)
 
     def _new_run(self, request: BuildRequest) -> _Run:
         logs = self.work_dir / "logs"

@@ -1,6 +1,7 @@
 """AWS CodeBuild builder: context zip in S3, one CodeBuild build per image version, digest from ECR.
 
-Flow per image version (see `builders.base` for how a scheduler drives it):
+Flow per image version (see `builders.base` for how a scheduler drives it; the AWS-level pieces,
+which take plain values, are in `build_assets.aws`):
 
 1. the deterministic context zip goes to `s3://<bucket>/contexts/<image>/<version>.zip`, once:
    the key is content-addressed, so an existing object is reused as is (`context_upload`);
@@ -28,6 +29,8 @@ import boto3
 from botocore.exceptions import ClientError
 
 from build_assets.aws.build_start import (
+    IMAGE_VARIABLE,
+    VERSION_VARIABLE,
     build_environment,
     idempotency_token,
     is_same_version,
@@ -59,8 +62,6 @@ from build_assets.engine.builders.base import BuildHandle, BuildRequest, BuildRe
 from build_assets.engine.early_start import lead_from_builds
 from build_assets.errors import BuildError, UserError
 
-__all__ = ["CodeBuildBuilder", "console_url"]  # console_url: `engine.progress` imports it here
-
 log = logging.getLogger(__name__)
 
 RECENT_BUILDS_SCANNED = 50  # how far back start() looks for a build of the same version
@@ -69,6 +70,33 @@ RECENT_BUILDS_SCANNED = 50  # how far back start() looks for a build of the same
 # and the second attaches to the first one's build
 _START_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _START_LOCKS_GUARD = threading.Lock()
+
+
+def script_variables(request: BuildRequest) -> dict[str, str]:
+    """The build script's environment for `request` (empty values are left out at StartBuild)."""
+    registry, _, _ = ecr_registry_parts(request.repository)
+    return {
+        "IMAGE_REPO": request.repository,
+        "IMAGE_TAG": request.tag,
+        "DOCKERFILE": request.dockerfile,
+        "BASE_IMAGE": request.base_image or "",
+        "BASE_WAIT_REF": request.base_wait or "",
+        # the script's default is BASE_IMAGE: only another arg name is passed
+        "BASE_ARG": (
+            request.base_arg
+            if (request.base_image or request.base_wait) and request.base_arg != "BASE_IMAGE"
+            else ""
+        ),
+        "PLATFORM": request.platform or "",
+        "BUILD_ARGS": "\n".join(f"{k}={v}" for k, v in sorted(request.build_args.items())),
+        "CACHE_FROM": (
+            f"{request.repository}:{request.previous_tag}" if request.previous_tag else ""
+        ),
+        "ECR_REGISTRY": registry or "",
+        "IMAGE_LABELS": "\n".join(f"{k}={v}" for k, v in sorted(request.labels.items())),
+        VERSION_VARIABLE: request.version,
+        IMAGE_VARIABLE: request.image,
+    }
 
 
 class CodeBuildBuilder:
@@ -136,7 +164,9 @@ class CodeBuildBuilder:
 
     def upload_context(self, request: BuildRequest) -> tuple[str, bool]:
         """Upload the context zip unless its content key exists; return (key, uploaded)."""
-        return upload_context(self.s3, self.bucket, request, self._transfer)
+        return upload_context(
+            self.s3, self.bucket, request.image, request.version, request.context, self._transfer
+        )
 
     # -- start ------------------------------------------------------------------------------
 
@@ -171,7 +201,11 @@ class CodeBuildBuilder:
         project = project_name(request.image, self.env, request.project_template)
         with self._start_lock(project, request.version):
             key, _ = self.upload_context(request)
-            same = [b for b in self._recent_builds(project) if is_same_version(b, request, key)]
+            same = [
+                b
+                for b in self._recent_builds(project)
+                if is_same_version(b, request.version, request.tag, key)
+            ]
             running = [b for b in same if b.get("buildStatus") == "IN_PROGRESS"]
             if running:
                 build = running[0]
@@ -185,7 +219,9 @@ class CodeBuildBuilder:
                 "sourceTypeOverride": "S3",
                 "sourceLocationOverride": f"{self.bucket}/{key}",
                 "buildspecOverride": self._buildspec or render_buildspec(),
-                "environmentVariablesOverride": build_environment(request, self._secret_vars),
+                "environmentVariablesOverride": build_environment(
+                    script_variables(request), self._secret_vars
+                ),
             }
             token = idempotency_token(request.image, request.version, attempt, params)
             with aws_errors("start CodeBuild build", project):
