@@ -338,7 +338,7 @@ def test_with_builds_only_changed_images_are_rebuilt(repo: Path, home: Path, reg
 
 
 @pytest.mark.stack
-def test_the_ledger_is_not_the_truth_and_no_registry_means_nothing_built(
+def test_the_build_records_are_not_the_truth_and_no_registry_means_nothing_built(
     repo: Path, tmp_path: Path, registry: str
 ) -> None:
     """Local records alone (successes or failures) build nothing; without a registry there

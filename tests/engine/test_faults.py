@@ -1,6 +1,6 @@
 """Faults on the real local stack: killed runs, concurrent runs, a registry going away, a stack
 restart and a read-only state folder. Each asserts what a user sees (exit code, one line, no
-traceback) and what really happened (ledger rows, registry tags, processes, temp folders)."""
+traceback) and what really happened (build records, registry tags, processes, temp folders)."""
 
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def _assert_each_built_once(state: Path) -> None:
 
 
 def _real_builds(state: Path) -> dict[str, int]:
-    """Successful, not cached builds per image in the ledger."""
+    """Successful, not cached builds per image in the build records."""
     counts: dict[str, int] = {}
     for r in BuildRecords(state / "builds.sqlite").recent(1000):
         if r.status == "SUCCEEDED" and not r.cached:
@@ -476,7 +476,7 @@ def test_read_only_state_folder_is_one_line(stack_env: StackInfo, tmp_path: Path
             res = _cli([*args, "--repo", str(repo)], env, timeout=60)
             assert time.monotonic() - start < 10
             if args != ["materialize", "--all"] and res.returncode == 0:
-                continue  # plan and status only read: a read-only ledger is enough
+                continue  # plan and status only read: read-only build records are enough
             _one_line_error(res, "state folder", "BUILD_ASSETS_HOME")
     finally:
         subprocess.run(["umount", str(state)], check=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from build_assets.core.versioning import VersionSet, worktree_versions
-from build_assets.engine import progress as pg
+from build_assets.engine import progress
 from build_assets.engine.builders.simulated import SimulatedBuilder
 from build_assets.engine.records import SUCCEEDED, BuildRecord, BuildRecords
 from build_assets.engine.scheduler import BuildScheduler
@@ -60,7 +60,7 @@ def _cascade(root: Path) -> VersionSet:
     return worktree_versions(_write(root, files))
 
 
-def _states(events: list[pg.Progress], name: str) -> list[str]:
+def _states(events: list[progress.Progress], name: str) -> list[str]:
     return [e.label for e in events if e.name == name]
 
 
@@ -70,7 +70,7 @@ def _states(events: list[pg.Progress], name: str) -> list[str]:
 def test_scheduler_emits_each_state_change_once_in_order(tmp_path: Path) -> None:
     versions = _cascade(tmp_path / "repo")
     builder = SimulatedBuilder({"root": 0.2, "mid": 0.05}, default_duration=0.01, fail={"mid"})
-    events: list[pg.Progress] = []
+    events: list[progress.Progress] = []
     sched = BuildScheduler(builder, "reg", on_progress=events.append, on_event=lambda m: None)
     outcomes = {o.name: o.status for o in sched.run(versions, CASCADE)}
 
@@ -95,7 +95,7 @@ def test_scheduler_emits_each_state_change_once_in_order(tmp_path: Path) -> None
         assert all(a != b for a, b in zip(labels, labels[1:], strict=False)), labels
     # a dependent starts only after its base is done
     at = {(e.name, e.state): e.at for e in events}
-    assert at[("mid", pg.PREPARING)] >= at[("root", pg.DONE)]
+    assert at[("mid", progress.PREPARING)] >= at[("root", progress.DONE)]
     # the simulated 0.2 s of root are spent building
     assert sched.progress.durations("root")["build_s"] >= 0.19
 
@@ -103,7 +103,7 @@ def test_scheduler_emits_each_state_change_once_in_order(tmp_path: Path) -> None
 def test_concurrency_limit_shows_queued_and_counts_queue_wait(tmp_path: Path) -> None:
     versions = _cascade(tmp_path / "repo")
     builder = SimulatedBuilder({"root": 0.15, "solo": 0.15}, default_duration=0.01)
-    events: list[pg.Progress] = []
+    events: list[progress.Progress] = []
     sched = BuildScheduler(
         builder, "reg", max_concurrent=1, on_progress=events.append, on_event=lambda m: None
     )
@@ -120,7 +120,7 @@ def test_cached_image_and_cancelled_build(tmp_path: Path) -> None:
     builder = SimulatedBuilder(default_duration=30.0)
     req = BuildScheduler(builder, "reg").request_for(versions["solo"], None)
     builder.pushed[req.image_uri] = "sha256:" + "0" * 64
-    events: list[pg.Progress] = []
+    events: list[progress.Progress] = []
     sched = BuildScheduler(builder, "reg", on_progress=events.append, on_event=lambda m: None)
     run = sched.run(versions, ["solo", "root"])
     assert next(run).name == "solo"  # cached at once; root is building for 30 s
@@ -132,21 +132,21 @@ def test_cached_image_and_cancelled_build(tmp_path: Path) -> None:
 
 def test_estimates_are_the_median_of_previous_real_builds(tmp_path: Path) -> None:
     versions = _cascade(tmp_path / "repo")
-    ledger = BuildRecords(tmp_path / "builds.sqlite")
+    records = BuildRecords(tmp_path / "builds.sqlite")
     for seconds, cached in ((10.0, False), (30.0, False), (20.0, False), (0.0, True)):
-        ledger.add(
+        records.add(
             BuildRecord.for_image(
                 versions["root"], "reg", SUCCEEDED, cached=cached, duration_s=seconds
             )
         )
-    ledger.add(BuildRecord.for_image(versions["solo"], "other-reg", SUCCEEDED, duration_s=99.0))
-    assert pg.load_estimates(ledger.path, "reg", ["root", "solo"]) == {"root": 20.0}
+    records.add(BuildRecord.for_image(versions["solo"], "other-reg", SUCCEEDED, duration_s=99.0))
+    assert progress.load_estimates(records.path, "reg", ["root", "solo"]) == {"root": 20.0}
 
-    events: list[pg.Progress] = []
+    events: list[progress.Progress] = []
     sched = BuildScheduler(
         SimulatedBuilder(),
         "reg",
-        records=ledger,
+        records=records,
         on_progress=events.append,
         on_event=lambda m: None,
     )
@@ -162,14 +162,19 @@ MARKERS = [("LOGIN", 5.0), ("BUILD", 6.0), ("PUSH", 12.0), ("DONE", 13.0)]  # sc
     ("seen", "states", "build_s", "push_s"),
     [
         # a poll saw it preparing at 10 (the BUILD marker was written at 6, read too late)
-        ((pg.PREPARING, "LOGIN", 10.0), [pg.PREPARING, pg.BUILDING, pg.PUSHING, pg.DONE], 2, 1),
+        (
+            (progress.PREPARING, "LOGIN", 10.0),
+            [progress.PREPARING, progress.BUILDING, progress.PUSHING, progress.DONE],
+            2,
+            1,
+        ),
         # a poll saw it pushing: the earlier phases are not replayed backwards
-        ((pg.PUSHING, "", 12.5), [pg.PUSHING, pg.DONE], 0, 0.5),
+        ((progress.PUSHING, "", 12.5), [progress.PUSHING, progress.DONE], 0, 0.5),
     ],
 )
 def test_replayed_phases_stay_in_order_and_in_time(seen, states, build_s, push_s) -> None:
-    events: list[pg.Progress] = []
-    tracker = pg.ProgressTracker(events.append, clock=lambda: 99.0)
+    events: list[progress.Progress] = []
+    tracker = progress.ProgressTracker(events.append, clock=lambda: 99.0)
     state, detail, at = seen
     tracker.set("app", state, detail, at=at)
     tracker.replay("app", MARKERS)
@@ -181,14 +186,18 @@ def test_replayed_phases_stay_in_order_and_in_time(seen, states, build_s, push_s
 
 def test_log_line_round_trip() -> None:
     cases = [
-        pg.Progress("base-x", pg.IMAGE, pg.WAITING, "base-y"),
-        pg.Progress("app", pg.IMAGE, pg.BUILDING, "BUILD", estimate_s=41.6, log_url="file:///l"),
-        pg.Progress("fn", pg.LAMBDA, pg.DONE, "updated"),
-        pg.Progress("b", pg.IMAGE, pg.FAILED, "build FAILED in BUILD", log_url="https://x/y?z=1"),
-        pg.Progress("c", pg.IMAGE, pg.QUEUED),
+        progress.Progress("base-x", progress.IMAGE, progress.WAITING, "base-y"),
+        progress.Progress(
+            "app", progress.IMAGE, progress.BUILDING, "BUILD", estimate_s=41.6, log_url="file:///l"
+        ),
+        progress.Progress("fn", progress.LAMBDA, progress.DONE, "updated"),
+        progress.Progress(
+            "b", progress.IMAGE, progress.FAILED, "build FAILED in BUILD", log_url="https://x/y?z=1"
+        ),
+        progress.Progress("c", progress.IMAGE, progress.QUEUED),
     ]
     for ev in cases:
-        back = pg.Progress.parse(ev.line(), at=5.0, run_id="r")
+        back = progress.Progress.parse(ev.line(), at=5.0, run_id="r")
         assert back is not None, ev.line()
         expected_est = round(ev.estimate_s) if ev.estimate_s is not None else None
         assert (back.name, back.kind, back.state, back.detail, back.log_url) == (
@@ -200,19 +209,19 @@ def test_log_line_round_trip() -> None:
         )
         assert back.estimate_s == expected_est
     assert cases[1].line() == "[app] image building: BUILD · est. 42s · log file:///l"
-    assert pg.Progress.parse("Started execution of step", at=0.0) is None
-    assert pg.Progress.parse("[x] image exploded", at=0.0) is None
+    assert progress.Progress.parse("Started execution of step", at=0.0) is None
+    assert progress.Progress.parse("[x] image exploded", at=0.0) is None
 
 
 def test_listeners_see_events_only_inside_their_block() -> None:
     seen: list[str] = []
-    ev = pg.Progress("a", pg.IMAGE, pg.DONE)
-    pg.publish(ev)
-    with pg.listening(lambda e: seen.append(e.name)):
-        pg.publish(ev)
-        with pg.listening(lambda e: seen.append("inner")):
-            pg.publish(ev)
-    pg.publish(ev)
+    ev = progress.Progress("a", progress.IMAGE, progress.DONE)
+    progress.publish(ev)
+    with progress.listening(lambda e: seen.append(e.name)):
+        progress.publish(ev)
+        with progress.listening(lambda e: seen.append("inner")):
+            progress.publish(ev)
+    progress.publish(ev)
     assert seen == ["a", "a", "inner"]
 
 

@@ -86,7 +86,7 @@ def test_fresh_machine_plans_like_the_builder(stack_env, tmp_path: Path) -> None
 
     on_builder = _plan(repo, home, registry)
     on_fresh = _plan(fresh, fresh_home, registry)
-    assert on_fresh == on_builder  # same answer, same reasons, no ledger on the fresh machine
+    assert on_fresh == on_builder  # same answer, same reasons, no build records on the fresh one
     assert not (fresh_home / "builds.sqlite").exists()
     assert on_fresh[HARMONIZE]["reasons"] == [
         f"{HANDLER} modified",
@@ -95,7 +95,7 @@ def test_fresh_machine_plans_like_the_builder(stack_env, tmp_path: Path) -> None
     assert on_fresh["base-receipt-dynamo"]["reasons"] == [f"{DYNAMO} modified"]
     assert all(e["changed"] for e in on_fresh.values())
 
-    # Deleting the builder's ledger changes nothing either.
+    # Deleting the builder's build records changes nothing either.
     (home / "builds.sqlite").unlink()
     assert _plan(repo, home, registry) == on_builder
 

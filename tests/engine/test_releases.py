@@ -286,9 +286,9 @@ def test_rollback_falls_back_to_the_build_records(aws: boto3.Session, tmp_path, 
         Code={"ImageUri": f"{repository}@{new}"},
         Role=ensure_local_execution_role(aws.client("iam")),
     )
-    ledger = BuildRecords(project.settings.records_path)
+    records = BuildRecords(project.settings.records_path)
     for tag, digest in (("git-aaaaaaaaaaaa", old), ("git-bbbbbbbbbbbb", new)):
-        ledger.add(BuildRecord(HARMONIZE, tag[4:], tag, REGISTRY, SUCCEEDED, digest=digest))
+        records.add(BuildRecord(HARMONIZE, tag[4:], tag, REGISTRY, SUCCEEDED, digest=digest))
     done = rollback(project, LAMBDA_HARMONIZE)
     assert (done.old, done.new) == (f"{repository}@{new}", f"{repository}@{old}")
     assert lam.get_function(FunctionName=LAMBDA_HARMONIZE)["Code"]["ImageUri"] == done.new
