@@ -9,20 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from build_assets.cli.main import settings_for
 from build_assets.core import lock as lk
 from build_assets.errors import UserError
 
 RESOLVE_THREADS = 8
 _SAFE = re.compile(r"^[A-Za-z0-9_./-][A-Za-z0-9_./:@-]*$")
 _GLOB = re.compile(r"[*?\[]")
-
-
-def settings_for(args: argparse.Namespace):
-    from build_assets.cli.main import default_repo
-    from build_assets.settings import Settings
-
-    toplevel = None if args.repo else default_repo()
-    return Settings.resolve(repo=args.repo or toplevel, manifest=args.manifest)
 
 
 def resolve(reference: str) -> str:

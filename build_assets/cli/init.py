@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from build_assets.cli.bases import resolve_all, settings_for
+from build_assets.cli.bases import resolve_all
+from build_assets.cli.main import settings_for
 from build_assets.core import lock as lk
 from build_assets.errors import UserError
 

@@ -8,8 +8,12 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from build_assets.errors import UserError
+
+if TYPE_CHECKING:
+    from build_assets.settings import Settings
 
 # Modules that register their own subcommands with `add_cli(subparsers)`, by command name.
 # Only the module of the command being run is imported (plus all of them for --help).
@@ -36,6 +40,14 @@ def default_repo() -> str | None:
     from build_assets.core.gitrepo import repo_root
 
     return str(repo_root("."))
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """The settings of a command line: --repo/--manifest over the environment, the repo
+    defaulting to the git top level of the current folder."""
+    from build_assets.settings import Settings
+
+    return Settings.resolve(repo=args.repo or default_repo(), manifest=args.manifest)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

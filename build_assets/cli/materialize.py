@@ -26,9 +26,9 @@ def quiet_dagster_warnings() -> None:
 
 def project_for(args: argparse.Namespace) -> Project:
     """The project of the command line: --repo/--manifest over the environment."""
-    from build_assets.cli.main import default_repo
+    from build_assets.cli.main import settings_for
 
-    return Project.from_env(repo=args.repo or default_repo(), manifest=args.manifest)
+    return Project(settings_for(args))
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
